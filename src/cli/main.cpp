@@ -1,3 +1,43 @@
 #include <cstdio>
+#include <cstring>
+#include <exception>
+#include <string>
 
-int main() { std::puts("spense"); }
+#include "cli/commands.h"
+#include "core/error.h"
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage: spense <command> [options]\n"
+    "\n"
+    "commands:\n"
+    "  eval      perplexity of a model on a text file\n"
+    "  inspect   architecture, shapes, dtypes and parameter counts of a checkpoint\n"
+    "\n"
+    "spense <command> --help lists a command's options.\n";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0 || std::strcmp(argv[1], "help") == 0) {
+        std::fputs(kUsage, argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    std::string cmd = argv[1];
+    try {
+        if (cmd == "eval") return spense::cli::cmd_eval(argc - 2, argv + 2);
+        if (cmd == "inspect") return spense::cli::cmd_inspect(argc - 2, argv + 2);
+        std::fprintf(stderr, "spense: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
+        return 2;
+    } catch (const spense::Error& e) {
+        std::fprintf(stderr, "spense %s: error: %s\n", cmd.c_str(), e.what());
+        return 1;
+    } catch (const std::bad_alloc&) {
+        std::fprintf(stderr, "spense %s: error: out of memory\n", cmd.c_str());
+        return 1;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "spense %s: internal error: %s\n", cmd.c_str(), e.what());
+        return 3;
+    }
+}
