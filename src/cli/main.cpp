@@ -14,6 +14,8 @@ constexpr const char* kUsage =
     "commands:\n"
     "  eval      perplexity of a model on a text file\n"
     "  inspect   architecture, shapes, dtypes and parameter counts of a checkpoint\n"
+    "  prune     one-shot pruning into the Spense format (or a baseline)\n"
+    "  bench     GPU benchmarks (bench gemm)\n"
     "\n"
     "spense <command> --help lists a command's options.\n";
 
@@ -28,6 +30,8 @@ int main(int argc, char** argv) {
     try {
         if (cmd == "eval") return spense::cli::cmd_eval(argc - 2, argv + 2);
         if (cmd == "inspect") return spense::cli::cmd_inspect(argc - 2, argv + 2);
+        if (cmd == "prune") return spense::cli::cmd_prune(argc - 2, argv + 2);
+        if (cmd == "bench") return spense::cli::cmd_bench(argc - 2, argv + 2);
         std::fprintf(stderr, "spense: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
         return 2;
     } catch (const spense::Error& e) {
