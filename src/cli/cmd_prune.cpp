@@ -1,9 +1,145 @@
-// spense prune: placeholder until the pruning pipeline lands (issue 3).
+// spense prune: one-shot pruning of every MLP into the Spense format (or a baseline), written as
+// an HF checkpoint plus spense.json.
+#include <cstdio>
+#include <iostream>
+
+#include "cli/args.h"
 #include "cli/commands.h"
 #include "core/error.h"
+#include "core/progress.h"
+#include "core/run_info.h"
+#include "format/hf_writer.h"
+#include "prune/pipeline.h"
 
 namespace spense::cli {
 
-int cmd_prune(int, char**) { fail("prune: not implemented yet"); }
+namespace {
+
+// "0.25", "25%" or "2:4" (= 0.5).
+double parse_sparsity(const std::string& s) {
+    if (s == "2:4") return 0.5;
+    try {
+        size_t used = 0;
+        double v = std::stod(s, &used);
+        if (used == s.size()) return v;
+        if (used + 1 == s.size() && s.back() == '%') return v / 100.0;
+    } catch (const std::exception&) {
+    }
+    fail("--sparsity '", s, "' is not a number (0.25), a percentage (25%) or 2:4");
+}
+
+DType parse_weight_dtype(const std::string& s) {
+    if (s == "f32" || s == "float32") return DType::F32;
+    if (s == "bf16" || s == "bfloat16") return DType::BF16;
+    if (s == "f16" || s == "float16") return DType::F16;
+    fail("--dtype '", s, "' is not one of: f32, bf16, f16");
+}
+
+// The source's own storage type where it is one we write, else float32 (GGUF quantizations).
+DType source_dtype(const Checkpoint& ckpt) {
+    DType t = ckpt.tensor(layer_tensor(0, "mlp.gate_proj.weight")).dtype;
+    return t == DType::BF16 || t == DType::F16 ? t : DType::F32;
+}
+
+}  // namespace
+
+int cmd_prune(int argc, char** argv) {
+    Args args("prune", "One-shot pruning of every MLP into the Spense format (or a baseline), written as an HF checkpoint.",
+              {{"model", "PATH", "HF checkpoint directory, GGUF file or llama2.c .bin", ""},
+               {"calib", "FILE", "calibration text", ""},
+               {"method", "M", "magnitude | wanda | sparsegpt | spensegpt | spensegpt+", ""},
+               {"sparsity", "S", "MLP sparsity: 0.5 (2:4), 0.375 or 0.25 (Spense); any in (0,1) with --pattern unstructured", ""},
+               {"out", "DIR", "output directory (must not exist)", ""},
+               {"pattern", "P", "2:4 | unstructured (baselines only)", "2:4"},
+               {"nsamples", "N", "calibration sequences", "128"},
+               {"seqlen", "L", "tokens per calibration sequence (default: the model's context, at most 2048)", ""},
+               {"range", "A:B", "part of the calibration file to draw from", "0:1"},
+               {"docs", "MODE", "whole | paragraphs (as for eval)", "whole"},
+               {"seed", "S", "seed of the calibration sampling", "0"},
+               {"align", "A", "the dense count k is a multiple of A", "128"},
+               {"score", "S", "SpenseGPT+ dense-index score: wanda | sparsegpt", "wanda"},
+               {"layout", "L", "SpenseGPT+ dense-index layout while pruning: back | front | inplace", "back"},
+               {"percdamp", "F", "SparseGPT damping, as a fraction of the mean Hessian diagonal", "0.01"},
+               {"blocksize", "B", "SparseGPT column block size", "128"},
+               {"dtype", "T", "stored weight type: f32 | bf16 | f16 (default: the source's, f32 for GGUF)", ""},
+               {"tokenizer", "PATH", "tokenizer.json or llama2.c tokenizer.bin, overriding the model's", ""}},
+              argc, argv);
+    if (args.help_requested()) {
+        std::cout << args.usage();
+        return 0;
+    }
+    const std::string model_path = args.required("model"), out = args.required("out");
+    PruneOptions opt;
+    opt.method = parse_prune_method(args.required("method"));
+    opt.sparsity = parse_sparsity(args.required("sparsity"));
+    const std::string pattern = *args.get("pattern");
+    if (pattern != "2:4" && pattern != "unstructured") fail("--pattern '", pattern, "' is not one of: 2:4, unstructured");
+    opt.pattern = pattern == "2:4" ? PruneSpec::Pattern::TwoFour : PruneSpec::Pattern::Unstructured;
+    opt.align = args.get_int("align");
+    opt.score = parse_index_score(*args.get("score"));
+    opt.layout = parse_dense_layout(*args.get("layout"));
+    opt.sparsegpt.percdamp = args.get_double("percdamp");
+    opt.sparsegpt.blocksize = args.get_int("blocksize");
+    CalibrationOptions copt;
+    copt.file = args.required("calib");
+    copt.range = TextRange::parse(*args.get("range"));
+    copt.docs = parse_doc_split(*args.get("docs"));
+    copt.nsamples = args.get_int("nsamples");
+    copt.seed = uint64_t(args.get_int("seed"));
+    check_new_output_dir(out);
+
+    Checkpoint ckpt = open_checkpoint(model_path, args.get("tokenizer").value_or(""));
+    if (!ckpt.tokenizer) fail(model_path, ": no tokenizer found beside the model (pass --tokenizer PATH)");
+    ModelConfig cfg = ModelConfig::from_hf(ckpt.config, model_path);
+    opt.weight_dtype = args.get("dtype") ? parse_weight_dtype(*args.get("dtype")) : source_dtype(ckpt);
+    const int64_t k = opt.validate(cfg);
+    copt.seqlen = args.get("seqlen") ? args.get_int("seqlen") : std::min<int64_t>(cfg.max_positions, 2048);
+
+    CalibrationSet calib = sample_calibration(*ckpt.tokenizer, copt);
+    std::fprintf(stderr, "spense prune: %s (%s), %lld layers, d_ff %lld; %s at MLP sparsity %g, dense k = %lld; calibration %lld x %lld tokens from %lld\n",
+                 model_path.c_str(), cfg.architecture.c_str(), (long long)cfg.n_layers, (long long)cfg.intermediate,
+                 prune_method_name(opt.method), opt.sparsity, (long long)k, (long long)copt.nsamples, (long long)copt.seqlen,
+                 (long long)calib.stream_tokens);
+
+    Transformer model = load_transformer(ckpt);
+    round_weights(model.weights(), opt.weight_dtype);
+    PruneReport report = prune_model(model, calib, opt);
+
+    nlohmann::json layers = nlohmann::json::array();
+    int64_t zeros = 0, total = 0;
+    for (const auto& l : report.layers) {
+        nlohmann::json j = l.to_json();
+        j["dense_region"] = {cfg.intermediate - l.dense, cfg.intermediate};
+        layers.push_back(j);
+    }
+    for (const auto& lw : model.weights().layers) {
+        const auto& mlp = dynamic_cast<const DenseMlp&>(*lw.mlp);
+        for (const Matrix* m : {&mlp.gate, &mlp.up, &mlp.down}) {
+            for (float v : m->data) zeros += v == 0.0f;
+            total += int64_t(m->data.size());
+        }
+    }
+    nlohmann::json spense_json = {{"format", "spense"},
+                                  {"version", 1},
+                                  {"source", {{"path", model_path}, {"format", format_name(ckpt.format)}}},
+                                  {"intermediate_size", cfg.intermediate},
+                                  {"dense_count", k},
+                                  {"options", opt.to_json()},
+                                  {"calibration", calib.describe(copt)},
+                                  {"mlp_sparsity", double(zeros) / double(total)},
+                                  {"pruning_seconds", report.seconds},
+                                  {"layers", layers},
+                                  {"run", run_info()}};
+    write_hf_checkpoint(out, ckpt, model, opt.weight_dtype, spense_json);
+
+    std::printf("| layer | dense k | gate err (mask -> final) | up err | down err | mlp err | time |\n|---|---|---|---|---|---|---|\n");
+    for (const auto& l : report.layers)
+        std::printf("| %lld | %lld | %.4f -> %.4f | %.4f -> %.4f | %.4f -> %.4f | %.4f | %s |\n", (long long)l.layer, (long long)l.dense,
+                    l.gate.masked_error, l.gate.error, l.up.masked_error, l.up.error, l.down.masked_error, l.down.error, l.mlp_error,
+                    format_duration(l.seconds).c_str());
+    std::printf("\n%s: %s at MLP sparsity %.4f (zeros in MLP weights), pruned in %s, written to %s\n", model_path.c_str(),
+                prune_method_name(opt.method), double(zeros) / double(total), format_duration(report.seconds).c_str(), out.c_str());
+    return 0;
+}
 
 }  // namespace spense::cli

@@ -1,0 +1,75 @@
+// One-shot pruning of every decoder layer's MLP, layer by layer (SPEC.md, "Pipeline"):
+// calibration sequences run through layer l with the already-pruned layers 0..l-1; within a
+// layer, true-sequential: gate and up are pruned on the MLP input, then down on the intermediate
+// activation recomputed through the pruned gate and up. Attention is not pruned.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "core/dtype.h"
+#include "model/transformer.h"
+#include "prune/calibration.h"
+#include "prune/dense_select.h"
+#include "prune/sparsegpt.h"
+
+namespace spense {
+
+enum class PruneMethod { Magnitude, Wanda, SparseGpt, SpenseGpt, SpenseGptPlus };
+PruneMethod parse_prune_method(const std::string& s);  // magnitude | wanda | sparsegpt | spensegpt | spensegpt+
+const char* prune_method_name(PruneMethod m);
+bool is_spense(PruneMethod m);
+
+enum class IndexScore { Wanda, SparseGpt };
+IndexScore parse_index_score(const std::string& s);  // wanda | sparsegpt
+const char* index_score_name(IndexScore s);
+
+struct PruneOptions {
+    PruneMethod method = PruneMethod::SpenseGptPlus;
+    PruneSpec::Pattern pattern = PruneSpec::Pattern::TwoFour;  // unstructured: baselines only
+    double sparsity = 0.5;                                     // MLP sparsity
+    int64_t align = 128;                                       // the dense count's multiple
+    IndexScore score = IndexScore::Wanda;                      // SpenseGPT+ only
+    DenseLayout layout = DenseLayout::Back;                    // SpenseGPT+ only
+    SparseGptOptions sparsegpt;
+    // Weights are rounded to this type as they are pruned, so that the model the calibration runs
+    // through, and the one written, are the same.
+    DType weight_dtype = DType::F32;
+
+    // Checks the options against each other and the model; returns the dense count k.
+    int64_t validate(const ModelConfig& cfg) const;
+    nlohmann::json to_json() const;
+};
+
+struct LinearReport {
+    double masked_error = 0;  // relative reconstruction error of the mask alone (no weight update)
+    double error = 0;         // relative reconstruction error of the final weight
+    double sparsity = 0;      // fraction of zeros in the whole weight
+};
+
+struct LayerReport {
+    int64_t layer = 0;
+    int64_t dense = 0;  // k: the last k intermediate indices are dense
+    LinearReport gate, up, down;
+    double mlp_error = 0;  // ||mlp'(h) - mlp(h)||^2 / ||mlp(h)||^2 over the calibration tokens
+    double seconds = 0;
+    std::vector<int64_t> source_index;  // the source model's intermediate index at each runtime position
+    nlohmann::json to_json() const;
+};
+
+struct PruneReport {
+    std::vector<LayerReport> layers;
+    double seconds = 0;
+};
+
+// Prunes `model`'s MLPs in place (they end in the runtime layout: dense region last). Shows
+// progress per layer (layer i of n, elapsed, ETA).
+PruneReport prune_model(Transformer& model, const CalibrationSet& calib, const PruneOptions& opt);
+
+// Rounds every weight of the model to `dtype` (exact for F32).
+void round_weights(ModelWeights& w, DType dtype);
+
+}  // namespace spense
