@@ -16,7 +16,7 @@ Args::Args(std::string command, std::string summary, std::vector<OptionSpec> spe
             continue;
         }
         if (a.rfind("--", 0) != 0) {
-            if (positional_.size() >= max_positional) fail(command_, ": unexpected argument '", a, "' (see spense ", command_, " --help)");
+            if (positional_.size() >= max_positional) fail("unexpected argument '", a, "' (see spense ", command_, " --help)");
             positional_.push_back(a);
             continue;
         }
@@ -25,11 +25,11 @@ Args::Args(std::string command, std::string summary, std::vector<OptionSpec> spe
             value = name.substr(eq + 1);
             name = name.substr(0, eq);
         } else if (!spec(name).value_name.empty()) {
-            if (i + 1 >= argc) fail(command_, ": option --", name, " needs a value (", spec(name).value_name, ")");
+            if (i + 1 >= argc) fail("option --", name, " needs a value (", spec(name).value_name, ")");
             value = argv[++i];
         }
         const OptionSpec& s = spec(name);
-        if (s.value_name.empty() && !value.empty()) fail(command_, ": option --", name, " takes no value");
+        if (s.value_name.empty() && !value.empty()) fail("option --", name, " takes no value");
         values_[name] = s.value_name.empty() ? "1" : value;
     }
 }
@@ -37,7 +37,7 @@ Args::Args(std::string command, std::string summary, std::vector<OptionSpec> spe
 const OptionSpec& Args::spec(const std::string& name) const {
     for (const auto& s : specs_)
         if (s.name == name) return s;
-    fail(command_, ": unknown option --", name, " (see spense ", command_, " --help)");
+    fail("unknown option --", name, " (see spense ", command_, " --help)");
 }
 
 std::string Args::usage() const {
@@ -65,7 +65,7 @@ std::optional<std::string> Args::get(const std::string& name) const {
 
 std::string Args::required(const std::string& name) const {
     auto v = get(name);
-    if (!v) fail(command_, ": --", name, " is required (see spense ", command_, " --help)");
+    if (!v) fail("--", name, " is required (see spense ", command_, " --help)");
     return *v;
 }
 
@@ -73,7 +73,7 @@ int64_t Args::get_int(const std::string& name) const {
     std::string v = required(name);
     int64_t out = 0;
     auto res = std::from_chars(v.data(), v.data() + v.size(), out);
-    if (res.ec != std::errc() || res.ptr != v.data() + v.size()) fail(command_, ": --", name, " expects an integer, got '", v, "'");
+    if (res.ec != std::errc() || res.ptr != v.data() + v.size()) fail("--", name, " expects an integer, got '", v, "'");
     return out;
 }
 
@@ -81,7 +81,7 @@ double Args::get_double(const std::string& name) const {
     std::string v = required(name);
     double out = 0;
     auto res = std::from_chars(v.data(), v.data() + v.size(), out);
-    if (res.ec != std::errc() || res.ptr != v.data() + v.size()) fail(command_, ": --", name, " expects a number, got '", v, "'");
+    if (res.ec != std::errc() || res.ptr != v.data() + v.size()) fail("--", name, " expects a number, got '", v, "'");
     return out;
 }
 

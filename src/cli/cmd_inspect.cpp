@@ -117,7 +117,7 @@ int cmd_inspect(int argc, char** argv) {
         std::cout << args.usage();
         return 0;
     }
-    if (args.positional().empty()) fail("inspect: give the checkpoint path (spense inspect PATH)");
+    if (args.positional().empty()) fail("give the checkpoint to inspect: spense inspect PATH");
     const std::string path = args.positional()[0];
     Checkpoint ckpt = open_checkpoint(path);
     ModelConfig cfg = ModelConfig::from_hf(ckpt.config, path);
