@@ -18,7 +18,7 @@ wiki=$shared/data/wikitext2-test.raw
 mkdir -p "$out"
 
 # study_model TAG MODEL CALIB_ARGS EVALS [NAME PRUNE_ARGS]...: prune each run (except "original"),
-# then evaluate it on each EVALS entry (data,range,docs,ctx).
+# then evaluate it on each EVALS entry (data,range,ctx).
 study_model() {
     local tag=$1 model=$2 calib_args=$3 evals=$4
     shift 4
@@ -38,11 +38,11 @@ study_model() {
         fi
         local e
         for e in $evals; do
-            local data range docs ctx
-            IFS=, read -r data range docs ctx <<< "$e"
+            local data range ctx
+            IFS=, read -r data range ctx <<< "$e"
             local json=$out/$tag-$name.eval-$(basename "$data" | cut -d- -f1).json
             [[ -f $json ]] && continue
-            $spense eval --model "$pruned" --data "$data" --range "$range" --docs "$docs" --ctx "$ctx" --json "$json" > /dev/null
+            $spense eval --model "$pruned" --data "$data" --range "$range" --ctx "$ctx" --json "$json" > /dev/null
         done
     done
 }
@@ -67,12 +67,12 @@ set_runs() {
 if [[ $which == stories260k || $which == all ]]; then
     set_runs 4
     study_model stories260k "$shared/models/stories260K/stories260K.bin" \
-        "--calib $tiny --range 0:0.5 --docs paragraphs --nsamples 128 --seqlen 256" \
-        "$tiny,0.5:1,paragraphs,256" "${runs[@]}"
+        "--calib $tiny --range 0:0.5 --nsamples 128 --seqlen 256" \
+        "$tiny,0.5:1,256" "${runs[@]}"
 fi
 if [[ $which == smollm2 || $which == all ]]; then
     set_runs 128
     study_model smollm2 "$cache/SmolLM2-135M-Instruct.Q4_1.gguf" \
         "--calib $wiki --range 0:0.5 --nsamples 64 --seqlen 512" \
-        "$wiki,0.75:1,whole,1024 $tiny,0.75:1,paragraphs,1024" "${runs[@]}"
+        "$wiki,0.75:1,1024 $tiny,0.75:1,1024" "${runs[@]}"
 fi

@@ -15,8 +15,8 @@ fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-calib=(--calib "$text" --range 0:0.5 --docs paragraphs --nsamples 64 --seqlen 256 --align 4)
-eval_args=(--data "$text" --range 0.5:1 --docs paragraphs --ctx 256)
+calib=(--calib "$text" --range 0:0.5 --nsamples 64 --seqlen 256 --align 4)
+eval_args=(--data "$text" --range 0.5:1 --ctx 256)
 ppl() { "$spense" eval --model "$1" "${eval_args[@]}" --json "$work/eval.json" > /dev/null 2>&1
         python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["perplexity"])' "$work/eval.json"; }
 

@@ -33,14 +33,14 @@ TEST(Llama2c, Stories260kConfig) {
     EXPECT_EQ(ckpt.tokenizer->vocab_size(), 512);
 }
 
-// Stories are documents: each is tokenized with BOS, as llama2.c's pretokenizer prepared the
-// training data. The reference measured 4.24 this way.
+// The second half of the text as one stream: BOS once, line breaks as byte tokens. An independent
+// reference measured 5.84 this way (another, 4.24, tokenized story and line breaks differently).
 TEST(Llama2c, Stories260kPerplexityOnTinyStories) {
     if (!std::filesystem::exists(stories260k())) GTEST_SKIP() << "shared models not found at " << stories260k();
     Checkpoint ckpt = open_checkpoint(stories260k());
     Transformer model = load_transformer(ckpt);
     std::string text = read_text_range(test::shared_dir() / "data" / "tinystories-valid-1k.txt", TextRange::parse("0.5:1"));
-    auto ids = tokenize_text(*ckpt.tokenizer, text, DocSplit::Paragraphs);
+    auto ids = tokenize_text(*ckpt.tokenizer, text);
     PerplexityResult r = perplexity(model, ids, 256);
     EXPECT_GT(r.ppl, 4.2);
     EXPECT_LT(r.ppl, 6.0);

@@ -19,7 +19,6 @@ int cmd_eval(int argc, char** argv) {
                {"data", "FILE", "text file to evaluate on", ""},
                {"range", "A:B", "part of the file to use, as fractions of its bytes", "0:1"},
                {"ctx", "N", "window length in tokens (default: the model's context, at most 2048)", ""},
-               {"docs", "MODE", "whole: the range is one document; paragraphs: blank-line separated documents, each with BOS", "whole"},
                {"tokenizer", "PATH", "tokenizer.json or llama2.c tokenizer.bin, overriding the model's", ""},
                {"json", "FILE", "also write the result as JSON to FILE", ""}},
               argc, argv);
@@ -29,7 +28,6 @@ int cmd_eval(int argc, char** argv) {
     }
     const std::string model_path = args.required("model"), data_path = args.required("data");
     const TextRange range = TextRange::parse(*args.get("range"));
-    const DocSplit docs = parse_doc_split(*args.get("docs"));
 
     Checkpoint ckpt = open_checkpoint(model_path, args.get("tokenizer").value_or(""));
     if (!ckpt.tokenizer) fail(model_path, ": no tokenizer found beside the model (pass --tokenizer PATH)");
@@ -42,16 +40,16 @@ int cmd_eval(int argc, char** argv) {
                      (long long)ctx, (long long)cfg.max_positions);
 
     const std::string text = read_text_range(data_path, range);
-    const std::vector<int32_t> ids = tokenize_text(*ckpt.tokenizer, text, docs);
+    const std::vector<int32_t> ids = tokenize_text(*ckpt.tokenizer, text);
     std::fprintf(stderr, "spense eval: %s (%s, %s), %zu bytes of text -> %zu tokens, ctx %lld\n", model_path.c_str(),
                  format_name(ckpt.format), cfg.architecture.c_str(), text.size(), ids.size(), (long long)ctx);
 
     PerplexityResult r = perplexity(model, ids, ctx);
 
-    std::printf("| model | data | range | docs | ctx | windows | tokens scored | perplexity | time |\n");
-    std::printf("|---|---|---|---|---|---|---|---|---|\n");
-    std::printf("| %s | %s | %s | %s | %lld | %lld | %lld | %.4f | %s |\n", model_path.c_str(), data_path.c_str(),
-                range.str().c_str(), doc_split_name(docs), (long long)r.ctx, (long long)r.windows, (long long)r.predictions,
+    std::printf("| model | data | range | ctx | windows | tokens scored | perplexity | time |\n");
+    std::printf("|---|---|---|---|---|---|---|---|\n");
+    std::printf("| %s | %s | %s | %lld | %lld | %lld | %.4f | %s |\n", model_path.c_str(), data_path.c_str(),
+                range.str().c_str(), (long long)r.ctx, (long long)r.windows, (long long)r.predictions,
                 r.ppl, format_duration(r.seconds).c_str());
 
     if (auto json_path = args.get("json")) {
@@ -61,7 +59,6 @@ int cmd_eval(int argc, char** argv) {
                             {"architecture", cfg.architecture},
                             {"data", data_path},
                             {"range", range.str()},
-                            {"docs", doc_split_name(docs)},
                             {"text_bytes", text.size()},
                             {"tokens", r.tokens_available},
                             {"ctx", r.ctx},

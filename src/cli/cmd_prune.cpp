@@ -54,7 +54,6 @@ int cmd_prune(int argc, char** argv) {
                {"nsamples", "N", "calibration sequences", "128"},
                {"seqlen", "L", "tokens per calibration sequence (default: the model's context, at most 2048)", ""},
                {"range", "A:B", "part of the calibration file to draw from", "0:1"},
-               {"docs", "MODE", "whole | paragraphs (as for eval)", "whole"},
                {"seed", "S", "seed of the calibration sampling", "0"},
                {"align", "A", "the dense count k is a multiple of A", "128"},
                {"score", "S", "SpenseGPT+ dense-index score: wanda | sparsegpt", "wanda"},
@@ -83,7 +82,6 @@ int cmd_prune(int argc, char** argv) {
     CalibrationOptions copt;
     copt.file = args.required("calib");
     copt.range = TextRange::parse(*args.get("range"));
-    copt.docs = parse_doc_split(*args.get("docs"));
     copt.nsamples = args.get_int("nsamples");
     copt.seed = uint64_t(args.get_int("seed"));
     check_new_output_dir(out);

@@ -28,14 +28,6 @@ std::string TextRange::str() const {
     return buf;
 }
 
-DocSplit parse_doc_split(std::string_view s) {
-    if (s == "whole") return DocSplit::Whole;
-    if (s == "paragraphs") return DocSplit::Paragraphs;
-    fail("document split '", s, "' is not one of: whole, paragraphs");
-}
-
-const char* doc_split_name(DocSplit d) { return d == DocSplit::Whole ? "whole" : "paragraphs"; }
-
 std::string read_text_range(const std::filesystem::path& path, TextRange range) {
     std::ifstream in(path, std::ios::binary);
     if (!in) fail(path.string(), ": cannot open text file");
@@ -59,24 +51,6 @@ std::string read_text_range(const std::filesystem::path& path, TextRange range) 
     return text.substr(b, e - b);
 }
 
-std::vector<int32_t> tokenize_text(const Tokenizer& tok, std::string_view text, DocSplit split) {
-    if (split == DocSplit::Whole) return tok.encode_for_model(text);
-    std::vector<int32_t> ids;
-    size_t pos = 0;
-    while (pos < text.size()) {
-        size_t end = text.find("\n\n", pos);
-        if (end == std::string_view::npos) end = text.size();
-        std::string_view doc = text.substr(pos, end - pos);
-        while (!doc.empty() && (doc.front() == '\n' || doc.front() == ' ')) doc.remove_prefix(1);
-        while (!doc.empty() && (doc.back() == '\n' || doc.back() == ' ')) doc.remove_suffix(1);
-        if (!doc.empty()) {
-            if (!tok.add_bos() && !ids.empty() && tok.eos_id()) ids.push_back(*tok.eos_id());
-            auto d = tok.encode_for_model(doc);
-            ids.insert(ids.end(), d.begin(), d.end());
-        }
-        pos = end + 2;
-    }
-    return ids;
-}
+std::vector<int32_t> tokenize_text(const Tokenizer& tok, std::string_view text) { return tok.encode_for_model(text); }
 
 }  // namespace spense

@@ -1,5 +1,6 @@
-// Evaluation and calibration text: a byte range of a text file, split into documents and
-// tokenized for a model.
+// Evaluation and calibration text: a byte range of a text file, tokenized for a model as one
+// stream (BOS once at its start when the tokenizer adds BOS; line breaks are tokens like any
+// other text).
 //
 // Line ends are normalised to "\n" (WikiText ships CRLF). A range a:b selects the bytes from
 // fraction a to fraction b of the file, each end moved forward to the start of a line, so
@@ -23,18 +24,9 @@ struct TextRange {
     std::string str() const;
 };
 
-// How the text is cut into documents before tokenizing.
-enum class DocSplit {
-    Whole,       // the range is one document: BOS once at its start (if the tokenizer adds BOS)
-    Paragraphs,  // documents separated by blank lines (TinyStories): BOS before each one, or EOS
-                 // between them for tokenizers that add no BOS
-};
-DocSplit parse_doc_split(std::string_view s);  // "whole" | "paragraphs"
-const char* doc_split_name(DocSplit d);
-
 std::string read_text_range(const std::filesystem::path& path, TextRange range);
 
-// The token stream of `text` under `split`.
-std::vector<int32_t> tokenize_text(const Tokenizer& tok, std::string_view text, DocSplit split);
+// The token stream of a text range.
+std::vector<int32_t> tokenize_text(const Tokenizer& tok, std::string_view text);
 
 }  // namespace spense

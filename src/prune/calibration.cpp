@@ -10,7 +10,7 @@ CalibrationSet sample_calibration(const Tokenizer& tok, const CalibrationOptions
     SPENSE_CHECK(opt.nsamples > 0 && opt.seqlen > 1, "calibration needs --nsamples >= 1 and --seqlen >= 2 (got ", opt.nsamples,
                  " and ", opt.seqlen, ")");
     const std::string text = read_text_range(opt.file, opt.range);
-    const std::vector<int32_t> ids = tokenize_text(tok, text, opt.docs);
+    const std::vector<int32_t> ids = tokenize_text(tok, text);
     if (int64_t(ids.size()) < opt.seqlen)
         fail(opt.file.string(), ": range ", opt.range.str(), " gives ", ids.size(), " tokens, fewer than one calibration sequence of ",
              opt.seqlen, " (use a larger --range or a smaller --seqlen)");
@@ -26,8 +26,7 @@ CalibrationSet sample_calibration(const Tokenizer& tok, const CalibrationOptions
 }
 
 nlohmann::json CalibrationSet::describe(const CalibrationOptions& opt) const {
-    return {{"file", opt.file.string()}, {"range", opt.range.str()}, {"docs", doc_split_name(opt.docs)},
-            {"nsamples", opt.nsamples}, {"seqlen", opt.seqlen},        {"seed", opt.seed},
+    return {{"file", opt.file.string()}, {"range", opt.range.str()}, {"nsamples", opt.nsamples}, {"seqlen", opt.seqlen},        {"seed", opt.seed},
             {"stream_tokens", stream_tokens}};
 }
 

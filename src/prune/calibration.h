@@ -17,7 +17,6 @@ namespace spense {
 struct CalibrationOptions {
     std::filesystem::path file;
     TextRange range;
-    DocSplit docs = DocSplit::Whole;
     int64_t nsamples = 128;
     int64_t seqlen = 2048;
     uint64_t seed = 0;
