@@ -19,6 +19,13 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" > /dev/null
 fi
 
+# cuSPARSELt (the 2:4 GEMMs of the GPU layer) comes as a Python wheel; CMake finds it in
+# python3's site-packages. Only needed where CUDA code is built.
+if command -v nvcc > /dev/null && ! python3 -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('nvidia.cusparselt') is None)" 2> /dev/null; then
+    echo "setup: installing nvidia-cusparselt-cu13==0.8.0"
+    python3 -m pip install --quiet nvidia-cusparselt-cu13==0.8.0
+fi
+
 ./scripts/fetch_models.sh
 
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release > /dev/null

@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 which=${1:-all}
 out=${2:-study-results}
-spense=./build/spense
+spense=${SPENSE_BIN:-./build/spense}
 shared=${SPENSE_SHARED:-../shared}
 cache=${SPENSE_CACHE:-$HOME/.cache/spense}
 tiny=$shared/data/tinystories-valid-1k.txt

@@ -282,7 +282,8 @@ TEST_P(LayoutEndsDenseLast, DenseRowsUntouchedAndRegionsValid) {
     }
 }
 
-INSTANTIATE_TEST_SUITE_P(Layouts, LayoutEndsDenseLast, ::testing::Values(DenseLayout::Back, DenseLayout::Front, DenseLayout::InPlace));
+INSTANTIATE_TEST_SUITE_P(Layouts, LayoutEndsDenseLast, ::testing::Values(DenseLayout::Back, DenseLayout::Front, DenseLayout::InPlace),
+                         [](const auto& info) { return std::string(dense_layout_name(info.param)); });
 
 TEST(Pruning, WrittenCheckpointReloadsToTheSameLogits) {
     for (DType dtype : {DType::F32, DType::BF16}) {

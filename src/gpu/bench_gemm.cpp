@@ -1,0 +1,301 @@
+#include "gpu/bench_gemm.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <map>
+#include <memory>
+
+#include "core/error.h"
+#include "core/progress.h"
+#include "core/run_info.h"
+#include "gpu/check.h"
+#include "gpu/context.h"
+#include "gpu/kernels.h"
+#include "gpu/spense_mlp.h"
+
+namespace spense::gpu {
+
+BenchShape parse_bench_shape(const std::string& s) {
+    if (s == "qwen3-32b") return {s, 5120, 25600};
+    if (s == "qwen3-8b") return {s, 4096, 12288};
+    if (s == "llama3-8b") return {s, 4096, 14336};
+    const auto a = s.find(':'), b = s.rfind(':');
+    if (a != std::string::npos && b != a) {
+        try {
+            return {s.substr(0, a), std::stoll(s.substr(a + 1, b - a - 1)), std::stoll(s.substr(b + 1))};
+        } catch (const std::exception&) {
+        }
+    }
+    fail("model shape '", s, "' is not one of qwen3-32b, qwen3-8b, llama3-8b, or NAME:HIDDEN:D_FF");
+}
+
+namespace {
+
+struct Timing {
+    double median = 0, min = 0, max = 0;
+    int reps = 0;
+    nlohmann::json json() const { return {{"median", median}, {"min", min}, {"max", max}, {"reps", reps}}; }
+};
+
+// Times device work with CUDA events, each repetition after an L2 eviction (bench_gemm.h).
+class Timer {
+public:
+    static constexpr int kMaxReps = 100, kMinReps = 5;
+
+    Timer(const GpuContext& ctx, cudaStream_t stream, double budget_ms)
+        : stream_(stream), budget_ms_(budget_ms), flush_(size_t(2 * ctx.props().l2CacheSize), "L2 eviction buffer"),
+          sink_(sizeof(float), "L2 eviction sink") {
+        SPENSE_CUDA_CHECK(cudaMemsetAsync(flush_.get(), 1, flush_.bytes(), stream));
+        for (auto* v : {&start_, &stop_}) {
+            v->resize(kMaxReps);
+            for (auto& e : *v) SPENSE_CUDA_CHECK(cudaEventCreate(&e));
+        }
+    }
+    ~Timer() {
+        for (auto* v : {&start_, &stop_})
+            for (auto& e : *v) cudaEventDestroy(e);
+    }
+    Timer(const Timer&) = delete;
+    Timer& operator=(const Timer&) = delete;
+
+    // fn() is called twice untimed (building plans), once timed for the estimate, then reps times.
+    Timing measure(const std::function<void()>& fn) {
+        fn();
+        fn();
+        run(fn, 1);
+        const double estimate = elapsed(0);
+        const int reps = std::clamp(int(budget_ms_ / std::max(estimate, 1e-3)), kMinReps, kMaxReps);
+        run(fn, reps);
+        std::vector<double> t(static_cast<size_t>(reps));
+        for (int i = 0; i < reps; ++i) t[size_t(i)] = elapsed(i);
+        std::sort(t.begin(), t.end());
+        Timing out;
+        out.reps = reps;
+        out.min = t.front();
+        out.max = t.back();
+        out.median = reps % 2 ? t[size_t(reps / 2)] : 0.5 * (t[size_t(reps / 2 - 1)] + t[size_t(reps / 2)]);
+        return out;
+    }
+
+private:
+    void run(const std::function<void()>& fn, int reps) {
+        for (int i = 0; i < reps; ++i) {
+            launch_read_buffer(flush_.get(), flush_.bytes(), sink_.as<float>(), stream_);
+            SPENSE_CUDA_CHECK(cudaEventRecord(start_[size_t(i)], stream_));
+            fn();
+            SPENSE_CUDA_CHECK(cudaEventRecord(stop_[size_t(i)], stream_));
+        }
+        SPENSE_CUDA_CHECK(cudaEventSynchronize(stop_[size_t(reps - 1)]));
+    }
+    double elapsed(int i) const {
+        float ms = 0;
+        SPENSE_CUDA_CHECK(cudaEventElapsedTime(&ms, start_[size_t(i)], stop_[size_t(i)]));
+        return ms;
+    }
+
+    cudaStream_t stream_;
+    double budget_ms_;
+    DeviceBuffer flush_, sink_;
+    std::vector<cudaEvent_t> start_, stop_;
+};
+
+// Device-to-device copy bandwidth, counting bytes read plus written: median of 10 copies of 1 GiB.
+double copy_bandwidth(cudaStream_t stream) {
+    const size_t bytes = size_t(1) << 30;
+    DeviceBuffer a(bytes, "bandwidth source"), b(bytes, "bandwidth destination");
+    SPENSE_CUDA_CHECK(cudaMemsetAsync(a.get(), 1, bytes, stream));
+    cudaEvent_t e0, e1;
+    SPENSE_CUDA_CHECK(cudaEventCreate(&e0));
+    SPENSE_CUDA_CHECK(cudaEventCreate(&e1));
+    std::vector<double> t;
+    for (int i = 0; i < 12; ++i) {
+        SPENSE_CUDA_CHECK(cudaEventRecord(e0, stream));
+        SPENSE_CUDA_CHECK(cudaMemcpyAsync(b.get(), a.get(), bytes, cudaMemcpyDeviceToDevice, stream));
+        SPENSE_CUDA_CHECK(cudaEventRecord(e1, stream));
+        SPENSE_CUDA_CHECK(cudaEventSynchronize(e1));
+        float ms = 0;
+        SPENSE_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+        if (i >= 2) t.push_back(ms);  // the first two warm up
+    }
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    std::sort(t.begin(), t.end());
+    return 2.0 * double(bytes) / (t[t.size() / 2] * 1e-3);
+}
+
+int64_t dense_count(const BenchShape& s, double ratio, int64_t align) {
+    const int64_t k = int64_t(std::llround(ratio * double(s.d_ff) / double(align))) * align;
+    return std::clamp<int64_t>(k, 0, s.d_ff);
+}
+
+std::string fmt(const char* f, double v) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, f, v);
+    return buf;
+}
+
+}  // namespace
+
+nlohmann::json run_gemm_bench(const GemmBenchOptions& opt, std::ostream& out) {
+    SPENSE_CHECK(!opt.shapes.empty() && !opt.tokens.empty() && !opt.dtypes.empty(), "bench gemm: nothing to measure");
+    const auto t_start = std::chrono::steady_clock::now();
+    GpuContext ctx;
+    cudaStream_t stream = nullptr;
+    SPENSE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    struct StreamGuard {
+        cudaStream_t s;
+        ~StreamGuard() { cudaStreamDestroy(s); }
+    } guard{stream};
+
+    const double bw = copy_bandwidth(stream);
+    Timer timer(ctx, stream, opt.budget_ms);
+    std::vector<double> ratios = opt.ratios;
+    for (double r : {0.0, 1.0})
+        if (std::find(ratios.begin(), ratios.end(), r) == ratios.end()) ratios.push_back(r);
+    std::sort(ratios.begin(), ratios.end());
+    const int64_t n_max = *std::max_element(opt.tokens.begin(), opt.tokens.end());
+
+    nlohmann::json gemm_rows = nlohmann::json::array(), mlp_rows = nlohmann::json::array();
+    const int64_t total = int64_t(opt.shapes.size() * opt.dtypes.size() * opt.tokens.size()) * int64_t(ratios.size() + 4);
+    Progress progress("bench gemm", total);
+    int64_t done = 0;
+    double build_seconds = 0;
+
+    for (const BenchShape& shape : opt.shapes)
+        for (GemmDType dtype : opt.dtypes) {
+            GpuMlpOptions mo;
+            mo.dtype = dtype;
+            mo.dynamic_scales = opt.dynamic_scales;
+            const auto t_build = std::chrono::steady_clock::now();
+            std::map<double, std::unique_ptr<GpuSpenseMlp>> mlps;
+            for (double r : ratios)
+                mlps[r] = std::make_unique<GpuSpenseMlp>(GpuSpenseMlp::random(ctx, shape.hidden, shape.d_ff, dense_count(shape, r, opt.align),
+                                                                              mo, opt.seed + uint64_t(r * 1000), stream));
+            build_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t_build).count();
+            const SpenseMlpLayout& wide = mlps.at(1.0)->layout();
+            const int64_t rows_max = mlps.at(0.0)->rows_for(n_max), d = shape.hidden, f = wide.width();
+            const size_t e = gemm_dtype_bytes(dtype);
+            DeviceBuffer x(size_t(n_max * d) * 2, "benchmark input"), y(size_t(rows_max * d) * 2, "benchmark output");
+            DeviceBuffer xq(size_t(rows_max * d) * e, "benchmark quantized input"), h(size_t(rows_max * 2 * f) * 2, "benchmark gate_up output"),
+                z(size_t(rows_max * f) * e, "benchmark intermediate");
+            launch_random_activations(GemmDType::BF16, x.get(), n_max * d, 1.0f, opt.seed, stream);
+
+            for (int64_t n : opt.tokens) {
+                const std::string where = cat(shape.name, " ", gemm_dtype_name(dtype), " N=", n);
+                std::map<double, Timing> mlp_t;
+                for (double r : ratios) {
+                    GpuSpenseMlp& m = *mlps.at(r);
+                    mlp_t[r] = timer.measure([&] { m.forward(x.as<bf16>(), y.as<bf16>(), n, stream); });
+                    progress.update(++done, where);
+                }
+                for (double r : ratios) {
+                    const GpuSpenseMlp& m = *mlps.at(r);
+                    const double bytes = m.traffic(n).forward, floor_ms = bytes / bw * 1e3;
+                    mlp_rows.push_back({{"model", shape.name},
+                                        {"hidden", d},
+                                        {"d_ff", shape.d_ff},
+                                        {"dtype", gemm_dtype_name(dtype)},
+                                        {"n", n},
+                                        {"ratio", r},
+                                        {"dense", m.layout().dense},
+                                        {"ms", mlp_t[r].json()},
+                                        {"speedup_vs_dense", mlp_t.at(1.0).median / mlp_t[r].median},
+                                        {"bytes", bytes},
+                                        {"floor_ms", floor_ms},
+                                        {"bandwidth_fraction", floor_ms / mlp_t[r].median}});
+                }
+                // The GEMMs alone: plain 2:4 (rho = 0) and dense (rho = 1), inputs staged once.
+                std::map<std::pair<std::string, double>, Timing> g;
+                for (double r : {0.0, 1.0}) {
+                    GpuSpenseMlp& m = *mlps.at(r);
+                    const int64_t rows = m.rows_for(n);
+                    m.quantize(x.as<bf16>(), xq.get(), n, rows, stream);
+                    g[{"gate_up", r}] = timer.measure([&] { m.gate_up(xq.get(), h.as<bf16>(), n, rows, stream); });
+                    progress.update(++done, where);
+                    m.activate(h.as<bf16>(), z.get(), n, rows, stream);
+                    g[{"down", r}] = timer.measure([&] { m.down(z.get(), y.as<bf16>(), n, rows, stream); });
+                    progress.update(++done, where);
+                }
+                for (const char* layer : {"gate_up", "down"})
+                    for (double r : {0.0, 1.0}) {
+                        const GpuSpenseMlp& m = *mlps.at(r);
+                        const auto tr = m.traffic(n);
+                        const double bytes = std::string(layer) == "gate_up" ? tr.gate_up : tr.down, floor_ms = bytes / bw * 1e3;
+                        const Timing& t = g[{layer, r}];
+                        gemm_rows.push_back({{"model", shape.name},
+                                             {"dtype", gemm_dtype_name(dtype)},
+                                             {"n", n},
+                                             {"layer", layer},
+                                             {"kind", r == 0.0 ? "2:4" : "dense"},
+                                             {"m", std::string(layer) == "gate_up" ? 2 * shape.d_ff : d},
+                                             {"k", std::string(layer) == "gate_up" ? d : shape.d_ff},
+                                             {"ms", t.json()},
+                                             {"speedup_vs_dense", g[{layer, 1.0}].median / t.median},
+                                             {"bytes", bytes},
+                                             {"floor_ms", floor_ms},
+                                             {"bandwidth_fraction", floor_ms / t.median}});
+                    }
+            }
+        }
+    progress.finish();
+    SPENSE_CUDA_CHECK(cudaStreamSynchronize(stream));
+
+    // Tables: the GEMMs (as DEVICE-NOTES.md), then the MLPs.
+    out << "GEMMs alone (inputs quantized beforehand), ms, median; x = dense / 2:4; %BW = traffic floor / time\n\n"
+        << "| model | dtype | N | layer | dense ms | 2:4 ms | 2:4 speedup | dense %BW | 2:4 %BW |\n|---|---|---|---|---|---|---|---|---|\n";
+    for (size_t i = 0; i + 1 < gemm_rows.size(); i += 2) {
+        const auto &sp = gemm_rows[i], &dn = gemm_rows[i + 1];
+        out << "| " << sp["model"].get<std::string>() << " | " << sp["dtype"].get<std::string>() << " | " << sp["n"] << " | "
+            << sp["layer"].get<std::string>() << " | " << fmt("%.4f", dn["ms"]["median"]) << " | " << fmt("%.4f", sp["ms"]["median"]) << " | "
+            << fmt("%.2fx", sp["speedup_vs_dense"]) << " | " << fmt("%.0f%%", 100 * dn["bandwidth_fraction"].get<double>()) << " | "
+            << fmt("%.0f%%", 100 * sp["bandwidth_fraction"].get<double>()) << " |\n";
+    }
+    out << "\nWhole MLP (quantize, gate_up, activation, down), ms, median (speedup over the dense MLP, %BW)\n\n| model | dtype | N |";
+    for (double r : ratios) out << (r == 1.0 ? " dense" : r == 0.0 ? " 2:4 (rho 0)" : cat(" rho ", r).c_str()) << " |";
+    out << "\n|---|---|---|";
+    for (size_t i = 0; i < ratios.size(); ++i) out << "---|";
+    out << "\n";
+    for (size_t i = 0; i < mlp_rows.size(); i += ratios.size()) {
+        const auto& first = mlp_rows[i];
+        out << "| " << first["model"].get<std::string>() << " | " << first["dtype"].get<std::string>() << " | " << first["n"] << " |";
+        for (size_t j = 0; j < ratios.size(); ++j) {
+            const auto& row = mlp_rows[i + j];
+            out << " " << fmt("%.4f", row["ms"]["median"]) << " (";
+            if (ratios[j] != 1.0) out << fmt("%.2fx, ", row["speedup_vs_dense"]);
+            out << fmt("%.0f%%", 100 * row["bandwidth_fraction"].get<double>()) << ") |";
+        }
+        out << "\n";
+    }
+
+    nlohmann::json run = run_info();
+    run.update(ctx.describe());
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+    return {{"run", run},
+            {"options",
+             {{"shapes", [&] {
+                   nlohmann::json a = nlohmann::json::array();
+                   for (const auto& s : opt.shapes) a.push_back({{"name", s.name}, {"hidden", s.hidden}, {"d_ff", s.d_ff}});
+                   return a;
+               }()},
+              {"tokens", opt.tokens},
+              {"ratios", ratios},
+              {"align", opt.align},
+              {"activation_scales", opt.dynamic_scales ? "dynamic" : "static"},
+              {"budget_ms", opt.budget_ms},
+              {"seed", opt.seed}}},
+            {"copy_bandwidth_bytes_per_s", bw},
+            {"gemm", gemm_rows},
+            {"mlp", mlp_rows},
+            {"plans", ctx.plan_report()},
+            {"seconds",
+             {{"total", seconds},
+              {"weight_build", build_seconds},
+              {"search", ctx.stats().search_seconds},
+              {"searches", ctx.stats().searches},
+              {"plans", ctx.stats().plans}}}};
+}
+
+}  // namespace spense::gpu

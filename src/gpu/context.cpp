@@ -1,0 +1,168 @@
+#include "gpu/context.h"
+
+#include <dlfcn.h>
+
+#include <algorithm>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include "gpu/check.h"
+#include "gpu/plan_cache.h"
+
+namespace spense::gpu {
+
+namespace {
+
+// The kernel module's version from /proc/driver/nvidia/version ("NVRM version: NVIDIA UNIX Open
+// Kernel Module for x86_64  580.159.04  Release Build ..."): the first word made of digits and dots.
+std::string driver_release() {
+    std::ifstream in("/proc/driver/nvidia/version");
+    std::string line, word;
+    std::getline(in, line);
+    std::istringstream words(line);
+    while (words >> word)
+        if (word.find('.') != std::string::npos && word.find_first_not_of("0123456789.") == std::string::npos) return word;
+    return "unknown";
+}
+
+// The file a symbol was loaded from: which library build actually ran.
+std::string library_path(const void* symbol) {
+    Dl_info info{};
+    return dladdr(symbol, &info) && info.dli_fname ? info.dli_fname : "unknown";
+}
+
+std::string version_string(int encoded) {  // CUDA's 1000 * major + 10 * minor
+    return cat(encoded / 1000, ".", (encoded % 1000) / 10);
+}
+
+}  // namespace
+
+bool cuda_device_available() {
+    int n = 0;
+    return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+}
+
+DensePlan::~DensePlan() {
+    if (c) cublasLtMatrixLayoutDestroy(c);
+    if (b) cublasLtMatrixLayoutDestroy(b);
+    if (a) cublasLtMatrixLayoutDestroy(a);
+    if (desc) cublasLtMatmulDescDestroy(desc);
+}
+
+#ifdef SPENSE_HAS_CUSPARSELT
+SparsePlan::~SparsePlan() {
+    if (built >= 6) cusparseLtMatmulPlanDestroy(&plan);
+    if (built >= 5) cusparseLtMatmulAlgSelectionDestroy(&selection);
+    if (built >= 3) cusparseLtMatDescriptorDestroy(&c);
+    if (built >= 2) cusparseLtMatDescriptorDestroy(&b);
+    if (built >= 1) cusparseLtMatDescriptorDestroy(&a);
+}
+#endif
+
+GpuContext::GpuContext() : caches_(std::make_unique<PlanCaches>()) {
+    int count = 0;
+    cudaError_t e = cudaGetDeviceCount(&count);
+    if (e != cudaSuccess || count == 0)
+        fail("no CUDA device (", e == cudaSuccess ? "none found" : detail::cuda_status(e), "): the GPU operators need one");
+    int device = 0;
+    SPENSE_CUDA_CHECK(cudaGetDevice(&device));
+    SPENSE_CUDA_CHECK(cudaGetDeviceProperties(&props_, device), "device ", device);
+    SPENSE_CUBLAS_CHECK(cublasLtCreate(&cublaslt_));
+#ifdef SPENSE_HAS_CUSPARSELT
+    cusparselt_.reset(new uint8_t[sizeof(cusparseLtHandle_t)]);
+    SPENSE_CUSPARSELT_CHECK(cusparseLtInit(reinterpret_cast<cusparseLtHandle_t*>(cusparselt_.get())));
+#endif
+    SPENSE_CUDA_CHECK(cudaEventCreate(&start_));
+    SPENSE_CUDA_CHECK(cudaEventCreate(&stop_));
+}
+
+GpuContext::~GpuContext() {
+    cudaDeviceSynchronize();
+    caches_.reset();  // plans before the handles they were made with
+    if (stop_) cudaEventDestroy(stop_);
+    if (start_) cudaEventDestroy(start_);
+#ifdef SPENSE_HAS_CUSPARSELT
+    if (cusparselt_) cusparseLtDestroy(reinterpret_cast<const cusparseLtHandle_t*>(cusparselt_.get()));
+#endif
+    if (cublaslt_) cublasLtDestroy(cublaslt_);
+}
+
+void* GpuContext::workspace(size_t bytes) {
+    if (workspace_.bytes() < bytes) {
+        SPENSE_CUDA_CHECK(cudaDeviceSynchronize(), "before growing the GEMM workspace");
+        workspace_ = DeviceBuffer();
+        workspace_ = DeviceBuffer(bytes, "GEMM workspace");
+    }
+    return workspace_.get();
+}
+
+void* GpuContext::search_scratch(size_t bytes) {
+    if (scratch_.bytes() < bytes) {
+        SPENSE_CUDA_CHECK(cudaDeviceSynchronize(), "before growing the search scratch");
+        scratch_ = DeviceBuffer();
+        scratch_ = DeviceBuffer(bytes, "algorithm search scratch");
+    }
+    return scratch_.get();
+}
+
+double GpuContext::time_ms(const std::function<void()>& fn, cudaStream_t stream) {
+    auto timed = [&](int reps) {
+        SPENSE_CUDA_CHECK(cudaEventRecord(start_, stream));
+        for (int i = 0; i < reps; ++i) fn();
+        SPENSE_CUDA_CHECK(cudaEventRecord(stop_, stream));
+        SPENSE_CUDA_CHECK(cudaEventSynchronize(stop_));
+        float ms = 0;
+        SPENSE_CUDA_CHECK(cudaEventElapsedTime(&ms, start_, stop_));
+        return double(ms) / reps;
+    };
+    const double first = timed(1);
+    const int reps = std::clamp(int(2.0 / std::max(first, 1e-3)), 2, 20);
+    return timed(reps);
+}
+
+nlohmann::json GpuContext::describe() const {
+    int runtime = 0, driver = 0;
+    cudaRuntimeGetVersion(&runtime);
+    cudaDriverGetVersion(&driver);
+    const size_t lt = cublasLtGetVersion();  // major * 10000 + minor * 100 + patch
+    nlohmann::json j = {
+        {"gpu", props_.name},
+        {"compute_capability", cat(props_.major, ".", props_.minor)},
+        {"sms", props_.multiProcessorCount},
+        {"l2_bytes", props_.l2CacheSize},
+        {"memory_bytes", props_.totalGlobalMem},
+        {"driver", driver_release()},
+        {"driver_cuda", version_string(driver)},
+        {"cuda_runtime", version_string(runtime)},
+        {"cublaslt", cat(lt / 10000, ".", (lt / 100) % 100, ".", lt % 100)},
+        {"cublaslt_path", library_path(reinterpret_cast<const void*>(&cublasLtCreate))},
+    };
+#ifdef SPENSE_HAS_CUSPARSELT
+    int major = 0, minor = 0, patch = 0;
+    cusparseLtGetProperty(MAJOR_VERSION, &major);
+    cusparseLtGetProperty(MINOR_VERSION, &minor);
+    cusparseLtGetProperty(PATCH_LEVEL, &patch);
+    j["cusparselt"] = cat(major, ".", minor, ".", patch);
+    j["cusparselt_path"] = library_path(reinterpret_cast<const void*>(&cusparseLtInit));
+#else
+    j["cusparselt"] = "not built";
+#endif
+    return j;
+}
+
+nlohmann::json GpuContext::plan_report() const {
+    nlohmann::json out = nlohmann::json::array();
+    for (const auto& [key, c] : caches_->dense_choices)
+        out.push_back({{"backend", "cublaslt"}, {"shape", key.first.describe()}, {"bucket", key.second}, {"ms", c.ms},
+                       {"candidates", c.candidates}, {"heuristic_rank", c.rank}});
+#ifdef SPENSE_HAS_CUSPARSELT
+    for (const auto& [key, c] : caches_->sparse_choices)
+        out.push_back({{"backend", "cusparselt"}, {"shape", key.first.describe()}, {"bucket", key.second}, {"ms", c.ms},
+                       {"candidates", c.candidates}, {"refused", c.refused}, {"alg_id", c.alg_id}, {"split_k", c.split_k},
+                       {"split_k_mode", c.split_k_mode}});
+#endif
+    return out;
+}
+
+}  // namespace spense::gpu

@@ -1,0 +1,70 @@
+// The GPU context: library handles, the GEMM workspace, and the caches of searched algorithms and
+// built plans that every GEMM on the context shares (gemm.h). One context per device and host
+// thread: it is not thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+#include <nlohmann/json.hpp>
+
+#include "gpu/device_buffer.h"
+
+namespace spense::gpu {
+
+struct PlanCaches;  // plan_cache.h
+
+// Whether a CUDA device is usable here (false without a driver or device; never throws).
+bool cuda_device_available();
+
+class GpuContext {
+public:
+    // The current CUDA device. Throws spense::Error if there is none.
+    GpuContext();
+    ~GpuContext();
+    GpuContext(const GpuContext&) = delete;
+    GpuContext& operator=(const GpuContext&) = delete;
+
+    const cudaDeviceProp& props() const { return props_; }
+    cublasLtHandle_t cublaslt() const { return cublaslt_; }
+    // The cuSPARSELt handle (a cusparseLtHandle_t*), or null when built without cuSPARSELt.
+    const void* cusparselt() const { return cusparselt_.get(); }
+
+    // The GEMM workspace, grown to at least `bytes` (growing synchronizes the device).
+    void* workspace(size_t bytes);
+    // Scratch for algorithm searches, grown likewise; its contents are the caller's.
+    void* search_scratch(size_t bytes);
+
+    PlanCaches& caches() { return *caches_; }
+
+    // Mean time of fn() in ms by CUDA events on `stream`, after one warm-up run, over enough
+    // repetitions to last about 2 ms (2 to 20): the cost measure of algorithm searches.
+    double time_ms(const std::function<void()>& fn, cudaStream_t stream);
+
+    struct Stats {
+        int64_t searches = 0;       // (shape, bucket) pairs searched
+        int64_t plans = 0;          // (shape, n) plans built
+        double search_seconds = 0;  // wall time spent searching
+    };
+    const Stats& stats() const { return stats_; }
+    Stats& stats() { return stats_; }
+
+    // The GPU, driver, CUDA runtime, cuBLASLt and cuSPARSELt versions (the ones loaded at run time).
+    nlohmann::json describe() const;
+    // Every searched (shape, bucket): the chosen algorithm and its time.
+    nlohmann::json plan_report() const;
+
+private:
+    cudaDeviceProp props_{};
+    cublasLtHandle_t cublaslt_ = nullptr;
+    std::unique_ptr<uint8_t[]> cusparselt_;  // storage of a cusparseLtHandle_t
+    std::unique_ptr<PlanCaches> caches_;
+    DeviceBuffer workspace_, scratch_;
+    cudaEvent_t start_ = nullptr, stop_ = nullptr;
+    Stats stats_;
+};
+
+}  // namespace spense::gpu

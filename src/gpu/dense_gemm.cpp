@@ -1,0 +1,139 @@
+// DenseGemm: cuBLASLt, "TN" (gemm.h), FP32 compute.
+#include <algorithm>
+#include <chrono>
+#include <vector>
+
+#include "gpu/check.h"
+#include "gpu/context.h"
+#include "gpu/gemm.h"
+#include "gpu/kernels.h"
+#include "gpu/plan_cache.h"
+
+namespace spense::gpu {
+
+namespace {
+
+constexpr size_t kWorkspace = size_t(32) << 20;  // cuBLAS' recommended workspace on Hopper
+constexpr int kHeuristicResults = 8;             // asked of the heuristic per search
+constexpr int kTimedCandidates = 4;              // of which the top ones are timed
+
+cudaDataType data_type(GemmDType t) { return t == GemmDType::BF16 ? CUDA_R_16BF : CUDA_R_8F_E4M3; }
+
+size_t round_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
+
+std::unique_ptr<DensePlan> make_descriptors(const GemmShape& s, int64_t n) {
+    auto p = std::make_unique<DensePlan>();
+    const std::string what = cat(s.describe(), " n=", n);
+    SPENSE_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), what);
+    // Column-major view: D[m, n] = op(A)[m, k] B[k, n] with A = W^T stored [k, m] (ld k), op = T.
+    const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    SPENSE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta), what);
+    SPENSE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb), what);
+    SPENSE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->a, data_type(s.dtype), s.k, s.m, s.k), what);
+    SPENSE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->b, data_type(s.dtype), s.k, n, s.ldb), what);
+    SPENSE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->c, CUDA_R_16BF, s.m, n, s.ldc), what);
+    return p;
+}
+
+void matmul(GpuContext& ctx, const DensePlan& p, const cublasLtMatmulAlgo_t& algo, size_t workspace, const GemmShape& s,
+            int64_t n, const void* w, const void* x, void* y, cudaStream_t stream) {
+    const float alpha = 1.0f, beta = s.accumulate ? 1.0f : 0.0f;
+    SPENSE_CUBLAS_CHECK(cublasLtMatmul(ctx.cublaslt(), p.desc, &alpha, w, p.a, x, p.b, &beta, y, p.c, y, p.c, &algo,
+                                       ctx.workspace(kWorkspace), workspace, stream),
+                        s.describe(), " n=", n);
+}
+
+std::vector<cublasLtMatmulHeuristicResult_t> heuristic(GpuContext& ctx, const DensePlan& p, const GemmShape& s, int64_t n) {
+    cublasLtMatmulPreference_t pref = nullptr;
+    SPENSE_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+    std::vector<cublasLtMatmulHeuristicResult_t> results(kHeuristicResults);
+    int count = 0;
+    const size_t ws = kWorkspace;
+    cublasStatus_t st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulAlgoGetHeuristic(ctx.cublaslt(), p.desc, p.a, p.b, p.c, p.c, pref, kHeuristicResults, results.data(), &count);
+    cublasLtMatmulPreferenceDestroy(pref);
+    SPENSE_CUBLAS_CHECK(st, "heuristic for ", s.describe(), " n=", n);
+    if (count == 0) fail("cuBLASLt has no algorithm for ", s.describe(), " n=", n);
+    results.resize(size_t(count));
+    return results;
+}
+
+// Times cuBLASLt's top heuristic candidates at the bucket's token count on the real weight, with
+// random activations in the context's search scratch.
+DenseChoice search(GpuContext& ctx, const GemmShape& s, int64_t bucket, const void* w, cudaStream_t stream) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const size_t x_bytes = round_up(size_t(bucket * s.ldb) * gemm_dtype_bytes(s.dtype), 256);
+    const size_t y_bytes = round_up(size_t(bucket * s.ldc) * 2, 256);
+    auto* base = static_cast<uint8_t*>(ctx.search_scratch(x_bytes + y_bytes));
+    void *x = base, *y = base + x_bytes;
+    launch_random_activations(s.dtype, x, bucket * s.ldb, 1.0f, 0x5eed, stream);
+    SPENSE_CUDA_CHECK(cudaMemsetAsync(y, 0, y_bytes, stream));
+    auto p = make_descriptors(s, bucket);
+    const auto results = heuristic(ctx, *p, s, bucket);
+
+    DenseChoice best;
+    best.ms = -1;
+    const int n_try = std::min(int(results.size()), kTimedCandidates);
+    for (int i = 0; i < n_try; ++i) {
+        const auto& r = results[size_t(i)];
+        const double ms = ctx.time_ms(
+            [&] { matmul(ctx, *p, r.algo, r.workspaceSize, s, bucket, w, x, y, stream); }, stream);
+        if (best.ms < 0 || ms < best.ms) {
+            best.algo = r.algo;
+            best.ms = ms;
+            best.rank = i;
+        }
+    }
+    best.candidates = n_try;
+    ctx.stats().searches++;
+    ctx.stats().search_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return best;
+}
+
+const DensePlan& plan_for(GpuContext& ctx, const GemmShape& s, int64_t n, const void* w, cudaStream_t stream) {
+    auto& caches = ctx.caches();
+    if (auto it = caches.dense_plans.find({s, n}); it != caches.dense_plans.end()) return *it->second;
+    const PlanKey bucket{s, token_bucket(n)};
+    auto choice = caches.dense_choices.find(bucket);
+    if (choice == caches.dense_choices.end())
+        choice = caches.dense_choices.emplace(bucket, search(ctx, s, bucket.second, w, stream)).first;
+    auto p = make_descriptors(s, n);
+    // The bucket's algorithm serves every n in it where cuBLASLt accepts it; else the heuristic's first.
+    cublasLtMatmulHeuristicResult_t check{};
+    if (cublasLtMatmulAlgoCheck(ctx.cublaslt(), p->desc, p->a, p->b, p->c, p->c, &choice->second.algo, &check) ==
+            CUBLAS_STATUS_SUCCESS &&
+        check.workspaceSize <= kWorkspace) {
+        p->algo = choice->second.algo;
+        p->workspace = check.workspaceSize;
+    } else {
+        const auto first = heuristic(ctx, *p, s, n).front();
+        p->algo = first.algo;
+        p->workspace = first.workspaceSize;
+    }
+    ctx.stats().plans++;
+    return *caches.dense_plans.emplace(PlanKey{s, n}, std::move(p)).first->second;
+}
+
+}  // namespace
+
+DenseGemm::DenseGemm(GpuContext& ctx, GemmShape shape, DeviceBuffer weight) : ctx_(&ctx), shape_(shape), weight_(std::move(weight)) {
+    const GemmShape& s = shape_;
+    SPENSE_CHECK(s.m > 0 && s.k > 0 && s.ldb >= s.k && s.ldc >= s.m, "DenseGemm: bad shape ", s.describe());
+    SPENSE_CHECK(weight_.bytes() == size_t(s.m * s.k) * gemm_dtype_bytes(s.dtype), "DenseGemm: weight of ", weight_.bytes(),
+                 " bytes for ", s.describe());
+    if (s.dtype == GemmDType::FP8) {
+        // cuBLASLt's FP8 kernels need 16-byte aligned leading dimensions and m, k multiples of 16.
+        SPENSE_CHECK(s.m % 16 == 0 && s.k % 16 == 0 && s.ldb % 16 == 0 && s.ldc % 8 == 0,
+                     "cuBLASLt FP8 needs m, k and the input row stride multiples of 16 and the output row stride a multiple of 8: ",
+                     s.describe());
+    }
+}
+
+void DenseGemm::run(const void* x, void* y, int64_t n, cudaStream_t stream) const {
+    SPENSE_CHECK(n >= 1, "DenseGemm::run: ", n, " tokens");
+    const DensePlan& p = plan_for(*ctx_, shape_, n, weight_.get(), stream);
+    matmul(*ctx_, p, p.algo, p.workspace, shape_, n, weight_.get(), x, y, stream);
+}
+
+}  // namespace spense::gpu

@@ -1,0 +1,97 @@
+// The two GEMM backends behind the Spense operators, with one convention for both:
+//
+//   Y[r, j] (+)= sum_c X[r, c] * W[j, c]      r < n tokens, j < m outputs, c < k
+//
+// W [m, k] is row-major (a PyTorch linear weight), X [n, k] row-major with row stride ldb, Y [n, m]
+// row-major BF16 with row stride ldc: an input may be a column block of a wider tensor (the dense
+// columns of the intermediate activation) and an output a column block of one (the sparse or dense
+// rows of gate_up), so no activation is copied. In the libraries' column-major terms this is
+// D[m, n] = op(A) B with both operands K-major ("TN"), the layout FP8 kernels need on sm_90.
+//
+// BF16, or FP8 (E4M3 W and X); FP32 accumulation, BF16 Y. FP8 GEMMs produce the raw products of
+// the E4M3 codes: the per-output-channel weight scale and the per-tensor activation scale are
+// applied by the Spense MLP's fused steps (spense_mlp.h), the same way for both backends, because
+// cuSPARSELt has no per-channel epilogue scale for E4M3 on sm_90 (alpha-vector scaling is
+// CUSPARSE_STATUS_NOT_SUPPORTED in 0.8.0, 0.8.1 and 0.10.0) and cuBLASLt's per-channel
+// (outer-vector) FP8 kernels were slower than its unscaled ones (measured on an H100 for Qwen3-32B:
+// down at N = 32 0.090 vs 0.057 ms, gate_up at N = 16384 8.2 vs 7.1 ms).
+// accumulate: Y += ... (beta = 1), for the dense half of the input-split down projection.
+//
+// Plans (descriptors, the algorithm and its workspace size) are built once per (shape, n) and kept
+// in the GpuContext; the algorithm is searched once per (shape, token bucket) by timing candidates
+// on the weight itself: cuBLASLt's top heuristic candidates; cuSPARSELt's algorithm ids, each with
+// split-K settings where the output tiles leave SMs idle (cuSPARSELt 0.8.0 to 0.10.0 refuse split-K
+// > 1 on sm_90 with CUSPARSE_STATUS_INVALID_VALUE, so those candidates count as refused).
+#pragma once
+
+#include <compare>
+#include <cstdint>
+#include <string>
+
+#include <cuda_runtime.h>
+
+#include "gpu/device_buffer.h"
+#include "gpu/gemm_dtype.h"
+
+namespace spense::gpu {
+
+class GpuContext;
+
+struct GemmShape {
+    GemmDType dtype = GemmDType::BF16;
+    int64_t m = 0, k = 0;  // weight rows (outputs) and columns (reduction)
+    int64_t ldb = 0;       // row stride of X, in elements (>= k)
+    int64_t ldc = 0;       // row stride of Y, in elements (>= m)
+    bool accumulate = false;
+
+    auto operator<=>(const GemmShape&) const = default;
+    std::string describe() const;  // "fp8 m=51200 k=5120 ldb=5120 ldc=51200 beta=0"
+};
+
+// Token counts that share one searched algorithm: n rounded up to a power of two.
+int64_t token_bucket(int64_t n);
+
+// y = x W^T by cuBLASLt. Owns its weight.
+class DenseGemm {
+public:
+    DenseGemm(GpuContext& ctx, GemmShape shape, DeviceBuffer weight);
+
+    // Any n >= 1.
+    void run(const void* x, void* y, int64_t n, cudaStream_t stream) const;
+
+    const GemmShape& shape() const { return shape_; }
+    size_t weight_bytes() const { return weight_.bytes(); }
+
+private:
+    GpuContext* ctx_;
+    GemmShape shape_;
+    DeviceBuffer weight_;
+};
+
+// y = x W^T by cuSPARSELt with W 2:4 sparse along k. Owns the compressed weight (values and
+// metadata).
+class SparseGemm {
+public:
+    // cuSPARSELt's shape rules (PyTorch's table; checked here): m and k multiples of 32 (FP8) or 16
+    // (BF16), and the token count n a multiple of kRowGranule.
+    static constexpr int64_t kRowGranule = 16;
+    static constexpr int64_t kDimGranule = 32;
+
+    // `pruned`: W [m, k] row-major on the device, 2:4 along k (checked on the device: a group with
+    // more than 2 non-zero values is an error), compressed here; the caller may free it
+    // afterwards. Throws when built without cuSPARSELt.
+    SparseGemm(GpuContext& ctx, GemmShape shape, const DeviceBuffer& pruned, cudaStream_t stream);
+
+    // n: a multiple of kRowGranule.
+    void run(const void* x, void* y, int64_t n, cudaStream_t stream) const;
+
+    const GemmShape& shape() const { return shape_; }
+    size_t weight_bytes() const { return compressed_.bytes(); }
+
+private:
+    GpuContext* ctx_;
+    GemmShape shape_;
+    DeviceBuffer compressed_;
+};
+
+}  // namespace spense::gpu

@@ -1,0 +1,71 @@
+// The caches a GpuContext keeps for its GEMMs (internal to src/gpu): per (shape, token bucket) the
+// searched algorithm, per (shape, n) the built plan. A plan holds the library descriptors for one
+// exact problem size; building it costs microseconds to milliseconds, so it is done once.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <utility>
+
+#include <cublasLt.h>
+
+#include "gpu/gemm.h"
+
+#ifdef SPENSE_HAS_CUSPARSELT
+#include <cusparseLt.h>
+#endif
+
+namespace spense::gpu {
+
+using PlanKey = std::pair<GemmShape, int64_t>;  // (shape, n or token bucket)
+
+struct DenseChoice {
+    cublasLtMatmulAlgo_t algo{};
+    double ms = 0;       // searched time at the bucket's size
+    int candidates = 0;  // heuristic candidates timed
+    int rank = 0;        // the winner's rank in cuBLASLt's heuristic order
+};
+
+struct DensePlan {
+    cublasLtMatmulDesc_t desc = nullptr;
+    cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+    cublasLtMatmulAlgo_t algo{};
+    size_t workspace = 0;
+    DensePlan() = default;
+    DensePlan(const DensePlan&) = delete;
+    DensePlan& operator=(const DensePlan&) = delete;
+    ~DensePlan();
+};
+
+#ifdef SPENSE_HAS_CUSPARSELT
+struct SparseChoice {
+    int alg_id = 0, split_k = 1, split_k_mode = 0;  // mode 0: cuSPARSELt's default
+    double ms = 0;
+    int candidates = 0;  // configurations (algorithm id, split-K, split-K mode) timed
+    int refused = 0;     // configurations cuSPARSELt refused at plan or run time
+};
+
+struct SparsePlan {
+    cusparseLtMatDescriptor_t a{}, b{}, c{};
+    cusparseLtMatmulDescriptor_t matmul{};
+    cusparseLtMatmulAlgSelection_t selection{};
+    cusparseLtMatmulPlan_t plan{};
+    size_t workspace = 0;
+    int built = 0;  // how many of a, b, c, matmul, selection, plan were initialised (destroyed in reverse)
+    SparsePlan() = default;
+    SparsePlan(const SparsePlan&) = delete;
+    SparsePlan& operator=(const SparsePlan&) = delete;
+    ~SparsePlan();
+};
+#endif
+
+struct PlanCaches {
+    std::map<PlanKey, DenseChoice> dense_choices;
+    std::map<PlanKey, std::unique_ptr<DensePlan>> dense_plans;
+#ifdef SPENSE_HAS_CUSPARSELT
+    std::map<PlanKey, SparseChoice> sparse_choices;
+    std::map<PlanKey, std::unique_ptr<SparsePlan>> sparse_plans;
+#endif
+};
+
+}  // namespace spense::gpu

@@ -1,0 +1,303 @@
+#include "gpu/spense_mlp.h"
+
+#include <cuda_fp8.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "core/dtype.h"
+#include "gpu/check.h"
+#include "gpu/context.h"
+
+namespace spense::gpu {
+
+namespace {
+
+int64_t round_up(int64_t x, int64_t a) { return (x + a - 1) / a * a; }
+
+// FP8 per-row scales max|row| / 448 (1 for a zero row) of a row-major [rows, cols] matrix.
+std::vector<float> row_scales(const float* w, int64_t rows, int64_t cols) {
+    std::vector<float> scale(static_cast<size_t>(rows));
+    for (int64_t i = 0; i < rows; ++i) {
+        float amax = 0;
+        for (int64_t c = 0; c < cols; ++c) amax = std::max(amax, std::fabs(w[i * cols + c]));
+        scale[size_t(i)] = amax > 0 ? amax / kE4M3Max : 1.0f;
+    }
+    return scale;
+}
+
+// Row-major float [rows, cols] -> BF16, or FP8 codes e4m3(w / scale[row]). Zeros are stored as +0:
+// cuSPARSELt tells the kept values of a 2:4 group by their bits, and -0 is not 0 bits.
+DeviceBuffer encode(const std::vector<float>& w, int64_t rows, int64_t cols, GemmDType dtype, const std::vector<float>& scale,
+                    const std::string& what) {
+    DeviceBuffer out(size_t(rows * cols) * gemm_dtype_bytes(dtype), what);
+    if (dtype == GemmDType::BF16) {
+        std::vector<uint16_t> h(w.size());
+        for (size_t i = 0; i < w.size(); ++i) h[i] = w[i] == 0.0f ? 0 : f32_to_bf16(w[i]);
+        out.upload(h.data(), h.size() * 2);
+        return out;
+    }
+    std::vector<uint8_t> q(w.size());
+    for (int64_t i = 0; i < rows; ++i)
+        for (int64_t c = 0; c < cols; ++c) {
+            const uint8_t code = __nv_cvt_float_to_fp8(w[size_t(i * cols + c)] / scale[size_t(i)], __NV_SATFINITE, __NV_E4M3);
+            q[size_t(i * cols + c)] = (code & 0x7f) == 0 ? 0 : code;
+        }
+    out.upload(q.data(), q.size());
+    return out;
+}
+
+DeviceBuffer upload_floats(const std::vector<float>& v, const std::string& what) {
+    DeviceBuffer out(v.size() * 4, what);
+    out.upload(v.data(), v.size() * 4);
+    return out;
+}
+
+}  // namespace
+
+// The four weights in their GEMM dtype, and the FP8 per-output-channel scales: gate_up's for the
+// columns of h ([2(s_p + k_p)], sparse rows then dense rows), down's for its rows ([d], one per
+// row over both regions, so that one factor applies to the sum of the two GEMMs).
+struct GpuSpenseMlp::Regions {
+    DeviceBuffer gate_up_sparse, gate_up_dense, down_sparse, down_dense;
+    DeviceBuffer gate_up_scale, down_scale;
+};
+
+SpenseMlpLayout SpenseMlpLayout::make(int64_t hidden, int64_t d_ff, int64_t dense) {
+    SPENSE_CHECK(hidden > 0 && d_ff > 0 && dense >= 0 && dense <= d_ff, "Spense MLP: hidden ", hidden, ", d_ff ", d_ff, ", dense ", dense,
+                 " is not a shape (0 <= dense <= d_ff)");
+    SPENSE_CHECK((d_ff - dense) % 4 == 0, "Spense MLP: the sparse region of ", d_ff - dense,
+                 " intermediate indices is not a multiple of 4, so down's columns cannot be 2:4");
+    SPENSE_CHECK(hidden % kRegionGranule == 0, "Spense MLP on the GPU: hidden size ", hidden, " is not a multiple of ", kRegionGranule,
+                 ", which cuSPARSELt (FP8 2:4 weights: rows and columns multiples of 32) and cuBLASLt FP8 (multiples of 16) need "
+                 "for the reduction over the hidden size; it cannot be padded without copying every activation");
+    SpenseMlpLayout l;
+    l.hidden = hidden;
+    l.d_ff = d_ff;
+    l.dense = dense;
+    l.sparse_padded = round_up(d_ff - dense, kRegionGranule);
+    l.dense_padded = round_up(dense, kRegionGranule);
+    return l;
+}
+
+GpuSpenseMlp GpuSpenseMlp::upload(GpuContext& ctx, const SpenseMlpWeights& w, const GpuMlpOptions& opt, cudaStream_t stream) {
+    if (std::string problem = check_spense_mlp(w); !problem.empty()) fail("GPU Spense MLP: ", problem);
+    GpuSpenseMlp mlp(ctx, SpenseMlpLayout::make(w.hidden(), w.d_ff(), w.dense), opt);
+    const SpenseMlpLayout& l = mlp.layout_;
+    const int64_t d = l.hidden, s = l.sparse(), sp = l.sparse_padded, kp = l.dense_padded;
+    // gate_up regions: [gate rows | pad | up rows | pad], each half `half` rows.
+    auto gate_up = [&](int64_t first, int64_t count, int64_t half) {
+        std::vector<float> out(size_t(2 * half * d), 0.0f);
+        for (int64_t i = 0; i < count; ++i) {
+            std::copy_n(w.gate.row(first + i), d, out.begin() + (i * d));
+            std::copy_n(w.up.row(first + i), d, out.begin() + ((half + i) * d));
+        }
+        return out;
+    };
+    // down regions: columns [first, first + count) of each row, padded to `width`.
+    auto down = [&](int64_t first, int64_t count, int64_t width) {
+        std::vector<float> out(size_t(d * width), 0.0f);
+        for (int64_t r = 0; r < d; ++r) std::copy_n(w.down.row(r) + first, count, out.begin() + (r * width));
+        return out;
+    };
+    const bool fp8 = opt.dtype == GemmDType::FP8;
+    Regions regions;
+    std::vector<float> gate_up_scale;
+    const std::vector<float> down_scale = fp8 ? row_scales(w.down.data.data(), d, l.d_ff) : std::vector<float>();
+    auto add_gate_up = [&](int64_t first, int64_t count, int64_t half, const std::string& what) {
+        const std::vector<float> m = gate_up(first, count, half);
+        const std::vector<float> scale = fp8 ? row_scales(m.data(), 2 * half, d) : std::vector<float>();
+        gate_up_scale.insert(gate_up_scale.end(), scale.begin(), scale.end());
+        return encode(m, 2 * half, d, opt.dtype, scale, what);
+    };
+    if (sp > 0) {
+        regions.gate_up_sparse = add_gate_up(0, s, sp, "gate_up 2:4 region");
+        regions.down_sparse = encode(down(0, s, sp), d, sp, opt.dtype, down_scale, "down 2:4 region");
+    }
+    if (kp > 0) {
+        regions.gate_up_dense = add_gate_up(s, l.dense, kp, "gate_up dense region");
+        regions.down_dense = encode(down(s, l.dense, kp), d, kp, opt.dtype, down_scale, "down dense region");
+    }
+    if (fp8) {
+        regions.gate_up_scale = upload_floats(gate_up_scale, "gate_up FP8 scales");
+        regions.down_scale = upload_floats(down_scale, "down FP8 scales");
+    }
+    mlp.build(std::move(regions), stream);
+    return mlp;
+}
+
+GpuSpenseMlp GpuSpenseMlp::random(GpuContext& ctx, int64_t hidden, int64_t d_ff, int64_t dense, const GpuMlpOptions& opt, uint64_t seed,
+                                  cudaStream_t stream) {
+    GpuSpenseMlp mlp(ctx, SpenseMlpLayout::make(hidden, d_ff, dense), opt);
+    const SpenseMlpLayout& l = mlp.layout_;
+    const int64_t d = l.hidden, s = l.sparse(), sp = l.sparse_padded, kp = l.dense_padded;
+    const size_t e = gemm_dtype_bytes(opt.dtype);
+    // Amplitudes 1/sqrt(fan_in), as random_spense_mlp; FP8 codes are v * 448 / a, so scale = a / 448.
+    const float a_in = float(1.0 / std::sqrt(double(d))), a_ff = float(1.0 / std::sqrt(double(d_ff)));
+    auto gate_up = [&](int64_t count, int64_t half, bool two_four, uint64_t salt, const std::string& what) {
+        DeviceBuffer b(size_t(2 * half * d) * e, what);
+        launch_random_weights(opt.dtype, b.get(), half, d, count, d, two_four, a_in, seed * 8 + salt, stream);
+        launch_random_weights(opt.dtype, static_cast<uint8_t*>(b.get()) + size_t(half * d) * e, half, d, count, d, two_four, a_in,
+                              seed * 8 + salt + 1, stream);
+        return b;
+    };
+    auto down = [&](int64_t count, int64_t width, bool two_four, uint64_t salt, const std::string& what) {
+        DeviceBuffer b(size_t(d * width) * e, what);
+        launch_random_weights(opt.dtype, b.get(), d, width, d, count, two_four, a_ff, seed * 8 + salt, stream);
+        return b;
+    };
+    Regions regions;
+    if (sp > 0) {
+        regions.gate_up_sparse = gate_up(s, sp, true, 0, "gate_up 2:4 region");
+        regions.down_sparse = down(s, sp, true, 2, "down 2:4 region");
+    }
+    if (kp > 0) {
+        regions.gate_up_dense = gate_up(l.dense, kp, false, 4, "gate_up dense region");
+        regions.down_dense = down(l.dense, kp, false, 6, "down dense region");
+    }
+    if (opt.dtype == GemmDType::FP8) {
+        regions.gate_up_scale = DeviceBuffer(size_t(2 * l.width()) * 4, "gate_up FP8 scales");
+        launch_fill_f32(regions.gate_up_scale.as<float>(), 2 * l.width(), a_in / kE4M3Max, stream);
+        regions.down_scale = DeviceBuffer(size_t(d) * 4, "down FP8 scales");
+        launch_fill_f32(regions.down_scale.as<float>(), d, a_ff / kE4M3Max, stream);
+    }
+    mlp.build(std::move(regions), stream);
+    return mlp;
+}
+
+void GpuSpenseMlp::build(Regions&& r, cudaStream_t stream) {
+    SPENSE_CHECK(opt_.dynamic_scales || (opt_.x_scale > 0 && opt_.z_scale > 0), "GPU Spense MLP: static FP8 activation scales must be > 0, got ",
+                 opt_.x_scale, " and ", opt_.z_scale);
+    const SpenseMlpLayout& l = layout_;
+    const int64_t d = l.hidden, sp = l.sparse_padded, kp = l.dense_padded, f = l.width();
+    const GemmDType t = opt_.dtype;
+    if (sp > 0) {
+        gate_up_sparse_.emplace(*ctx_, GemmShape{t, 2 * sp, d, d, 2 * f, false}, r.gate_up_sparse, stream);
+        down_sparse_.emplace(*ctx_, GemmShape{t, d, sp, f, d, false}, r.down_sparse, stream);
+    }
+    if (kp > 0) {
+        gate_up_dense_.emplace(*ctx_, GemmShape{t, 2 * kp, d, d, 2 * f, false}, std::move(r.gate_up_dense));
+        down_dense_.emplace(*ctx_, GemmShape{t, d, kp, f, d, sp > 0}, std::move(r.down_dense));
+    }
+    if (t == GemmDType::FP8) {
+        gate_up_w_scale_ = std::move(r.gate_up_scale);
+        down_w_scale_ = std::move(r.down_scale);
+        gate_up_column_scale_ = DeviceBuffer(size_t(2 * f) * 4, "gate_up FP8 column factors");
+        down_column_scale_ = DeviceBuffer(size_t(d) * 4, "down FP8 column factors");
+    }
+    scalars_ = DeviceBuffer(4 * sizeof(float), "activation scales");
+    SPENSE_CUDA_CHECK(cudaMemsetAsync(scalars_.get(), 0, scalars_.bytes(), stream));
+    SPENSE_CUDA_CHECK(cudaStreamSynchronize(stream), "building the Spense MLP");
+}
+
+const float* GpuSpenseMlp::gate_up_column_scale() const { return gate_up_column_scale_.as<float>(); }
+
+int64_t GpuSpenseMlp::rows_for(int64_t n) const { return gate_up_sparse_ ? round_up(n, SparseGemm::kRowGranule) : n; }
+
+void GpuSpenseMlp::reserve(int64_t rows) {
+    if (rows <= capacity_) return;
+    const size_t e = gemm_dtype_bytes(opt_.dtype);
+    const int64_t d = layout_.hidden, f = layout_.width();
+    xq_ = DeviceBuffer(size_t(rows * d) * e, cat("MLP input, ", rows, " tokens"));
+    h_ = DeviceBuffer(size_t(rows * 2 * f) * 2, cat("gate_up output, ", rows, " tokens"));
+    z_ = DeviceBuffer(size_t(rows * f) * e, cat("intermediate activation, ", rows, " tokens"));
+    y_ = DeviceBuffer(size_t(rows * d) * 2, cat("MLP output, ", rows, " tokens"));
+    capacity_ = rows;
+}
+
+void GpuSpenseMlp::quantize(const bf16* x, void* xq, int64_t n, int64_t rows, cudaStream_t stream) {
+    const int64_t d = layout_.hidden;
+    if (opt_.dtype == GemmDType::BF16) {
+        SPENSE_CUDA_CHECK(cudaMemcpyAsync(xq, x, size_t(n * d) * 2, cudaMemcpyDeviceToDevice, stream), "MLP input, ", n, " tokens");
+        SPENSE_CUDA_CHECK(cudaMemsetAsync(static_cast<bf16*>(xq) + n * d, 0, size_t((rows - n) * d) * 2, stream));
+        return;
+    }
+    unsigned* amax = scalars_.as<unsigned>();
+    ScaleTargets t;
+    t.scale = scalars_.as<float>() + 2;
+    t.column_scale = gate_up_column_scale_.as<float>();
+    t.w_scale = gate_up_w_scale_.as<float>();
+    t.columns = 2 * layout_.width();
+    if (opt_.dynamic_scales) launch_amax_bf16(x, n * d, amax, stream);
+    launch_quantize_fp8(x, static_cast<uint8_t*>(xq), n, rows, d, opt_.dynamic_scales ? amax : nullptr, opt_.x_scale, t, stream);
+}
+
+void GpuSpenseMlp::gate_up(const void* xq, bf16* h, int64_t n, int64_t rows, cudaStream_t stream) {
+    if (gate_up_sparse_) gate_up_sparse_->run(xq, h, rows, stream);
+    if (gate_up_dense_) gate_up_dense_->run(xq, h + 2 * layout_.sparse_padded, n, stream);
+}
+
+void GpuSpenseMlp::activate(const bf16* h, void* z, int64_t n, int64_t rows, cudaStream_t stream) {
+    const SwigluLayout l = layout_.swiglu();
+    if (opt_.dtype == GemmDType::BF16) {
+        launch_swiglu_bf16(h, static_cast<bf16*>(z), n, rows, l, stream);
+        return;
+    }
+    unsigned* amax = scalars_.as<unsigned>() + 1;
+    ScaleTargets t;
+    t.scale = scalars_.as<float>() + 3;
+    t.column_scale = down_column_scale_.as<float>();
+    t.w_scale = down_w_scale_.as<float>();
+    t.columns = layout_.hidden;
+    const float* h_scale = gate_up_column_scale_.as<float>();
+    if (opt_.dynamic_scales) launch_swiglu_amax(h, n, l, h_scale, amax, stream);
+    launch_swiglu_fp8(h, static_cast<uint8_t*>(z), n, rows, l, h_scale, opt_.dynamic_scales ? amax : nullptr, opt_.z_scale, t, stream);
+}
+
+void GpuSpenseMlp::down(const void* z, bf16* y, int64_t n, int64_t rows, cudaStream_t stream) {
+    if (down_sparse_) down_sparse_->run(z, y, rows, stream);
+    if (down_dense_) {
+        const void* z_dense = static_cast<const uint8_t*>(z) + size_t(layout_.sparse_padded) * gemm_dtype_bytes(opt_.dtype);
+        down_dense_->run(z_dense, y, n, stream);
+    }
+    // FP8: y holds the raw sum of both GEMMs; one factor per output channel makes it the value.
+    if (opt_.dtype == GemmDType::FP8) launch_scale_columns(y, n, layout_.hidden, down_column_scale_.as<float>(), stream);
+}
+
+void GpuSpenseMlp::forward(const bf16* x, bf16* y, int64_t n, cudaStream_t stream) {
+    SPENSE_CHECK(n >= 1, "GpuSpenseMlp::forward: ", n, " tokens");
+    const int64_t rows = rows_for(n);
+    reserve(rows);
+    const void* in = x;
+    if (opt_.dtype == GemmDType::FP8 || rows != n) {
+        quantize(x, xq_.get(), n, rows, stream);
+        in = xq_.get();
+    }
+    gate_up(in, h_.as<bf16>(), n, rows, stream);
+    activate(h_.as<bf16>(), z_.get(), n, rows, stream);
+    bf16* out = rows == n ? y : y_.as<bf16>();
+    down(z_.get(), out, n, rows, stream);
+    if (out != y)
+        SPENSE_CUDA_CHECK(cudaMemcpyAsync(y, out, size_t(n * layout_.hidden) * 2, cudaMemcpyDeviceToDevice, stream), "MLP output, ", n,
+                          " tokens");
+}
+
+std::pair<float, float> GpuSpenseMlp::last_scales(cudaStream_t stream) const {
+    float v[4] = {};
+    SPENSE_CUDA_CHECK(cudaStreamSynchronize(stream));
+    scalars_.download(v, sizeof v);
+    return {v[2], v[3]};
+}
+
+GpuSpenseMlp::Traffic GpuSpenseMlp::traffic(int64_t n) const {
+    const int64_t rows = rows_for(n), d = layout_.hidden, sp = layout_.sparse_padded, kp = layout_.dense_padded, f = layout_.width();
+    const double e = double(gemm_dtype_bytes(opt_.dtype));
+    const bool fp8 = opt_.dtype == GemmDType::FP8;
+    const double passes = fp8 && opt_.dynamic_scales ? 2 : 1;  // dynamic scaling reads its input once more for the amax
+    Traffic t;
+    if (fp8)
+        t.quantize = passes * double(n * d) * 2 + double(rows * d) * e;
+    else if (rows != n)
+        t.quantize = double(n * d) * 2 + double(rows * d) * 2;
+    if (gate_up_sparse_) t.gate_up += double(gate_up_sparse_->weight_bytes()) + double(rows * d) * e + double(rows * 2 * sp) * 2;
+    if (gate_up_dense_) t.gate_up += double(gate_up_dense_->weight_bytes()) + double(n * d) * e + double(n * 2 * kp) * 2;
+    t.activate = passes * double(n * 2 * f) * 2 + double(rows * f) * e;
+    if (down_sparse_) t.down += double(down_sparse_->weight_bytes()) + double(rows * sp) * e + double(rows * d) * 2;
+    if (down_dense_) t.down += double(down_dense_->weight_bytes()) + double(n * kp) * e + double(n * d) * 2 * (down_sparse_ ? 2 : 1);
+    if (fp8) t.down += double(n * d) * 2 * 2;  // the column scaling of y
+    t.forward = t.quantize + t.gate_up + t.activate + t.down + (rows != n ? double(n * d) * 2 * 2 : 0.0);
+    return t;
+}
+
+}  // namespace spense::gpu

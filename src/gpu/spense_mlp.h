@@ -1,0 +1,135 @@
+// One Spense MLP on the GPU (SPEC.md, "The Spense format") and the operators of the paper.
+//
+// Storage. With s = d_ff - k sparse and k dense intermediate indices, each region is padded with
+// zero rows / columns to s_p and k_p, multiples of kRegionGranule = 32, so that every GEMM meets
+// the libraries' shape rules (cuSPARSELt FP8: multiples of 32; cuBLASLt FP8: 16) for any k, e.g.
+// k = 36 of d_ff = 200 runs as s_p = 192, k_p = 64. Zero weights add exact zeros, so the padding
+// changes no result. Real layouts (k and d_ff multiples of 128) need none.
+//   gate_up sparse [2 s_p, d] = [gate rows 0..s, 0 | up rows 0..s, 0]      2:4, cuSPARSELt-compressed
+//   gate_up dense  [2 k_p, d] = [gate rows s..d_ff, 0 | up rows s..d_ff, 0]  cuBLASLt
+//   down sparse    [d, s_p]   = [down columns 0..s, 0]                       2:4, compressed
+//   down dense     [d, k_p]   = [down columns s..d_ff, 0]                    cuBLASLt
+// gate and up are fused: one GEMM per region computes both. FP8 (E4M3): per-output-channel weight
+// scales scale_j = max_c |W[j, c]| / 448 (1 for a zero row), stored as q = e4m3(W / scale_j): one
+// per row of each gate_up region, and one per row of down over both of its regions, so that the
+// sparse and the dense GEMM of the input-split sum to one raw result that a single factor scales.
+//
+// The operators, on activations of `rows` tokens of which the first n are real (rows = n rounded
+// up to 16 where a sparse region exists, cuSPARSELt's granule; padding rows are zero):
+//   quantize  x [n, d] BF16 -> xq [rows, d]: FP8 e4m3(x / s_x) with one per-tensor scale s_x
+//             (dynamic: amax(x) / 448 computed on the GPU; static: given); BF16 a padded copy.
+//   gate_up   xq -> h [rows, 2(s_p + k_p)] = [gate_s | up_s | gate_d | up_d]: output-split, one
+//             sparse GEMM writes the first 2 s_p columns, one dense GEMM the last 2 k_p, both with
+//             row stride 2(s_p + k_p), so the results land where the activation reads them.
+//   activate  h -> z [rows, s_p + k_p] = [z_s | z_d], z = silu(gate) * up (FP8: e4m3(z / s_z)).
+//   down      z -> y [rows, d]: input-split, y = z[:, :s_p] W_ds^T by the sparse GEMM (beta 0),
+//             then y += z[:, s_p:] W_dd^T by the dense GEMM reading those columns in place (beta 1).
+// The dense GEMMs run on the n real tokens only.
+//
+// Where the FP8 scales are applied. Every FP8 GEMM writes raw products of E4M3 codes (gemm.h says
+// why). The activation scales s_x, s_z are computed (dynamic: amax / 448 on the GPU) or taken
+// (static) in the quantize / activate kernels, which also write the per-output-channel factors
+// w_scale_j * s of the GEMMs that read their output. gate_up's factors are applied inside the
+// activation kernel as it reads h (fused; h keeps raw products, gate_up_column_scale() says by
+// what), down's by one in-place scaling of y after both of its GEMMs.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <utility>
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include "format/spense.h"
+#include "gpu/device_buffer.h"
+#include "gpu/gemm.h"
+#include "gpu/kernels.h"
+
+namespace spense::gpu {
+
+class GpuContext;
+
+struct GpuMlpOptions {
+    GemmDType dtype = GemmDType::BF16;
+    // FP8 activation scales: dynamic (from each call's amax), or the static x_scale / z_scale.
+    bool dynamic_scales = true;
+    float x_scale = 1.0f, z_scale = 1.0f;
+};
+
+// Where the regions and intermediate indices sit in the padded buffers.
+struct SpenseMlpLayout {
+    static constexpr int64_t kRegionGranule = 32;
+
+    int64_t hidden = 0, d_ff = 0, dense = 0;  // d, d_ff, k
+    int64_t sparse_padded = 0, dense_padded = 0;  // s_p, k_p
+
+    // Validates the shape: 0 <= k <= d_ff, s a multiple of 4, hidden a multiple of 32 (the GEMMs'
+    // reduction over d cannot be padded without copying every activation).
+    static SpenseMlpLayout make(int64_t hidden, int64_t d_ff, int64_t dense);
+
+    int64_t sparse() const { return d_ff - dense; }
+    int64_t width() const { return sparse_padded + dense_padded; }  // columns of z
+    SwigluLayout swiglu() const { return {sparse_padded, dense_padded}; }
+    // Columns of intermediate index i (0 <= i < d_ff): in z, and its gate and up in h.
+    int64_t z_column(int64_t i) const { return i < sparse() ? i : sparse_padded + (i - sparse()); }
+    int64_t gate_column(int64_t i) const { return i < sparse() ? i : 2 * sparse_padded + (i - sparse()); }
+    int64_t up_column(int64_t i) const {
+        return i < sparse() ? sparse_padded + i : 2 * sparse_padded + dense_padded + (i - sparse());
+    }
+};
+
+class GpuSpenseMlp {
+public:
+    // From host weights in the runtime layout (check_spense_mlp must accept them); FP8 weights are
+    // quantized here.
+    static GpuSpenseMlp upload(GpuContext& ctx, const SpenseMlpWeights& w, const GpuMlpOptions& opt, cudaStream_t stream);
+    // Random weights of any shape for benchmarks (launch_random_weights), generated on the GPU.
+    static GpuSpenseMlp random(GpuContext& ctx, int64_t hidden, int64_t d_ff, int64_t dense, const GpuMlpOptions& opt, uint64_t seed,
+                               cudaStream_t stream);
+
+    const SpenseMlpLayout& layout() const { return layout_; }
+    int64_t rows_for(int64_t n) const;
+
+    // y = mlp(x) for x, y [n, d] BF16 row-major on the device, any n >= 1. Uses workspace owned by
+    // this MLP, grown on demand.
+    void forward(const bf16* x, bf16* y, int64_t n, cudaStream_t stream);
+
+    // The operators (see the top of this file); rows = rows_for(n).
+    void quantize(const bf16* x, void* xq, int64_t n, int64_t rows, cudaStream_t stream);
+    void gate_up(const void* xq, bf16* h, int64_t n, int64_t rows, cudaStream_t stream);
+    void activate(const bf16* h, void* z, int64_t n, int64_t rows, cudaStream_t stream);
+    void down(const void* z, bf16* y, int64_t n, int64_t rows, cudaStream_t stream);
+
+    // FP8: the activation scales (s_x, s_z) the last quantize and activate used (synchronizes).
+    std::pair<float, float> last_scales(cudaStream_t stream) const;
+    // FP8: the factors [2(s_p + k_p)] by which the raw columns of h are multiplied in activate
+    // (written by quantize); null for BF16.
+    const float* gate_up_column_scale() const;
+
+    // Bytes each step reads plus writes, counting each input once and each output once (weights
+    // as stored: compressed values and metadata for the 2:4 regions, scales): the traffic floor.
+    struct Traffic {
+        double quantize = 0, gate_up = 0, activate = 0, down = 0, forward = 0;
+    };
+    Traffic traffic(int64_t n) const;
+
+private:
+    GpuSpenseMlp(GpuContext& ctx, SpenseMlpLayout layout, GpuMlpOptions opt) : ctx_(&ctx), layout_(layout), opt_(opt) {}
+    struct Regions;  // the four weights before the GEMMs take them
+    void build(Regions&& r, cudaStream_t stream);
+    void reserve(int64_t rows);  // workspace of forward()
+
+    GpuContext* ctx_;
+    SpenseMlpLayout layout_;
+    GpuMlpOptions opt_;
+    std::optional<SparseGemm> gate_up_sparse_, down_sparse_;
+    std::optional<DenseGemm> gate_up_dense_, down_dense_;
+    DeviceBuffer xq_, h_, z_, y_;  // forward()'s activations, for capacity_ rows
+    DeviceBuffer scalars_;         // amax bits of x and z, then s_x and s_z
+    // FP8: weight scales per output channel, and those times the activation scale (per call).
+    DeviceBuffer gate_up_w_scale_, down_w_scale_, gate_up_column_scale_, down_column_scale_;
+    int64_t capacity_ = 0;
+};
+
+}  // namespace spense::gpu
