@@ -9,6 +9,7 @@
 #include "io/gguf.h"
 #include "io/safetensors.h"
 #include "model/config.h"
+#include "model/transformer.h"
 #include "test_paths.h"
 
 using namespace spense;
@@ -130,4 +131,35 @@ TEST(Gguf, MalformedAndUnsupportedFilesGiveClearErrors) {
     msg = error_of([&] { GgufFile::open(write_temp(dir, "magic.gguf", "GGML" + full.substr(4))); });
     EXPECT_NE(msg.find("bad magic"), std::string::npos) << msg;
     std::filesystem::remove_all(dir);
+}
+
+// The real model end to end against transformers' own GGUF dequantization (Q4_1, Q8_0, F32) and
+// its q/k un-permutation: every position's argmax and logsumexp, and the last position's logits.
+TEST(Gguf, SmolLM2LogitsMatchTransformers) {
+    if (!std::filesystem::exists(test::smollm2_gguf())) GTEST_SKIP() << "SmolLM2 not fetched: run scripts/fetch_models.sh";
+    SafetensorsFile ref = read_safetensors(test::fixtures_dir() / "models" / "smollm2_reference.safetensors");
+    auto decode = [&](const char* name) {
+        const TensorRef& t = ref.tensors.at(name);
+        std::vector<float> v(static_cast<size_t>(t.numel()));
+        to_f32(t.dtype, t.data, t.numel(), v.data());
+        return v;
+    };
+    std::vector<float> idf = decode("input_ids"), argmax = decode("argmax"), lse = decode("logsumexp"), last = decode("last_logits");
+    std::vector<int32_t> ids(idf.begin(), idf.end());
+    Transformer model = load_transformer(open_checkpoint(test::smollm2_gguf()));
+    Matrix logits = model.forward(ids);
+    double diff = 0, scale = 0;
+    for (int64_t t = 0; t < logits.rows; ++t) {
+        const float* z = logits.row(t);
+        EXPECT_EQ(std::max_element(z, z + logits.cols) - z, int64_t(argmax[size_t(t)])) << "position " << t;
+        double mx = *std::max_element(z, z + logits.cols), sum = 0;
+        for (int64_t c = 0; c < logits.cols; ++c) sum += std::exp(double(z[c]) - mx);
+        EXPECT_NEAR(mx + std::log(sum), lse[size_t(t)], 1e-3 * std::fabs(lse[size_t(t)])) << "position " << t;
+    }
+    const float* z = logits.row(logits.rows - 1);
+    for (size_t c = 0; c < last.size(); ++c) {
+        diff = std::max(diff, double(std::fabs(z[c] - last[c])));
+        scale = std::max(scale, double(std::fabs(last[c])));
+    }
+    EXPECT_LT(diff / scale, 1e-4);
 }
