@@ -159,7 +159,7 @@ nlohmann::json run_gemm_bench(const GemmBenchOptions& opt, std::ostream& out) {
     const int64_t n_max = *std::max_element(opt.tokens.begin(), opt.tokens.end());
 
     nlohmann::json gemm_rows = nlohmann::json::array(), mlp_rows = nlohmann::json::array();
-    const int64_t total = int64_t(opt.shapes.size() * opt.dtypes.size() * opt.tokens.size()) * int64_t(ratios.size() + 4);
+    const int64_t total = int64_t(opt.shapes.size() * opt.dtypes.size() * opt.tokens.size()) * int64_t(ratios.size() + 2);
     Progress progress("bench gemm", total);
     int64_t done = 0;
     double build_seconds = 0;
@@ -207,51 +207,68 @@ nlohmann::json run_gemm_bench(const GemmBenchOptions& opt, std::ostream& out) {
                                         {"floor_ms", floor_ms},
                                         {"bandwidth_fraction", floor_ms / mlp_t[r].median}});
                 }
-                // The GEMMs alone: plain 2:4 (rho = 0) and dense (rho = 1), inputs staged once.
-                std::map<std::pair<std::string, double>, Timing> g;
-                for (double r : {0.0, 1.0}) {
-                    GpuSpenseMlp& m = *mlps.at(r);
-                    const int64_t rows = m.rows_for(n);
-                    m.quantize(x.as<bf16>(), xq.get(), n, rows, stream);
-                    g[{"gate_up", r}] = timer.measure([&] { m.gate_up(xq.get(), h.as<bf16>(), n, rows, stream); });
+                // The GEMMs alone, on random inputs: dense (cuBLASLt, the rho = 1 MLP's), and the 2:4
+                // GEMM of the rho = 0 MLP by each backend: cuSPARSELt on the 16-token padded rows it
+                // needs, ours on the n tokens, and the one the selection picks for the MLP's rows.
+                const GpuSpenseMlp &dm = *mlps.at(1.0), &sm = *mlps.at(0.0);
+                const int64_t rows = sm.rows_for(n);
+                launch_random_activations(dtype, xq.get(), rows_max * d, 1.0f, opt.seed + 7, stream);
+                launch_random_activations(dtype, z.get(), rows_max * f, 1.0f, opt.seed + 8, stream);
+                for (const char* layer : {"gate_up", "down"}) {
+                    const bool gu = std::string(layer) == "gate_up";
+                    const DenseGemm& dg = gu ? *dm.gate_up_dense() : *dm.down_dense();
+                    const SparseGemm& sg = gu ? *sm.gate_up_sparse() : *sm.down_sparse();
+                    const void* in = gu ? xq.get() : z.get();
+                    void* outp = gu ? static_cast<void*>(h.get()) : y.get();
+                    const Timing td = timer.measure([&] { dg.run(in, outp, n, stream); });
+                    const Timing tn = timer.measure([&] { sg.run_backend(SparseBackend::Native, in, outp, n, stream); });
+                    Timing tc;
+                    if (sg.has_cusparselt()) tc = timer.measure([&] { sg.run_backend(SparseBackend::CuSparseLt, in, outp, rows, stream); });
+                    const SparseBackend chosen = sg.backend_for(rows, stream);
+                    const double chosen_ms = chosen == SparseBackend::Native ? tn.median : tc.median;
                     progress.update(++done, where);
-                    m.activate(h.as<bf16>(), z.get(), n, rows, stream);
-                    g[{"down", r}] = timer.measure([&] { m.down(z.get(), y.as<bf16>(), n, rows, stream); });
-                    progress.update(++done, where);
+                    const int64_t gm = sg.shape().m, gk = sg.shape().k;
+                    const double io = double(n * gk) * double(e) + double(n * gm) * 2;
+                    const double dense_bytes = double(dg.weight_bytes()) + io, sparse_bytes = double(sg.weight_bytes()) + io;
+                    gemm_rows.push_back({{"model", shape.name},
+                                         {"dtype", gemm_dtype_name(dtype)},
+                                         {"n", n},
+                                         {"layer", layer},
+                                         {"m", gm},
+                                         {"k", gk},
+                                         {"dense_ms", td.json()},
+                                         {"native_ms", tn.json()},
+                                         {"cusparselt_ms", sg.has_cusparselt() ? tc.json() : nlohmann::json()},
+                                         {"cusparselt_rows", rows},
+                                         {"chosen", sparse_backend_name(chosen)},
+                                         {"chosen_ms", chosen_ms},
+                                         {"native_speedup_vs_dense", td.median / tn.median},
+                                         {"chosen_speedup_vs_dense", td.median / chosen_ms},
+                                         {"dense_bytes", dense_bytes},
+                                         {"native_bytes", sparse_bytes},
+                                         {"dense_gb_per_s", dense_bytes / td.median * 1e-6},
+                                         {"native_gb_per_s", sparse_bytes / tn.median * 1e-6}});
                 }
-                for (const char* layer : {"gate_up", "down"})
-                    for (double r : {0.0, 1.0}) {
-                        const GpuSpenseMlp& m = *mlps.at(r);
-                        const auto tr = m.traffic(n);
-                        const double bytes = std::string(layer) == "gate_up" ? tr.gate_up : tr.down, floor_ms = bytes / bw * 1e3;
-                        const Timing& t = g[{layer, r}];
-                        gemm_rows.push_back({{"model", shape.name},
-                                             {"dtype", gemm_dtype_name(dtype)},
-                                             {"n", n},
-                                             {"layer", layer},
-                                             {"kind", r == 0.0 ? "2:4" : "dense"},
-                                             {"m", std::string(layer) == "gate_up" ? 2 * shape.d_ff : d},
-                                             {"k", std::string(layer) == "gate_up" ? d : shape.d_ff},
-                                             {"ms", t.json()},
-                                             {"speedup_vs_dense", g[{layer, 1.0}].median / t.median},
-                                             {"bytes", bytes},
-                                             {"floor_ms", floor_ms},
-                                             {"bandwidth_fraction", floor_ms / t.median}});
-                    }
             }
         }
     progress.finish();
     SPENSE_CUDA_CHECK(cudaStreamSynchronize(stream));
 
     // Tables: the GEMMs (as DEVICE-NOTES.md), then the MLPs.
-    out << "GEMMs alone (inputs quantized beforehand), ms, median; x = dense / 2:4; %BW = traffic floor / time\n\n"
-        << "| model | dtype | N | layer | dense ms | 2:4 ms | 2:4 speedup | dense %BW | 2:4 %BW |\n|---|---|---|---|---|---|---|---|---|\n";
-    for (size_t i = 0; i + 1 < gemm_rows.size(); i += 2) {
-        const auto &sp = gemm_rows[i], &dn = gemm_rows[i + 1];
-        out << "| " << sp["model"].get<std::string>() << " | " << sp["dtype"].get<std::string>() << " | " << sp["n"] << " | "
-            << sp["layer"].get<std::string>() << " | " << fmt("%.4f", dn["ms"]["median"]) << " | " << fmt("%.4f", sp["ms"]["median"]) << " | "
-            << fmt("%.2fx", sp["speedup_vs_dense"]) << " | " << fmt("%.0f%%", 100 * dn["bandwidth_fraction"].get<double>()) << " | "
-            << fmt("%.0f%%", 100 * sp["bandwidth_fraction"].get<double>()) << " |\n";
+    out << "GEMMs alone (random inputs), ms, median. Dense: cuBLASLt. 2:4: cuSPARSELt (on N rounded up to 16) and native; "
+           "x = dense / 2:4; chosen: the backend the selection picks for the MLP. GB/s: weight + x + y bytes / time; copy "
+        << fmt("%.0f", bw * 1e-9) << " GB/s\n\n"
+        << "| model | dtype | N | layer | dense ms | cuSPARSELt ms | native ms | cuSPARSELt x | native x | chosen | chosen x | dense GB/s | "
+           "native GB/s |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+    for (const auto& r : gemm_rows) {
+        const double dn = r["dense_ms"]["median"], nv = r["native_ms"]["median"];
+        const bool has_cslt = !r["cusparselt_ms"].is_null();
+        const double cs = has_cslt ? r["cusparselt_ms"]["median"].get<double>() : 0.0;
+        out << "| " << r["model"].get<std::string>() << " | " << r["dtype"].get<std::string>() << " | " << r["n"] << " | "
+            << r["layer"].get<std::string>() << " | " << fmt("%.4f", dn) << " | " << (has_cslt ? fmt("%.4f", cs) : "-") << " | "
+            << fmt("%.4f", nv) << " | " << (has_cslt ? fmt("%.2fx", dn / cs) : "-") << " | " << fmt("%.2fx", dn / nv) << " | "
+            << r["chosen"].get<std::string>() << " | " << fmt("%.2fx", r["chosen_speedup_vs_dense"]) << " | "
+            << fmt("%.0f", r["dense_gb_per_s"]) << " | " << fmt("%.0f", r["native_gb_per_s"]) << " |\n";
     }
     out << "\nWhole MLP (quantize, gate_up, activation, down), ms, median (speedup over the dense MLP, %BW)\n\n| model | dtype | N |";
     for (double r : ratios) out << (r == 1.0 ? " dense" : r == 0.0 ? " 2:4 (rho 0)" : cat(" rho ", r).c_str()) << " |";

@@ -1,10 +1,11 @@
-// spense bench gemm: dense cuBLASLt vs 2:4 cuSPARSELt vs the Spense MLP, side by side in one run.
+// spense bench gemm: dense cuBLASLt vs 2:4 (cuSPARSELt, native) vs the Spense MLP, side by side in one run.
 //
 // For every model shape, GEMM dtype and token count N it times, on random weights generated on the
 // GPU (launch_random_weights):
-//   - the gate_up and down operators alone, dense (cuBLASLt) and plain 2:4 (cuSPARSELt), with
-//     their inputs already quantized: the library ratio that DEVICE-NOTES.md measured through
-//     PyTorch (FP8 down includes the in-place column scaling of y that both variants need);
+//   - the gate_up and down GEMMs alone on random inputs: dense (cuBLASLt), and the 2:4 weight by
+//     cuSPARSELt (on N rounded up to its 16-token granule) and by our own kernel (native_sparse.h,
+//     on N), with the backend the selection picks (gemm.h's SparseGemm) and the bandwidth each
+//     achieves (weight as stored plus x and y, over the time);
 //   - the whole MLP (quantize, gate_up, activation, down) at every dense ratio rho, k = rho * d_ff
 //     rounded to a multiple of the alignment: rho = 1 is the dense MLP, rho = 0 plain 2:4.
 // Protocol: plans are built (and algorithms searched) in a warm-up call; then each repetition

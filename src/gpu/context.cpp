@@ -156,6 +156,13 @@ nlohmann::json GpuContext::plan_report() const {
     for (const auto& [key, c] : caches_->dense_choices)
         out.push_back({{"backend", "cublaslt"}, {"shape", key.first.describe()}, {"bucket", key.second}, {"ms", c.ms},
                        {"candidates", c.candidates}, {"heuristic_rank", c.rank}});
+    for (const auto& [key, c] : caches_->native_choices)
+        out.push_back({{"backend", "native"}, {"shape", key.first.describe()}, {"bucket", key.second}, {"ms", c.ms},
+                       {"candidates", c.candidates}, {"split_k", c.splits}});
+    for (const auto& [key, c] : caches_->sparse_backends)
+        out.push_back({{"backend", "2:4 selection"}, {"shape", key.first.describe()}, {"bucket", key.second},
+                       {"chosen", c.backend == SparseBackend::Native ? "native" : "cusparselt"}, {"native_ms", c.native_ms},
+                       {"cusparselt_ms", c.cusparselt_ms}});
 #ifdef SPENSE_HAS_CUSPARSELT
     for (const auto& [key, c] : caches_->sparse_choices)
         out.push_back({{"backend", "cusparselt"}, {"shape", key.first.describe()}, {"bucket", key.second}, {"ms", c.ms},

@@ -1,4 +1,4 @@
-// The two GEMM backends behind the Spense operators, with one convention for both:
+// The GEMM backends behind the Spense operators, with one convention for all:
 //
 //   Y[r, j] (+)= sum_c X[r, c] * W[j, c]      r < n tokens, j < m outputs, c < k
 //
@@ -26,6 +26,7 @@
 
 #include <compare>
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include <cuda_runtime.h>
@@ -68,30 +69,45 @@ private:
     DeviceBuffer weight_;
 };
 
-// y = x W^T by cuSPARSELt with W 2:4 sparse along k. Owns the compressed weight (values and
-// metadata).
+class NativeSparseGemm;
+
+// y = x W^T with W 2:4 sparse along k, by the faster of two kernels per (shape, token bucket),
+// measured once and cached in the context: our own (native_sparse.h; any n) and cuSPARSELt's (n a
+// multiple of kRowGranule; m and k multiples of 32 for FP8, 16 for BF16). Owns the weight in both
+// kernels' formats (cuSPARSELt's only where the library is built in and takes the shape).
+enum class SparseBackend : uint8_t { Native, CuSparseLt };
+const char* sparse_backend_name(SparseBackend b);
+
 class SparseGemm {
 public:
     // cuSPARSELt's shape rules (PyTorch's table; checked here): m and k multiples of 32 (FP8) or 16
     // (BF16), and the token count n a multiple of kRowGranule.
     static constexpr int64_t kRowGranule = 16;
-    static constexpr int64_t kDimGranule = 32;
 
     // `pruned`: W [m, k] row-major on the device, 2:4 along k (checked on the device: a group with
-    // more than 2 non-zero values is an error), compressed here; the caller may free it
-    // afterwards. Throws when built without cuSPARSELt.
+    // more than 2 non-zero values is an error), converted here; the caller may free it afterwards.
     SparseGemm(GpuContext& ctx, GemmShape shape, const DeviceBuffer& pruned, cudaStream_t stream);
+    ~SparseGemm();
+    SparseGemm(SparseGemm&&) noexcept;
+    SparseGemm& operator=(SparseGemm&&) noexcept;
 
-    // n: a multiple of kRowGranule.
+    // Any n >= 1 (cuSPARSELt is eligible for multiples of kRowGranule only).
     void run(const void* x, void* y, int64_t n, cudaStream_t stream) const;
+    // The backend run() uses for n (searching both on first use of n's bucket), and one backend
+    // forced (benchmarks, tests; cuSPARSELt must be available and n a multiple of kRowGranule).
+    SparseBackend backend_for(int64_t n, cudaStream_t stream) const;
+    void run_backend(SparseBackend b, const void* x, void* y, int64_t n, cudaStream_t stream) const;
+    bool has_cusparselt() const { return compressed_.bytes() > 0; }
 
     const GemmShape& shape() const { return shape_; }
-    size_t weight_bytes() const { return compressed_.bytes(); }
+    // Bytes the native kernel streams (its layout); cuSPARSELt's compressed weight is within 1% of it.
+    size_t weight_bytes() const;
 
 private:
     GpuContext* ctx_;
     GemmShape shape_;
-    DeviceBuffer compressed_;
+    std::unique_ptr<NativeSparseGemm> native_;
+    DeviceBuffer compressed_;  // cuSPARSELt's, or empty
 };
 
 }  // namespace spense::gpu

@@ -10,6 +10,7 @@
 #include <cublasLt.h>
 
 #include "gpu/gemm.h"
+#include "gpu/native_sparse.h"
 
 #ifdef SPENSE_HAS_CUSPARSELT
 #include <cusparseLt.h>
@@ -59,8 +60,17 @@ struct SparsePlan {
 };
 #endif
 
+// Which 2:4 kernel runs a (shape, token bucket): the faster of ours and cuSPARSELt's, each at its
+// searched best.
+struct SparseBackendChoice {
+    SparseBackend backend = SparseBackend::Native;
+    double native_ms = 0, cusparselt_ms = -1;  // -1: not available or not eligible
+};
+
 struct PlanCaches {
     std::map<PlanKey, DenseChoice> dense_choices;
+    std::map<PlanKey, NativeChoice> native_choices;
+    std::map<PlanKey, SparseBackendChoice> sparse_backends;
     std::map<PlanKey, std::unique_ptr<DensePlan>> dense_plans;
 #ifdef SPENSE_HAS_CUSPARSELT
     std::map<PlanKey, SparseChoice> sparse_choices;

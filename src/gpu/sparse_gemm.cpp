@@ -1,4 +1,5 @@
-// SparseGemm: cuSPARSELt with the structured (2:4) operand A = W [m, k] row-major, B = X^T as a
+// SparseGemm: the native kernel (native_sparse.h) and cuSPARSELt, the faster per (shape, token
+// bucket). cuSPARSELt runs with the structured (2:4) operand A = W [m, k] row-major, B = X^T as a
 // column-major [k, n] view of the row-major activations (ld = ldb), D column-major [m, n] (ld =
 // ldc): both operands K-major, the only layout cuSPARSELt's FP8 kernels have on sm_90.
 #include <algorithm>
@@ -9,13 +10,14 @@
 #include "gpu/context.h"
 #include "gpu/gemm.h"
 #include "gpu/kernels.h"
+#include "gpu/native_sparse.h"
 #include "gpu/plan_cache.h"
 
 namespace spense::gpu {
 
-#ifdef SPENSE_HAS_CUSPARSELT
-
 namespace {
+
+#ifdef SPENSE_HAS_CUSPARSELT
 
 constexpr uint32_t kAlignment = 16;  // bytes; cudaMalloc'd buffers and all our column offsets satisfy it
 
@@ -151,14 +153,33 @@ const SparsePlan& plan_for(GpuContext& ctx, const GemmShape& s, int64_t n, const
     return *caches.sparse_plans.emplace(PlanKey{s, n}, std::move(p)).first->second;
 }
 
+// cuSPARSELt's compressed form of the (checked) 2:4 weight.
+DeviceBuffer compress(GpuContext& ctx, const GemmShape& s, const DeviceBuffer& pruned, cudaStream_t stream) {
+    const cusparseLtHandle_t* h = handle(ctx);
+    cusparseLtMatDescriptor_t a;
+    SPENSE_CUSPARSELT_CHECK(cusparseLtStructuredDescriptorInit(h, &a, s.m, s.k, s.k, kAlignment, data_type(s.dtype), CUSPARSE_ORDER_ROW,
+                                                               CUSPARSELT_SPARSITY_50_PERCENT),
+                            "2:4 weight of ", s.describe());
+    size_t compressed_bytes = 0, buffer_bytes = 0;
+    SPENSE_CUSPARSELT_CHECK(cusparseLtSpMMACompressedSize2(h, &a, &compressed_bytes, &buffer_bytes), s.describe());
+    DeviceBuffer compressed(compressed_bytes, cat("compressed 2:4 weight ", s.describe()));
+    DeviceBuffer buffer(buffer_bytes, "cuSPARSELt compression buffer");
+    SPENSE_CUSPARSELT_CHECK(cusparseLtSpMMACompress2(h, &a, 1, CUSPARSE_OPERATION_NON_TRANSPOSE, pruned.get(), compressed.get(),
+                                                     buffer.get(), stream),
+                            s.describe());
+    SPENSE_CUDA_CHECK(cudaStreamSynchronize(stream), "compressing ", s.describe());
+    cusparseLtMatDescriptorDestroy(&a);
+    return compressed;
+}
+
+#endif  // SPENSE_HAS_CUSPARSELT
+
 }  // namespace
+
+const char* sparse_backend_name(SparseBackend b) { return b == SparseBackend::Native ? "native" : "cusparselt"; }
 
 SparseGemm::SparseGemm(GpuContext& ctx, GemmShape shape, const DeviceBuffer& pruned, cudaStream_t stream) : ctx_(&ctx), shape_(shape) {
     const GemmShape& s = shape_;
-    const int64_t granule = s.dtype == GemmDType::FP8 ? 32 : 16;
-    if (s.m % granule != 0 || s.k % granule != 0)
-        fail("cuSPARSELt ", gemm_dtype_name(s.dtype), " needs the 2:4 weight's rows and columns to be multiples of ", granule, ", got [",
-             s.m, ", ", s.k, "] (", s.describe(), ")");
     SPENSE_CHECK(s.ldb >= s.k && s.ldc >= s.m, "SparseGemm: bad strides ", s.describe());
     SPENSE_CHECK(pruned.bytes() == size_t(s.m * s.k) * gemm_dtype_bytes(s.dtype), "SparseGemm: weight of ", pruned.bytes(),
                  " bytes for ", s.describe());
@@ -172,38 +193,48 @@ SparseGemm::SparseGemm(GpuContext& ctx, GemmShape shape, const DeviceBuffer& pru
     if (bad != 0)
         fail("the weight of ", s.describe(), " is not 2:4 along its columns: ", bad, " groups of 4 hold more than 2 non-zeros");
 
-    const cusparseLtHandle_t* h = handle(ctx);
-    cusparseLtMatDescriptor_t a;
-    SPENSE_CUSPARSELT_CHECK(cusparseLtStructuredDescriptorInit(h, &a, s.m, s.k, s.k, kAlignment, data_type(s.dtype), CUSPARSE_ORDER_ROW,
-                                                               CUSPARSELT_SPARSITY_50_PERCENT),
-                            "2:4 weight of ", s.describe());
-    size_t compressed_bytes = 0, buffer_bytes = 0;
-    SPENSE_CUSPARSELT_CHECK(cusparseLtSpMMACompressedSize2(h, &a, &compressed_bytes, &buffer_bytes), s.describe());
-    compressed_ = DeviceBuffer(compressed_bytes, cat("compressed 2:4 weight ", s.describe()));
-    DeviceBuffer buffer(buffer_bytes, "cuSPARSELt compression buffer");
-    SPENSE_CUSPARSELT_CHECK(cusparseLtSpMMACompress2(h, &a, 1, CUSPARSE_OPERATION_NON_TRANSPOSE, pruned.get(), compressed_.get(),
-                                                     buffer.get(), stream),
-                            s.describe());
-    SPENSE_CUDA_CHECK(cudaStreamSynchronize(stream), "compressing ", s.describe());
-    cusparseLtMatDescriptorDestroy(&a);
+    native_ = std::make_unique<NativeSparseGemm>(ctx, s, pruned, stream);
+#ifdef SPENSE_HAS_CUSPARSELT
+    const int64_t granule = s.dtype == GemmDType::FP8 ? 32 : 16;
+    if (s.m % granule == 0 && s.k % granule == 0) compressed_ = compress(ctx, s, pruned, stream);
+#endif
 }
 
-void SparseGemm::run(const void* x, void* y, int64_t n, cudaStream_t stream) const {
+SparseGemm::~SparseGemm() = default;
+SparseGemm::SparseGemm(SparseGemm&&) noexcept = default;
+SparseGemm& SparseGemm::operator=(SparseGemm&&) noexcept = default;
+
+size_t SparseGemm::weight_bytes() const { return native_->weight_bytes(); }
+
+SparseBackend SparseGemm::backend_for(int64_t n, cudaStream_t stream) const {
+    if (!has_cusparselt() || n % kRowGranule != 0) return SparseBackend::Native;
+    auto& cache = ctx_->caches().sparse_backends;
+    const PlanKey key{shape_, token_bucket(n)};
+    if (auto it = cache.find(key); it != cache.end()) return it->second.backend;
+    SparseBackendChoice c;
+    c.native_ms = native_->choice(n, stream).ms;
+#ifdef SPENSE_HAS_CUSPARSELT
+    plan_for(*ctx_, shape_, n, compressed_.get(), stream);  // searches the bucket
+    c.cusparselt_ms = ctx_->caches().sparse_choices.at(key).ms;
+    if (c.cusparselt_ms < c.native_ms) c.backend = SparseBackend::CuSparseLt;
+#endif
+    return cache.emplace(key, c).first->second.backend;
+}
+
+void SparseGemm::run_backend(SparseBackend b, const void* x, void* y, int64_t n, cudaStream_t stream) const {
+    if (b == SparseBackend::Native) {
+        native_->run(x, y, n, nullptr, stream);
+        return;
+    }
+    SPENSE_CHECK(has_cusparselt(), "cuSPARSELt is not available for ", shape_.describe());
     SPENSE_CHECK(n >= 1 && n % kRowGranule == 0, "cuSPARSELt needs the token count to be a multiple of ", kRowGranule, ", got ", n,
                  " (pad the activations)");
+#ifdef SPENSE_HAS_CUSPARSELT
     const SparsePlan& p = plan_for(*ctx_, shape_, n, compressed_.get(), stream);
     run_plan(*ctx_, p, shape_, n, compressed_.get(), x, y, stream);
-}
-
-#else  // built without cuSPARSELt
-
-SparseGemm::SparseGemm(GpuContext&, GemmShape shape, const DeviceBuffer&, cudaStream_t) : ctx_(nullptr), shape_(shape) {
-    fail("spense was built without cuSPARSELt, so 2:4 weights cannot run on the GPU (", shape.describe(),
-         "); install nvidia-cusparselt-cu13 and rebuild, or use a dense MLP (k = d_ff)");
-}
-
-void SparseGemm::run(const void*, void*, int64_t, cudaStream_t) const { fail("spense was built without cuSPARSELt"); }
-
 #endif
+}
+
+void SparseGemm::run(const void* x, void* y, int64_t n, cudaStream_t stream) const { run_backend(backend_for(n, stream), x, y, n, stream); }
 
 }  // namespace spense::gpu

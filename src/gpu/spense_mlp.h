@@ -5,7 +5,7 @@
 // the libraries' shape rules (cuSPARSELt FP8: multiples of 32; cuBLASLt FP8: 16) for any k, e.g.
 // k = 36 of d_ff = 200 runs as s_p = 192, k_p = 64. Zero weights add exact zeros, so the padding
 // changes no result. Real layouts (k and d_ff multiples of 128) need none.
-//   gate_up sparse [2 s_p, d] = [gate rows 0..s, 0 | up rows 0..s, 0]      2:4, cuSPARSELt-compressed
+//   gate_up sparse [2 s_p, d] = [gate rows 0..s, 0 | up rows 0..s, 0]      2:4 (SparseGemm: native and cuSPARSELt forms)
 //   gate_up dense  [2 k_p, d] = [gate rows s..d_ff, 0 | up rows s..d_ff, 0]  cuBLASLt
 //   down sparse    [d, s_p]   = [down columns 0..s, 0]                       2:4, compressed
 //   down dense     [d, k_p]   = [down columns s..d_ff, 0]                    cuBLASLt
@@ -106,6 +106,12 @@ public:
     // FP8: the factors [2(s_p + k_p)] by which the raw columns of h are multiplied in activate
     // (written by quantize); null for BF16.
     const float* gate_up_column_scale() const;
+
+    // The GEMM of each region, null where the region is empty (benchmarks time them alone).
+    const SparseGemm* gate_up_sparse() const { return gate_up_sparse_ ? &*gate_up_sparse_ : nullptr; }
+    const SparseGemm* down_sparse() const { return down_sparse_ ? &*down_sparse_ : nullptr; }
+    const DenseGemm* gate_up_dense() const { return gate_up_dense_ ? &*gate_up_dense_ : nullptr; }
+    const DenseGemm* down_dense() const { return down_dense_ ? &*down_dense_ : nullptr; }
 
     // Bytes each step reads plus writes, counting each input once and each output once (weights
     // as stored: compressed values and metadata for the 2:4 regions, scales): the traffic floor.

@@ -1,0 +1,103 @@
+#include "gpu/native_sparse.h"
+
+#include <chrono>
+
+#include "gpu/check.h"
+#include "gpu/context.h"
+#include "gpu/kernels.h"
+#include "gpu/plan_cache.h"
+
+namespace spense::gpu {
+
+namespace {
+
+size_t round_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
+
+}  // namespace
+
+NativeSparseGemm::NativeSparseGemm(GpuContext& ctx, GemmShape shape, const DeviceBuffer& pruned, cudaStream_t stream)
+    : ctx_(&ctx), shape_(shape), layout_(NativeSparseLayout::make(shape.dtype, shape.m, shape.k)) {
+    const GemmShape& s = shape_;
+    SPENSE_CHECK(s.ldb >= s.k && s.ldc >= s.m, "native 2:4 GEMM: bad strides ", s.describe());
+    SPENSE_CHECK(pruned.bytes() == size_t(s.m * s.k) * gemm_dtype_bytes(s.dtype), "native 2:4 GEMM: weight of ", pruned.bytes(),
+                 " bytes for ", s.describe());
+    weights_ = DeviceBuffer(layout_.bytes(), cat("native 2:4 weight ", s.describe()));
+    DeviceBuffer bad(sizeof(unsigned), "native 2:4 conversion counter");
+    launch_native_2to4_convert(layout_, pruned.get(), weights_.get(), bad.as<unsigned>(), stream);
+    unsigned count = 0;
+    SPENSE_CUDA_CHECK(cudaStreamSynchronize(stream), "native 2:4 conversion of ", s.describe());
+    bad.download(&count, sizeof count);
+    if (count != 0)
+        fail("the weight of ", s.describe(), " is not 2:4 along its columns: ", count,
+             " lanes of the native conversion met a group of 4 with more than 2 non-zeros");
+}
+
+std::vector<int> NativeSparseGemm::split_candidates(int64_t n) const {
+    // Split k only while the CTAs (one per SM: the kernel holds 255 registers a thread) fit in a few waves.
+    const int64_t ctas = layout_.row_groups() * NativeSparseLayout::slices(n), sms = ctx_->props().multiProcessorCount;
+    std::vector<int> out;
+    for (int sk : {1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32})
+        if (sk <= layout_.k_units() && (sk == 1 || ctas * sk <= 8 * sms)) out.push_back(sk);
+    return out;
+}
+
+void NativeSparseGemm::run_with(int splits, const void* x, void* y, int64_t n, const float* out_scale, cudaStream_t stream) const {
+    NativeGemmArgs a;
+    a.layout = layout_;
+    a.w = weights_.get();
+    a.x = x;
+    a.y = static_cast<bf16*>(y);
+    a.out_scale = out_scale;
+    a.ldb = shape_.ldb;
+    a.ldc = shape_.ldc;
+    a.n = n;
+    a.splits = splits;
+    a.accumulate = shape_.accumulate;
+    if (splits > 1 && n >= 1) {
+        const size_t floats = layout_.workspace_floats(n), counters = layout_.counters(n);
+        if (workspace_.bytes() < floats * 4 || counters_.bytes() < counters * 4) {
+            // Grown between launches: the old buffers may still be in use by queued work.
+            SPENSE_CUDA_CHECK(cudaStreamSynchronize(stream), "growing the native 2:4 workspace of ", shape_.describe());
+            workspace_ = DeviceBuffer(std::max(floats * 4, workspace_.bytes()), cat("native 2:4 split-K workspace ", shape_.describe()));
+            counters_ = DeviceBuffer(std::max(counters * 4, counters_.bytes()), cat("native 2:4 split-K counters ", shape_.describe()));
+            SPENSE_CUDA_CHECK(cudaMemsetAsync(workspace_.get(), 0, workspace_.bytes(), stream));
+            SPENSE_CUDA_CHECK(cudaMemsetAsync(counters_.get(), 0, counters_.bytes(), stream));
+        }
+        a.workspace = workspace_.as<float>();
+        a.counters = counters_.as<unsigned>();
+    }
+    launch_native_2to4_gemm(a, stream);
+}
+
+const NativeChoice& NativeSparseGemm::choice(int64_t n, cudaStream_t stream) const {
+    auto& cache = ctx_->caches().native_choices;
+    const PlanKey key{shape_, token_bucket(n)};
+    if (auto it = cache.find(key); it != cache.end()) return it->second;
+    const auto t0 = std::chrono::steady_clock::now();
+    const int64_t bucket = key.second;
+    const GemmShape& s = shape_;
+    const size_t x_bytes = round_up(size_t(bucket * s.ldb) * gemm_dtype_bytes(s.dtype), 256);
+    const size_t y_bytes = round_up(size_t(bucket * s.ldc) * 2, 256);
+    auto* base = static_cast<uint8_t*>(ctx_->search_scratch(x_bytes + y_bytes));
+    launch_random_activations(s.dtype, base, bucket * s.ldb, 1.0f, 0x5eed, stream);
+    SPENSE_CUDA_CHECK(cudaMemsetAsync(base + x_bytes, 0, y_bytes, stream));
+    NativeChoice best;
+    best.ms = -1;
+    for (int sk : split_candidates(bucket)) {
+        const double ms = ctx_->time_ms([&] { run_with(sk, base, base + x_bytes, bucket, nullptr, stream); }, stream);
+        ++best.candidates;
+        if (best.ms < 0 || ms < best.ms) {
+            best.ms = ms;
+            best.splits = sk;
+        }
+    }
+    ctx_->stats().searches++;
+    ctx_->stats().search_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return cache.emplace(key, best).first->second;
+}
+
+void NativeSparseGemm::run(const void* x, void* y, int64_t n, const float* out_scale, cudaStream_t stream) const {
+    run_with(choice(n, stream).splits, x, y, n, out_scale, stream);
+}
+
+}  // namespace spense::gpu

@@ -1,0 +1,56 @@
+// NativeSparseGemm: the 2:4 GEMM backend of our own kernel (native_sparse_kernels.h describes the
+// kernel and its weight layout), with gemm.h's convention y (+)= x W^T, any n >= 1, and an optional
+// per-output-channel factor applied in the epilogue:
+//   y[r, j] = out_scale[j] * (sum_c x[r, c] W[j, c] + (accumulate ? y[r, j] : 0)).
+// The split-K count is searched per (shape, token bucket) by timing (cached in the context).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include <cuda_runtime.h>
+
+#include "gpu/device_buffer.h"
+#include "gpu/gemm.h"
+#include "gpu/native_sparse_kernels.h"
+
+namespace spense::gpu {
+
+// The searched tuning of a (shape, token bucket): how many CTAs split k.
+struct NativeChoice {
+    int splits = 1;
+    double ms = 0;
+    int candidates = 0;
+};
+
+class NativeSparseGemm {
+public:
+    // `pruned`: W [m, k] row-major on the device, 2:4 along k (a group with more than 2 non-zeros
+    // is an error naming the shape); converted here, the caller may free it afterwards.
+    NativeSparseGemm(GpuContext& ctx, GemmShape shape, const DeviceBuffer& pruned, cudaStream_t stream);
+
+    // x must be 16-byte aligned with rows (ldb) of a multiple of 16 bytes (checked). out_scale: null
+    // or [m] device floats. Not for concurrent use on several streams (one split-K workspace).
+    void run(const void* x, void* y, int64_t n, const float* out_scale, cudaStream_t stream) const;
+    // The same with an explicit split count (searches and tests).
+    void run_with(int splits, const void* x, void* y, int64_t n, const float* out_scale, cudaStream_t stream) const;
+
+    // The split counts worth timing for n tokens, and the searched choice of n's bucket.
+    std::vector<int> split_candidates(int64_t n) const;
+    const NativeChoice& choice(int64_t n, cudaStream_t stream) const;
+
+    const GemmShape& shape() const { return shape_; }
+    const NativeSparseLayout& layout() const { return layout_; }
+    size_t weight_bytes() const { return weights_.bytes(); }
+
+private:
+    GpuContext* ctx_;
+    GemmShape shape_;
+    NativeSparseLayout layout_;
+    DeviceBuffer weights_;
+    // Split-K partial sums and ticket counters, zero between launches (the last CTA clears them).
+    mutable DeviceBuffer workspace_, counters_;
+};
+
+}  // namespace spense::gpu

@@ -1,0 +1,104 @@
+// Our own 2:4 sparse GEMM kernel for decode sizes (the class using it: native_sparse.h): y = x W^T
+// (gemm.h's convention) with W 2:4 along k, streamed from a layout that is exactly the register fragments of the sparse tensor-core
+// instruction, so that each warp reads its weight with 16-byte fully coalesced loads and no shared
+// memory, and no other kernel runs before or after it.
+//
+// Why: at decode (N up to a few hundred tokens) a GEMM is bound by the bytes of its weight. A 2:4
+// weight moves 0.5625x (BF16: values plus 2-bit indices) or 0.625x (FP8) of the dense bytes, but
+// cuSPARSELt's sm_90 kernels stream it at half the copy bandwidth there (bench/README.md).
+//
+// The instruction. A warp computes D[16, 8] += A[16, 32] B[32, 8] with A 2:4 along its 32 columns,
+// stored compressed (the 2 kept values of each group of 4) plus 2 bits per kept value (its position):
+//   mma.sp::ordered_metadata.sync.aligned.m16n8k32.row.col.f32.{bf16,f16}.{bf16,f16}.f32
+// A = 16 weight rows (output channels), B = 8 tokens of x^T, FP32 accumulators: a "k-step". FP8
+// weights run as F16: sm_90 has no native FP8 mma.sync (ptxas emulates m16n8k64.e4m3 with twice the
+// registers), and every E4M3 value is exactly an F16 value, so the kernel widens the E4M3 codes in
+// registers (cvt.rn.f16x2.e4m3x2) and x once as it is staged. FP32 accumulation either way.
+//
+// Byte layout (NativeSparseLayout). The weight [m, k] is cut into tiles of 16 rows (m padded to a
+// multiple of 32, rows past m zero) and blocks of 128 columns = 4 k-steps (k padded to a multiple
+// of 512, columns past k zero). Tile t, block b starts at byte (t * k_blocks + b) * block_bytes:
+//   values: lane L = 4 g + q (g = L / 4, q = L % 4) owns, per k-step s, the four A registers r =
+//           0..3 of PTX's fragment: the kept values, in column order, of row g + 8 (r & 1), group
+//           q + 4 (r >> 1) of the k-step.
+//             BF16: 512 bytes per k-step, lane L's 16 bytes at s * 512 + 16 L (register r at 4 r).
+//             FP8: 512 bytes per two k-steps, lane L's 16 bytes at (s / 2) * 512 + 16 L, k-step s
+//             in bytes 8 (s % 2) + 2 r, +1 (E4M3 codes).
+//   metadata: 256 bytes, 8 per lane: two 32-bit words. The instruction reads metadata from lanes
+//           q = 0, 1 (sparsity selector 0); the word of role p (= q) covers groups 4p .. 4p + 3 of a
+//           k-step: bits 4 (c - 4p) + [0, 4) group c of row g (first kept index in bits 0-1, second
+//           in 2-3, first < second), bits 16 + 4 (c - 4p) + [0, 4) the same of row g + 8. Lane
+//           4g + p holds k-steps 0 and 1 of role p, lane 4g + p + 2 k-steps 2 and 3 (moved to lane
+//           4g + p by a shuffle), so that every lane loads 8 bytes.
+// A group with fewer than 2 non-zeros keeps zeros at free positions. block_bytes = 2048 + 256
+// (BF16) or 1024 + 256 (FP8): 1.125 or 0.625 bytes per weight, 0.5625x / 0.625x of dense.
+//
+// The kernel (native_sparse_kernels.cu). A CTA of 8 warps owns 256 rows (2 tiles a warp, so that each x
+// fragment read from shared memory feeds two products) and a range of k (split-K). x for up to 64
+// tokens is staged in shared memory by cp.async in chunks of k (BF16 double-buffered; FP8 into a
+// raw buffer that is widened to F16 while the next chunk lands); the weight is read
+// straight into registers, several blocks ahead (a register ring), so that loads stay in flight
+// across the chunk barriers. With split-K, partial sums go to an FP32 workspace by vector atomics
+// and the last CTA of each 256-row group (a ticket counter) writes y and clears the workspace, so
+// one launch does everything. More than 64 tokens run as slices of 64 (each re-streams the weight:
+// the library kernels win there). The epilogue computes
+//   y[r, j] = out_scale[j] * (acc[r, j] + (accumulate ? y[r, j] : 0))   (out_scale optional)
+// so that an FP8 GEMM that runs last on an output applies the per-output-channel factor itself.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include <cuda_runtime.h>
+
+#include "gpu/gemm_dtype.h"
+#include "gpu/kernels.h"
+
+namespace spense::gpu {
+
+struct NativeSparseLayout {
+    static constexpr int64_t kTileRows = 16, kRowGranule = 32;  // rows of a tile; m is padded to kRowGranule
+    static constexpr int64_t kBlockK = 128, kKGranule = 512;    // columns of a block; k is padded to kKGranule
+    static constexpr int64_t kMaxTokensPerSlice = 64;            // tokens of one launch slice
+
+    GemmDType dtype = GemmDType::BF16;
+    int64_t m = 0, k = 0;
+    int64_t tiles = 0, k_blocks = 0;  // padded
+
+    static NativeSparseLayout make(GemmDType dtype, int64_t m, int64_t k);
+    SPENSE_HOST_DEVICE int64_t block_bytes() const { return (dtype == GemmDType::BF16 ? 2048 : 1024) + 256; }
+    size_t bytes() const { return size_t(tiles * k_blocks * block_bytes()); }
+    int64_t k_units() const { return k_blocks / 4; }           // split-K divides these (512 columns each)
+    int64_t row_groups() const { return (tiles * 16 + 255) / 256; }  // CTAs along m
+    static int64_t slices(int64_t n) { return (n + kMaxTokensPerSlice - 1) / kMaxTokensPerSlice; }
+    // Split-K workspace of n tokens: floats and ticket counters.
+    size_t workspace_floats(int64_t n) const;
+    size_t counters(int64_t n) const { return size_t(slices(n) * row_groups()); }
+};
+
+// The layout of a row-major [m, k] 2:4 weight (BF16 or E4M3 codes) computed on the host, by the
+// same per-lane encoding the device conversion runs: for tests. Throws on a group of 4 with more
+// than 2 non-zeros.
+std::vector<uint8_t> encode_native_2to4_host(const NativeSparseLayout& layout, const void* w);
+
+// The device conversion of `pruned` (row-major [m, k] on the device) into `out` (layout.bytes());
+// *bad (zeroed first) counts lanes that met a group with more than 2 non-zeros.
+void launch_native_2to4_convert(const NativeSparseLayout& layout, const void* pruned, void* out, unsigned* bad, cudaStream_t stream);
+
+struct NativeGemmArgs {
+    NativeSparseLayout layout;
+    const void* w = nullptr;  // layout.bytes() on the device
+    const void* x = nullptr;  // [n, ldb], 16-byte aligned, ldb * element bytes a multiple of 16
+    bf16* y = nullptr;        // [n, ldc]
+    const float* out_scale = nullptr;
+    float* workspace = nullptr;   // splits > 1: layout.workspace_floats(n), zero
+    unsigned* counters = nullptr;  // splits > 1: layout.counters(n), zero
+    int64_t ldb = 0, ldc = 0, n = 0;
+    int splits = 1;  // 1 .. layout.k_units()
+    bool accumulate = false;
+};
+// y = out_scale * (x W^T + (accumulate ? y : 0)); leaves workspace and counters zero.
+void launch_native_2to4_gemm(const NativeGemmArgs& args, cudaStream_t stream);
+
+}  // namespace spense::gpu
