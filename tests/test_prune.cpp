@@ -16,6 +16,7 @@
 #include "prune/masks.h"
 #include "prune/pipeline.h"
 #include "prune/sparsegpt.h"
+#include "test_calibration.h"
 #include "test_paths.h"
 
 using namespace spense;
@@ -127,18 +128,6 @@ Transformer fixture_model(const std::string& name, Checkpoint* out_ckpt = nullpt
     Transformer t = load_transformer(ckpt);
     if (out_ckpt) *out_ckpt = std::move(ckpt);
     return t;
-}
-
-CalibrationSet random_calibration(int64_t vocab, int64_t n, int64_t len, uint64_t seed) {
-    std::mt19937_64 rng(seed);
-    std::uniform_int_distribution<int32_t> tok(0, int32_t(vocab - 1));
-    CalibrationSet c;
-    for (int64_t s = 0; s < n; ++s) {
-        c.samples.emplace_back(size_t(len));
-        for (auto& t : c.samples.back()) t = tok(rng);
-    }
-    c.stream_tokens = n * len;
-    return c;
 }
 
 }  // namespace
@@ -262,7 +251,7 @@ TEST_P(LayoutEndsDenseLast, DenseRowsUntouchedAndRegionsValid) {
     opt.sparsity = 0.25;
     opt.align = 16;
     opt.layout = GetParam();
-    PruneReport rep = prune_model(model, random_calibration(cfg.vocab, 4, 32, 1), opt);
+    PruneReport rep = prune_model(model, test::random_calibration(cfg.vocab, 4, 32, 1), opt);
     const int64_t f = cfg.intermediate, k = 48;
     for (int64_t l = 0; l < cfg.n_layers; ++l) {
         const auto& mlp = dynamic_cast<const DenseMlp&>(*model.weights().layers[size_t(l)].mlp);
@@ -295,7 +284,7 @@ TEST(Pruning, WrittenCheckpointReloadsToTheSameLogits) {
         opt.sparsity = 0.375;
         opt.align = 8;
         opt.weight_dtype = dtype;
-        prune_model(model, random_calibration(model.config().vocab, 3, 24, 2), opt);
+        prune_model(model, test::random_calibration(model.config().vocab, 3, 24, 2), opt);
         auto dir = test::temp_dir("reload") / "pruned";
         write_hf_checkpoint(dir, ckpt, model, dtype, {{"format", "spense"}});
         Transformer reloaded = load_transformer(open_checkpoint(dir));
@@ -329,7 +318,7 @@ TEST(Pruning, BadOptionsAndInputsAreRefused) {
     opt.method = PruneMethod::SparseGpt;
     model.weights().layers[0].post_norm[3] = std::nanf("");
     try {
-        prune_model(model, random_calibration(cfg.vocab, 2, 16, 3), opt);
+        prune_model(model, test::random_calibration(cfg.vocab, 2, 16, 3), opt);
         FAIL() << "NaN activations were accepted";
     } catch (const Error& e) {
         EXPECT_NE(std::string(e.what()).find("non-finite value"), std::string::npos) << e.what();

@@ -9,8 +9,11 @@
 #include "core/atomic_file.h"
 #include "core/error.h"
 
+#include "prune/pipeline.h"
+
 #ifdef SPENSE_HAS_CUDA
 #include "gpu/bench_gemm.h"
+#include "gpu/bench_prune.h"
 #endif
 
 namespace spense::cli {
@@ -45,7 +48,7 @@ std::vector<T> parse_numbers(const std::string& option, const std::string& s) {
 
 int bench_gemm(int argc, char** argv) {
     Args args("bench gemm",
-              "Times dense cuBLASLt, 2:4 cuSPARSELt and the whole Spense MLP side by side on the GPU; markdown tables on stdout.",
+              "Times dense cuBLASLt, 2:4 by cuSPARSELt and by our native kernel, and the whole Spense MLP side by side on the GPU; markdown tables on stdout.",
               {{"models", "LIST", "comma-separated model shapes: qwen3-32b, qwen3-8b, llama3-8b, or NAME:HIDDEN:D_FF", "qwen3-32b,qwen3-8b,llama3-8b"},
                {"n", "LIST", "token counts N", "1,8,16,32,64,128,256,512,1024,2048,4096,8192,16384"},
                {"ratios", "LIST", "dense ratios rho of the Spense MLPs (0 = plain 2:4 and 1 = dense are always measured)", "0,0.25,0.5,1"},
@@ -85,16 +88,69 @@ int bench_gemm(int argc, char** argv) {
 #endif
 }
 
+int bench_prune(int argc, char** argv) {
+    Args args("bench prune",
+              "Times each stage of GPU pruning per decoder layer on a random-weight model (default: Qwen3-32B's layer shape) and "
+              "extrapolates to the whole model; markdown tables on stdout.",
+              {{"shape", "H:F:NH:KV:HD", "hidden, d_ff, heads, KV heads, head dim", "5120:25600:64:8:128"},
+               {"layers", "N", "decoder layers to prune (times are per layer)", "1"},
+               {"model-layers", "N", "layers of the whole model, for the extrapolation", "64"},
+               {"seqlen", "LIST", "calibration sequence lengths", "2048"},
+               {"nsamples", "N", "calibration sequences", "128"},
+               {"target-samples", "N", "forward and Hessian times are scaled from --nsamples to this many sequences", "128"},
+               {"method", "M", "magnitude | wanda | sparsegpt | spensegpt | spensegpt+", "spensegpt+"},
+               {"sparsity", "S", "MLP sparsity", "0.25"},
+               {"precision", "P", "GPU matrix products: f32 | tf32 | bf16", "tf32"},
+               {"seed", "S", "seed of the random weights and tokens", "1"},
+               {"json", "FILE", "also write the report (versions, stages, layers) as JSON", ""}},
+              argc, argv);
+    if (args.help_requested()) {
+        std::cout << args.usage();
+        return 0;
+    }
+#ifdef SPENSE_HAS_CUDA
+    gpu::PruneBenchOptions opt;
+    const std::vector<int64_t> shape = parse_numbers<int64_t>("shape", [&] {
+        std::string s = *args.get("shape");
+        for (char& ch : s)
+            if (ch == ':') ch = ',';
+        return s;
+    }());
+    if (shape.size() != 5) fail("--shape wants HIDDEN:D_FF:HEADS:KV_HEADS:HEAD_DIM");
+    opt.hidden = shape[0];
+    opt.d_ff = shape[1];
+    opt.heads = shape[2];
+    opt.kv_heads = shape[3];
+    opt.head_dim = shape[4];
+    opt.layers = args.get_int("layers");
+    opt.model_layers = args.get_int("model-layers");
+    opt.seqlens = parse_numbers<int64_t>("seqlen", *args.get("seqlen"));
+    opt.nsamples = args.get_int("nsamples");
+    opt.target_samples = args.get_int("target-samples");
+    opt.prune.method = parse_prune_method(*args.get("method"));
+    opt.prune.sparsity = std::stod(*args.get("sparsity"));
+    opt.gpu.math = gpu::parse_gpu_math(*args.get("precision"));
+    opt.seed = uint64_t(args.get_int("seed"));
+    if (opt.layers < 1 || opt.nsamples < 1 || opt.target_samples < 1) fail("--layers, --nsamples and --target-samples must be >= 1");
+    const nlohmann::json report = gpu::run_prune_bench(opt, std::cout);
+    if (auto path = args.get("json")) write_file_atomic(*path, report.dump(2) + "\n");
+    return 0;
+#else
+    fail("bench prune: spense was built without CUDA (no nvcc found at configure time); the benchmark needs a CUDA build and a GPU");
+#endif
+}
+
 }  // namespace
 
 int cmd_bench(int argc, char** argv) {
-    const std::string usage = "usage: spense bench gemm [options]   (spense bench gemm --help lists them)\n";
+    const std::string usage = "usage: spense bench gemm|prune [options]   (spense bench gemm --help lists them)\n";
     if (argc < 1 || std::string(argv[0]) == "--help" || std::string(argv[0]) == "-h") {
         std::cout << usage;
         return argc < 1 ? 2 : 0;
     }
     const std::string what = argv[0];
     if (what == "gemm") return bench_gemm(argc - 1, argv + 1);
+    if (what == "prune") return bench_prune(argc - 1, argv + 1);
     fail("unknown benchmark '", what, "'; ", usage);
 }
 

@@ -1,7 +1,10 @@
 // spense prune: one-shot pruning of every MLP into the Spense format (or a baseline), written as
 // an HF checkpoint plus spense.json.
+#include <sys/resource.h>
+
 #include <cstdio>
 #include <iostream>
+#include <memory>
 
 #include "cli/args.h"
 #include "cli/commands.h"
@@ -9,7 +12,13 @@
 #include "core/progress.h"
 #include "core/run_info.h"
 #include "format/hf_writer.h"
+#include "prune/cpu_backend.h"
 #include "prune/pipeline.h"
+#include "prune/resume.h"
+
+#ifdef SPENSE_HAS_CUDA
+#include "gpu/gpu_pruner.h"
+#endif
 
 namespace spense::cli {
 
@@ -41,6 +50,33 @@ DType source_dtype(const Checkpoint& ckpt) {
     return t == DType::BF16 || t == DType::F16 ? t : DType::F32;
 }
 
+// The backend of --device: the CPU reference, or the GPU (CUDA builds).
+std::unique_ptr<PruneBackend> make_backend(const std::string& device, const Transformer& model, const std::string& precision,
+                                           double activation_gb) {
+    if (device == "cpu") {
+        if (precision != "f32") fail("--precision ", precision, " is for --device cuda; the CPU computes in float32");
+        return std::make_unique<CpuPruneBackend>(model);
+    }
+    if (device != "cuda") fail("--device '", device, "' is not one of: cpu, cuda");
+#ifdef SPENSE_HAS_CUDA
+    gpu::GpuPruneOptions g;
+    g.math = gpu::parse_gpu_math(precision);
+    if (activation_gb >= 0) g.activation_budget_bytes = int64_t(activation_gb * double(1ull << 30));
+    return std::make_unique<gpu::GpuPruneBackend>(model, g);
+#else
+    (void)model;
+    (void)activation_gb;
+    fail("--device cuda: spense was built without CUDA (no nvcc found at configure time); use --device cpu or a CUDA build");
+#endif
+}
+
+// The peak resident memory of this process (getrusage).
+int64_t peak_host_bytes() {
+    rusage u{};
+    getrusage(RUSAGE_SELF, &u);
+    return int64_t(u.ru_maxrss) * 1024;
+}
+
 }  // namespace
 
 int cmd_prune(int argc, char** argv) {
@@ -61,7 +97,11 @@ int cmd_prune(int argc, char** argv) {
                {"percdamp", "F", "SparseGPT damping, as a fraction of the mean Hessian diagonal", "0.01"},
                {"blocksize", "B", "SparseGPT column block size", "128"},
                {"dtype", "T", "stored weight type: f32 | bf16 | f16 (default: the source's, f32 for GGUF)", ""},
-               {"tokenizer", "PATH", "tokenizer.json or llama2.c tokenizer.bin, overriding the model's", ""}},
+               {"tokenizer", "PATH", "tokenizer.json or llama2.c tokenizer.bin, overriding the model's", ""},
+               {"device", "D", "where the calibration forward, Hessians and SparseGPT run: cpu | cuda", "cpu"},
+               {"precision", "P", "GPU matrix products: f32 | tf32 | bf16 (FP32 accumulate; Cholesky always float64)", "f32"},
+               {"activation-gb", "GB", "GPU memory for calibration activations; the rest stay on the host in chunks (default: what fits)", ""},
+               {"resume", "", "continue the interrupted run whose state is in OUT.partial", ""}},
               argc, argv);
     if (args.help_requested()) {
         std::cout << args.usage();
@@ -93,6 +133,8 @@ int cmd_prune(int argc, char** argv) {
     const int64_t k = opt.validate(cfg);
     copt.seqlen = args.get("seqlen") ? args.get_int("seqlen") : std::min<int64_t>(cfg.max_positions, 2048);
 
+    const std::string device = *args.get("device");
+    const bool resume = args.flag("resume");
     CalibrationSet calib = sample_calibration(*ckpt.tokenizer, copt);
     std::fprintf(stderr, "spense prune: %s (%s), %lld layers, d_ff %lld; %s at MLP sparsity %g, dense k = %lld; calibration %lld x %lld tokens from %lld\n",
                  model_path.c_str(), cfg.architecture.c_str(), (long long)cfg.n_layers, (long long)cfg.intermediate,
@@ -101,7 +143,17 @@ int cmd_prune(int argc, char** argv) {
 
     Transformer model = load_transformer(ckpt);
     round_weights(model.weights(), opt.weight_dtype);
-    PruneReport report = prune_model(model, calib, opt);
+    std::unique_ptr<PruneBackend> backend =
+        make_backend(device, model, *args.get("precision"), args.get("activation-gb") ? args.get_double("activation-gb") : -1.0);
+    // Whatever identifies the run: a state saved by another run is never continued.
+    const nlohmann::json fingerprint = {{"model", model_path},
+                                        {"options", opt.to_json()},
+                                        {"calibration", calib.describe(copt)},
+                                        {"device", device},
+                                        {"precision", *args.get("precision")}};
+    PruneState state(out + ".partial", fingerprint.dump(), opt.weight_dtype, resume);
+    PruneReport report = prune_model(model, calib, opt, *backend, &state);
+    const int64_t host_peak = peak_host_bytes();
 
     nlohmann::json layers = nlohmann::json::array();
     int64_t zeros = 0, total = 0;
@@ -126,17 +178,26 @@ int cmd_prune(int argc, char** argv) {
                                   {"calibration", calib.describe(copt)},
                                   {"mlp_sparsity", double(zeros) / double(total)},
                                   {"pruning_seconds", report.seconds},
+                                  {"resumed_at_layer", report.resumed_at},
+                                  {"device", report.backend},
+                                  {"peak_host_bytes", host_peak},
                                   {"layers", layers},
                                   {"run", run_info()}};
     write_hf_checkpoint(out, ckpt, model, opt.weight_dtype, spense_json);
+    state.remove();
 
     std::printf("| layer | dense k | gate err (mask -> final) | up err | down err | mlp err | time |\n|---|---|---|---|---|---|---|\n");
     for (const auto& l : report.layers)
         std::printf("| %lld | %lld | %.4f -> %.4f | %.4f -> %.4f | %.4f -> %.4f | %.4f | %s |\n", (long long)l.layer, (long long)l.dense,
                     l.gate.masked_error, l.gate.error, l.up.masked_error, l.up.error, l.down.masked_error, l.down.error, l.mlp_error,
                     format_duration(l.seconds).c_str());
-    std::printf("\n%s: %s at MLP sparsity %.4f (zeros in MLP weights), pruned in %s, written to %s\n", model_path.c_str(),
-                prune_method_name(opt.method), double(zeros) / double(total), format_duration(report.seconds).c_str(), out.c_str());
+    std::printf("\n%s: %s at MLP sparsity %.4f (zeros in MLP weights), pruned in %s on %s, written to %s\n", model_path.c_str(),
+                prune_method_name(opt.method), double(zeros) / double(total), format_duration(report.seconds).c_str(), device.c_str(),
+                out.c_str());
+    std::printf("peak memory: host %.2f GiB", double(host_peak) / double(1ull << 30));
+    if (report.backend.contains("peak_device_bytes"))
+        std::printf(", GPU %.2f GiB", report.backend["peak_device_bytes"].get<double>() / double(1ull << 30));
+    std::printf("\n");
     return 0;
 }
 

@@ -1,4 +1,4 @@
-// One family of checks for every CUDA runtime, cuBLASLt and cuSPARSELt call. On failure each
+// One family of checks for every CUDA runtime, cuBLAS(Lt), cuSOLVER and cuSPARSELt call. On failure each
 // throws spense::Error with the call as written, the library's status name and message, file:line,
 // and the caller's context (which tensor, which shape):
 //
@@ -11,6 +11,7 @@
 
 #include <cublasLt.h>
 #include <cuda_runtime.h>
+#include <cusolverDn.h>
 
 #include <string>
 #include <utility>
@@ -35,6 +36,7 @@ std::string context(Args&&... args) {
 
 std::string cuda_status(cudaError_t e);
 std::string cublas_status(cublasStatus_t s);
+std::string cusolver_status(cusolverStatus_t s);
 #ifdef SPENSE_HAS_CUSPARSELT
 std::string cusparselt_status(cusparseStatus_t s);
 #endif
@@ -53,5 +55,7 @@ std::string cusparselt_status(cusparseStatus_t s);
     SPENSE_GPU_CHECK_IMPL_("CUDA", cudaSuccess, ::spense::gpu::detail::cuda_status, call, __VA_ARGS__)
 #define SPENSE_CUBLAS_CHECK(call, ...) \
     SPENSE_GPU_CHECK_IMPL_("cuBLASLt", CUBLAS_STATUS_SUCCESS, ::spense::gpu::detail::cublas_status, call, __VA_ARGS__)
+#define SPENSE_CUSOLVER_CHECK(call, ...) \
+    SPENSE_GPU_CHECK_IMPL_("cuSOLVER", CUSOLVER_STATUS_SUCCESS, ::spense::gpu::detail::cusolver_status, call, __VA_ARGS__)
 #define SPENSE_CUSPARSELT_CHECK(call, ...) \
     SPENSE_GPU_CHECK_IMPL_("cuSPARSELt", CUSPARSE_STATUS_SUCCESS, ::spense::gpu::detail::cusparselt_status, call, __VA_ARGS__)

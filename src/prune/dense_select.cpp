@@ -30,28 +30,33 @@ int64_t spense_dense_count(int64_t d_ff, int64_t hidden, double sparsity, int64_
     return k;
 }
 
-std::vector<double> index_priority(const Matrix& gate, const Matrix& up, const Matrix& down, const std::vector<double>& c_in,
-                                   const std::vector<double>& c_z) {
+IndexSums index_sums(const Matrix& gate, const Matrix& up, const Matrix& down, const std::vector<double>& c_in,
+                     const std::vector<double>& c_z) {
     const int64_t f = gate.rows, d = gate.cols;
-    SPENSE_CHECK(int64_t(c_in.size()) == d && int64_t(c_z.size()) == f && down.cols == f, "index_priority: shapes differ");
-    std::vector<double> sg(static_cast<size_t>(f)), su(static_cast<size_t>(f)), sd(static_cast<size_t>(f), 0.0);
+    SPENSE_CHECK(int64_t(c_in.size()) == d && int64_t(c_z.size()) == f && down.cols == f, "index_sums: shapes differ");
+    IndexSums s{std::vector<double>(size_t(f)), std::vector<double>(size_t(f)), std::vector<double>(size_t(f), 0.0)};
     for (int64_t i = 0; i < f; ++i) {
         double a = 0, b = 0;
         for (int64_t j = 0; j < d; ++j) {
             a += double(gate(i, j)) * gate(i, j) * c_in[size_t(j)];
             b += double(up(i, j)) * up(i, j) * c_in[size_t(j)];
         }
-        sg[size_t(i)] = a;
-        su[size_t(i)] = b;
+        s.gate[size_t(i)] = a;
+        s.up[size_t(i)] = b;
     }
     for (int64_t r = 0; r < down.rows; ++r)
-        for (int64_t i = 0; i < f; ++i) sd[size_t(i)] += double(down(r, i)) * down(r, i);
-    for (int64_t i = 0; i < f; ++i) sd[size_t(i)] *= c_z[size_t(i)];
+        for (int64_t i = 0; i < f; ++i) s.down[size_t(i)] += double(down(r, i)) * down(r, i);
+    for (int64_t i = 0; i < f; ++i) s.down[size_t(i)] *= c_z[size_t(i)];
+    return s;
+}
+
+std::vector<double> index_priority(const IndexSums& s) {
+    SPENSE_CHECK(s.gate.size() == s.up.size() && s.up.size() == s.down.size(), "index_priority: sums of different lengths");
     auto mean = [](const std::vector<double>& v) { return std::accumulate(v.begin(), v.end(), 0.0) / double(v.size()); };
-    const double mg = mean(sg), mu = mean(su), md = mean(sd);
-    std::vector<double> p(static_cast<size_t>(f));
+    const double mg = mean(s.gate), mu = mean(s.up), md = mean(s.down);
+    std::vector<double> p(s.gate.size());
     for (size_t i = 0; i < p.size(); ++i)
-        p[i] = (mg > 0 ? sg[i] / mg : 0) + (mu > 0 ? su[i] / mu : 0) + (md > 0 ? sd[i] / md : 0);
+        p[i] = (mg > 0 ? s.gate[i] / mg : 0) + (mu > 0 ? s.up[i] / mu : 0) + (md > 0 ? s.down[i] / md : 0);
     return p;
 }
 

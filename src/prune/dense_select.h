@@ -17,13 +17,19 @@ namespace spense {
 // alignment that fits).
 int64_t spense_dense_count(int64_t d_ff, int64_t hidden, double sparsity, int64_t align);
 
-// Per-index priority p[i] = s_gate[i]/mean(s_gate) + s_up[i]/mean(s_up) + s_down[i]/mean(s_down)
-// from element scores S_ij = W_ij^2 * c_j: c_in weighs gate/up columns (MLP input features), c_z
-// the down columns (intermediate features).
+// Element scores S_ij = W_ij^2 * c_j summed per intermediate index i: over row i of gate and of
+// up (c_in weighs the MLP input features) and over column i of down (c_z weighs the
+// intermediate features).
 //   Wanda-style (SpenseGPT+):  c_j = ||X_j||^2            (diagonal of X^T X)
 //   SparseGPT-like (ablation): c_j = 1 / U_jj^2           (U = cholesky_upper(H^-1))
-std::vector<double> index_priority(const Matrix& gate, const Matrix& up, const Matrix& down, const std::vector<double>& c_in,
-                                   const std::vector<double>& c_z);
+struct IndexSums {
+    std::vector<double> gate, up, down;
+};
+IndexSums index_sums(const Matrix& gate, const Matrix& up, const Matrix& down, const std::vector<double>& c_in,
+                     const std::vector<double>& c_z);
+
+// Per-index priority p[i] = s_gate[i]/mean(s_gate) + s_up[i]/mean(s_up) + s_down[i]/mean(s_down).
+std::vector<double> index_priority(const IndexSums& s);
 
 // 1 / U_jj^2 for the damped Hessian H (SparseGPT's column weights for the ablation score).
 std::vector<double> sparsegpt_column_weights(std::vector<double> hessian, int64_t dim, double percdamp, const std::string& what);

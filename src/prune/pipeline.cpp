@@ -2,11 +2,13 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 
 #include "core/error.h"
 #include "core/progress.h"
-#include "prune/hessian.h"
+#include "prune/cpu_backend.h"
 #include "prune/masks.h"
+#include "prune/resume.h"
 
 namespace spense {
 
@@ -76,29 +78,51 @@ nlohmann::json LayerReport::to_json() const {
             {"down", lin(down)}, {"mlp_error", mlp_error}, {"seconds", seconds}};
 }
 
+LayerReport LayerReport::from_json(const nlohmann::json& j) {
+    auto lin = [](const nlohmann::json& r) {
+        return LinearReport{r.at("masked_error").get<double>(), r.at("error").get<double>(), r.at("sparsity").get<double>()};
+    };
+    LayerReport r;
+    r.layer = j.at("layer").get<int64_t>();
+    r.dense = j.at("dense").get<int64_t>();
+    r.gate = lin(j.at("gate"));
+    r.up = lin(j.at("up"));
+    r.down = lin(j.at("down"));
+    r.mlp_error = j.at("mlp_error").get<double>();
+    r.seconds = j.at("seconds").get<double>();
+    r.source_index = j.value("source_index", std::vector<int64_t>{});
+    return r;
+}
+
 namespace {
 
 void round_to(std::vector<float>& v, DType dtype) {
     switch (dtype) {
         case DType::F32: return;
         case DType::BF16:
-            for (float& x : v) x = bf16_to_f32(f32_to_bf16(x));
+#pragma omp parallel for
+            for (int64_t i = 0; i < int64_t(v.size()); ++i) v[size_t(i)] = bf16_to_f32(f32_to_bf16(v[size_t(i)]));
             return;
         case DType::F16:
-            for (float& x : v) x = f16_to_f32(f32_to_f16(x));
+#pragma omp parallel for
+            for (int64_t i = 0; i < int64_t(v.size()); ++i) v[size_t(i)] = f16_to_f32(f32_to_f16(v[size_t(i)]));
             return;
         default: fail("weights cannot be stored as ", dtype_name(dtype));
     }
 }
 
+// The host-side passes over whole weights run in parallel: at Qwen3-32B shapes each touches
+// ~130M values, and single-threaded they would cost more than the GPU's stages.
 Matrix permute_rows(const Matrix& m, const std::vector<int64_t>& order) {
     Matrix out(m.rows, m.cols);
+#pragma omp parallel for
     for (int64_t r = 0; r < m.rows; ++r) std::copy_n(m.row(order[size_t(r)]), m.cols, out.row(r));
     return out;
 }
 
 Matrix permute_cols(const Matrix& m, const std::vector<int64_t>& order) {
     Matrix out(m.rows, m.cols);
+#pragma omp parallel for
     for (int64_t r = 0; r < m.rows; ++r)
         for (int64_t c = 0; c < m.cols; ++c) out(r, c) = m(r, order[size_t(c)]);
     return out;
@@ -107,17 +131,19 @@ Matrix permute_cols(const Matrix& m, const std::vector<int64_t>& order) {
 // The weight as the final mask leaves it, without the reconstruction's updates.
 Matrix masked_like(const Matrix& original, const Matrix& pruned) {
     Matrix m = original;
-    for (size_t i = 0; i < m.data.size(); ++i)
-        if (pruned.data[i] == 0.0f) m.data[i] = 0.0f;
+#pragma omp parallel for
+    for (int64_t i = 0; i < int64_t(m.data.size()); ++i)
+        if (pruned.data[size_t(i)] == 0.0f) m.data[size_t(i)] = 0.0f;
     return m;
 }
 
-LinearReport linear_report(const Matrix& original, const Matrix& pruned, const std::vector<double>& hessian) {
+LinearReport linear_report(PruneBackend& backend, Stat s, const Matrix& original, const Matrix& pruned) {
     LinearReport r;
-    r.masked_error = relative_error(original, masked_like(original, pruned), hessian);
-    r.error = relative_error(original, pruned, hessian);
+    r.masked_error = backend.relative_error(s, original, masked_like(original, pruned));
+    r.error = backend.relative_error(s, original, pruned);
     int64_t zeros = 0;
-    for (float v : pruned.data) zeros += v == 0.0f;
+#pragma omp parallel for reduction(+ : zeros)
+    for (int64_t i = 0; i < int64_t(pruned.data.size()); ++i) zeros += pruned.data[size_t(i)] == 0.0f;
     r.sparsity = double(zeros) / double(pruned.data.size());
     return r;
 }
@@ -127,23 +153,25 @@ std::vector<double> sqrt_of(std::vector<double> v) {
     return v;
 }
 
-// Prunes `w` (inputs: `hessian` and `col_norms_sq`) as the method prunes, with 2:4 groups and
-// dense columns from `spec`; rows whose `dense_row` flag is set are left out of the problem.
-void prune_linear(Matrix& w, const std::vector<uint8_t>& dense_row, const PruneSpec& spec, const std::vector<double>& hessian,
-                  const std::vector<double>& col_norms_sq, const PruneOptions& opt, const std::string& what) {
+// Prunes `w` (statistics: `s`) as the method prunes, with 2:4 groups and dense columns from
+// `spec`; rows whose `dense_row` flag is set are left out of the problem.
+void prune_linear(PruneBackend& backend, Stat s, Matrix& w, const std::vector<uint8_t>& dense_row, const PruneSpec& spec,
+                  const PruneOptions& opt, const std::string& what) {
     std::vector<int64_t> rows;
     for (int64_t r = 0; r < w.rows; ++r)
         if (dense_row.empty() || !dense_row[size_t(r)]) rows.push_back(r);
     if (rows.empty()) return;
     Matrix sub(int64_t(rows.size()), w.cols);
-    for (size_t i = 0; i < rows.size(); ++i) std::copy_n(w.row(rows[i]), w.cols, sub.row(int64_t(i)));
+#pragma omp parallel for
+    for (int64_t i = 0; i < int64_t(rows.size()); ++i) std::copy_n(w.row(rows[size_t(i)]), w.cols, sub.row(i));
 
     const bool two_four = spec.pattern == PruneSpec::Pattern::TwoFour;
     switch (opt.method) {
         case PruneMethod::Magnitude:
         case PruneMethod::Wanda: {
             // Baselines carry no dense region: their 2:4 groups are the adjacent ones.
-            std::vector<double> scale = opt.method == PruneMethod::Wanda ? sqrt_of(col_norms_sq) : std::vector<double>(size_t(w.cols), 1.0);
+            std::vector<double> scale =
+                opt.method == PruneMethod::Wanda ? sqrt_of(backend.column_sq_norms(s)) : std::vector<double>(size_t(w.cols), 1.0);
             if (two_four) prune_2to4_by_score(sub, scale);
             else prune_unstructured_by_score(sub, scale, spec.sparsity, opt.method == PruneMethod::Wanda);
             break;
@@ -151,10 +179,19 @@ void prune_linear(Matrix& w, const std::vector<uint8_t>& dense_row, const PruneS
         case PruneMethod::SparseGpt:
         case PruneMethod::SpenseGpt:
         case PruneMethod::SpenseGptPlus:
-            sparsegpt_prune(sub, hessian, spec, opt.sparsegpt, what);
+            backend.sparsegpt(s, sub, spec, opt.sparsegpt, what);
             break;
     }
-    for (size_t i = 0; i < rows.size(); ++i) std::copy_n(sub.row(int64_t(i)), w.cols, w.row(rows[i]));
+#pragma omp parallel for
+    for (int64_t i = 0; i < int64_t(rows.size()); ++i) std::copy_n(sub.row(i), w.cols, w.row(rows[size_t(i)]));
+}
+
+// Test hook: SPENSE_TEST_ABORT="after:L" throws once layer L is committed, "in:L" inside layer
+// L after gate and up are pruned, leaving the state as a kill at that point would.
+void test_abort(const char* point, int64_t l) {
+    const char* env = std::getenv("SPENSE_TEST_ABORT");
+    if (env && std::string(env) == std::string(point) + ":" + std::to_string(l))
+        fail("aborted by SPENSE_TEST_ABORT=", env, " (a test hook)");
 }
 
 }  // namespace
@@ -175,6 +212,12 @@ void round_weights(ModelWeights& w, DType dtype) {
 }
 
 PruneReport prune_model(Transformer& model, const CalibrationSet& calib, const PruneOptions& opt) {
+    CpuPruneBackend backend(model);
+    return prune_model(model, calib, opt, backend, nullptr);
+}
+
+PruneReport prune_model(Transformer& model, const CalibrationSet& calib, const PruneOptions& opt, PruneBackend& backend,
+                        PruneState* state) {
     const ModelConfig& cfg = model.config();
     const int64_t k = opt.validate(cfg), d = cfg.hidden, f = cfg.intermediate;
     SPENSE_CHECK(!calib.samples.empty(), "pruning needs calibration samples");
@@ -182,37 +225,33 @@ PruneReport prune_model(Transformer& model, const CalibrationSet& calib, const P
         if (int64_t(s.size()) > cfg.max_positions)
             fail("calibration sequences of ", s.size(), " tokens exceed the model's context of ", cfg.max_positions, " (use a smaller --seqlen)");
     const bool unstructured = opt.pattern == PruneSpec::Pattern::Unstructured;
-
-    std::vector<Matrix> x;
-    x.reserve(calib.samples.size());
-    for (const auto& s : calib.samples) x.push_back(model.embed(s));
+    const bool plus = opt.method == PruneMethod::SpenseGptPlus;
 
     PruneReport report;
     Progress progress("prune: layer", cfg.n_layers);
-    for (int64_t l = 0; l < cfg.n_layers; ++l) {
+    backend.embed(calib);
+    // Resume: the saved layers replace the model's, and the calibration runs through them.
+    const int64_t first = state ? state->layers_done() : 0;
+    report.resumed_at = first;
+    for (int64_t l = 0; l < first; ++l) {
+        auto& mlp = model.weights().layers[size_t(l)].mlp;
+        mlp = std::make_unique<DenseMlp>(state->load_layer(l, cfg));
+        backend.attention(l);
+        backend.mlp_forward(l, dynamic_cast<const DenseMlp&>(*mlp));
+        report.layers.push_back(state->reports()[size_t(l)]);
+        progress.update(l + 1, "restored");
+    }
+
+    for (int64_t l = first; l < cfg.n_layers; ++l) {
         const double t0 = progress.elapsed();
         auto* mlp = dynamic_cast<DenseMlp*>(model.weights().layers[size_t(l)].mlp.get());
         SPENSE_CHECK(mlp != nullptr, "layer ", l, ": only dense MLPs can be pruned");
         const std::string where = "layer " + std::to_string(l);
 
-        for (auto& xs : x) model.attention_block(l, xs);
-
+        backend.attention(l);
         // Statistics of the MLP input, and for SpenseGPT+ of the unpruned intermediate activation.
-        HessianAccumulator h_in(d, where + " mlp input");
-        const bool plus = opt.method == PruneMethod::SpenseGptPlus;
-        std::vector<double> z0_norms(size_t(f), 0.0);
-        std::unique_ptr<HessianAccumulator> h_z0;
-        if (plus && opt.score == IndexScore::SparseGpt) h_z0 = std::make_unique<HessianAccumulator>(f, where + " unpruned intermediate");
-        for (const auto& xs : x) {
-            Matrix h = model.mlp_input(l, xs);
-            h_in.add(h);
-            if (plus) {
-                Matrix z = mlp->intermediate(h);
-                if (h_z0) h_z0->add(z);
-                else accumulate_column_sq_norms(z, z0_norms);
-            }
-        }
-        const std::vector<double> hess_in = h_in.hessian();
+        const Z0Stats z0 = !plus ? Z0Stats::None : opt.score == IndexScore::Wanda ? Z0Stats::ColumnNorms : Z0Stats::Hessian;
+        backend.collect_input(l, *mlp, z0, where);
 
         // The dense set and the orders of intermediate indices.
         std::vector<int64_t> dense;
@@ -221,13 +260,13 @@ PruneReport prune_model(Transformer& model, const CalibrationSet& calib, const P
         } else if (plus) {
             std::vector<double> c_in, c_z;
             if (opt.score == IndexScore::Wanda) {
-                c_in = h_in.column_sq_norms();
-                c_z = z0_norms;
+                c_in = backend.column_sq_norms(Stat::Input);
+                c_z = backend.column_sq_norms(Stat::Intermediate0);
             } else {
-                c_in = sparsegpt_column_weights(hess_in, d, opt.sparsegpt.percdamp, where + " mlp input");
-                c_z = sparsegpt_column_weights(h_z0->hessian(), f, opt.sparsegpt.percdamp, where + " intermediate");
+                c_in = backend.sparsegpt_column_weights(Stat::Input, opt.sparsegpt.percdamp, where + " mlp input");
+                c_z = backend.sparsegpt_column_weights(Stat::Intermediate0, opt.sparsegpt.percdamp, where + " intermediate");
             }
-            dense = top_k_indices(index_priority(mlp->gate, mlp->up, mlp->down, c_in, c_z), k);
+            dense = top_k_indices(index_priority(backend.index_sums(*mlp, c_in, c_z)), k);
         }
         const IndexOrders orders = index_orders(f, dense, plus ? opt.layout : DenseLayout::Back);
 
@@ -236,15 +275,13 @@ PruneReport prune_model(Transformer& model, const CalibrationSet& calib, const P
                                 permute_cols(mlp->down, orders.pruning));
         *mlp = original;
         const PruneSpec row_spec = unstructured ? PruneSpec::unstructured(d, opt.sparsity) : PruneSpec::two_four(d, 0, d);
-        const std::vector<double> in_norms = h_in.column_sq_norms();
-        prune_linear(mlp->gate, orders.dense_position, row_spec, hess_in, in_norms, opt, where + " gate_proj");
-        prune_linear(mlp->up, orders.dense_position, row_spec, hess_in, in_norms, opt, where + " up_proj");
+        prune_linear(backend, Stat::Input, mlp->gate, orders.dense_position, row_spec, opt, where + " gate_proj");
+        prune_linear(backend, Stat::Input, mlp->up, orders.dense_position, row_spec, opt, where + " up_proj");
         round_to(mlp->gate.data, opt.weight_dtype);
         round_to(mlp->up.data, opt.weight_dtype);
+        test_abort("in", l);
 
-        HessianAccumulator h_z(f, where + " intermediate");
-        for (const auto& xs : x) h_z.add(mlp->intermediate(model.mlp_input(l, xs)));
-        const std::vector<double> hess_z = h_z.hessian();
+        backend.collect_intermediate(l, *mlp, where);
         PruneSpec col_spec;
         if (unstructured) {
             col_spec = PruneSpec::unstructured(f, opt.sparsity);
@@ -252,15 +289,15 @@ PruneReport prune_model(Transformer& model, const CalibrationSet& calib, const P
             col_spec.groups = orders.groups;
             col_spec.dense_column = orders.dense_position;
         }
-        prune_linear(mlp->down, {}, col_spec, hess_z, h_z.column_sq_norms(), opt, where + " down_proj");
+        prune_linear(backend, Stat::Intermediate, mlp->down, {}, col_spec, opt, where + " down_proj");
         round_to(mlp->down.data, opt.weight_dtype);
 
         LayerReport lr;
         lr.layer = l;
         lr.dense = k;
-        lr.gate = linear_report(original.gate, mlp->gate, hess_in);
-        lr.up = linear_report(original.up, mlp->up, hess_in);
-        lr.down = linear_report(original.down, mlp->down, hess_z);
+        lr.gate = linear_report(backend, Stat::Input, original.gate, mlp->gate);
+        lr.up = linear_report(backend, Stat::Input, original.up, mlp->up);
+        lr.down = linear_report(backend, Stat::Intermediate, original.down, mlp->down);
         lr.source_index = orders.runtime;
 
         // To the runtime layout: position p of the pruning order holds index pruning[p]; runtime
@@ -270,26 +307,17 @@ PruneReport prune_model(Transformer& model, const CalibrationSet& calib, const P
         for (int64_t q = 0; q < f; ++q) to_runtime[size_t(q)] = position[size_t(orders.runtime[size_t(q)])];
         *mlp = DenseMlp(permute_rows(mlp->gate, to_runtime), permute_rows(mlp->up, to_runtime), permute_cols(mlp->down, to_runtime));
 
-        double diff = 0, norm = 0;
-        for (auto& xs : x) {
-            Matrix h = model.mlp_input(l, xs), y_new, y_old;
-            mlp->forward(h, y_new);
-            original.forward(h, y_old);
-            for (size_t i = 0; i < xs.data.size(); ++i) {
-                const double e = double(y_new.data[i]) - y_old.data[i];
-                diff += e * e;
-                norm += double(y_old.data[i]) * y_old.data[i];
-                xs.data[i] += y_new.data[i];
-            }
-        }
-        lr.mlp_error = norm > 0 ? diff / norm : 0.0;
+        lr.mlp_error = backend.apply_mlp(l, *mlp, original);
         lr.seconds = progress.elapsed() - t0;
+        if (state) state->commit_layer(lr, *mlp);
         report.layers.push_back(lr);
         char detail[96];
         std::snprintf(detail, sizeof detail, "mlp error %.4f", lr.mlp_error);
         progress.update(l + 1, detail);
+        test_abort("after", l);
     }
     report.seconds = progress.finish();
+    report.backend = backend.describe();
     return report;
 }
 

@@ -57,16 +57,27 @@ struct LayerReport {
     double mlp_error = 0;  // ||mlp'(h) - mlp(h)||^2 / ||mlp(h)||^2 over the calibration tokens
     double seconds = 0;
     std::vector<int64_t> source_index;  // the source model's intermediate index at each runtime position
-    nlohmann::json to_json() const;
+    nlohmann::json to_json() const;  // without source_index
+    static LayerReport from_json(const nlohmann::json& j);
 };
 
 struct PruneReport {
     std::vector<LayerReport> layers;
-    double seconds = 0;
+    double seconds = 0;       // of this run (a resumed run counts from its restart)
+    int64_t resumed_at = 0;   // layers restored from the state instead of pruned
+    nlohmann::json backend;  // PruneBackend::describe() at the end
 };
 
-// Prunes `model`'s MLPs in place (they end in the runtime layout: dense region last). Shows
-// progress per layer (layer i of n, elapsed, ETA).
+class PruneBackend;  // backend.h
+class PruneState;    // resume.h
+
+// Prunes `model`'s MLPs in place (they end in the runtime layout: dense region last), the heavy
+// arithmetic done by `backend` (whose model must be `model`). With a `state`, each layer is
+// committed to it as it is done, and the layers it already holds are restored instead of pruned.
+// Shows progress per layer (layer i of n, elapsed, ETA).
+PruneReport prune_model(Transformer& model, const CalibrationSet& calib, const PruneOptions& opt, PruneBackend& backend,
+                        PruneState* state);
+// The same on the CPU, without state.
 PruneReport prune_model(Transformer& model, const CalibrationSet& calib, const PruneOptions& opt);
 
 // Rounds every weight of the model to `dtype` (exact for F32).
