@@ -17,8 +17,8 @@ for tag in ["stories260k", "smollm2"]:
     if not evals:
         continue
     print(f"\n### {tag}\n")
-    print("| run | MLP sparsity | " + " | ".join(f"ppl {e}" for e in evals) + " | pruning time |")
-    print("|---" * (3 + len(evals)) + "|")
+    print("| run | MLP sparsity | " + " | ".join(f"ppl {e}" for e in evals) + " | mean MLP error | pruning time |")
+    print("|---" * (4 + len(evals)) + "|")
     for name in ORDER:
         cells = []
         for e in evals:
@@ -28,6 +28,8 @@ for tag in ["stories260k", "smollm2"]:
         if os.path.exists(sj):
             s = json.load(open(sj))
             sparsity, secs = f"{s['mlp_sparsity']:.3f}", f"{s['pruning_seconds']:.1f} s"
+            # mlp_error: ||mlp'(h) - mlp(h)||^2 / ||mlp(h)||^2 on the calibration tokens, per layer.
+            err = f"{sum(l['mlp_error'] for l in s['layers']) / len(s['layers']):.4f}"
         else:
-            sparsity, secs = ("0", "-") if name == "original" else ("-", "-")
-        print(f"| {name} | {sparsity} | " + " | ".join(cells) + f" | {secs} |")
+            sparsity, secs, err = ("0", "-", "0") if name == "original" else ("-", "-", "-")
+        print(f"| {name} | {sparsity} | " + " | ".join(cells) + f" | {err} | {secs} |")

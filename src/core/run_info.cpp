@@ -7,9 +7,7 @@
 #include <string>
 #include <thread>
 
-#ifndef SPENSE_GIT_COMMIT
-#define SPENSE_GIT_COMMIT "unknown"
-#endif
+#include "git_commit.h"  // generated at build time: SPENSE_GIT_COMMIT
 
 namespace spense {
 
