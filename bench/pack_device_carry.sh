@@ -20,7 +20,7 @@ mkdir -p "$carry" "$tmp/libs"
 tar -C "$build" -cf - spense spense_tests | xz -9 -T0 > "$carry/bin.tar.xz"
 
 # Everything the binaries load from outside the C/C++ runtime and CUDA (those the image has).
-ldd "$build/spense" | awk '/=> \//{print $3}' | grep -v -E '/(libc|libm|libstdc\+\+|libgcc_s|librt|libpthread|libdl)\.so|cublas|cusparseLt' |
+ldd "$build/spense" | awk '/=> \//{print $3}' | grep -v -E '/(libc|libm|libstdc\+\+|libgcc_s|librt|libpthread|libdl)\.so|cublas|cusparse|cusolver|nvJitLink' |
     while read -r lib; do cp -L "$lib" "$tmp/libs/"; done
 tar -C "$tmp" -cf - libs | xz -9 -T0 > "$carry/libs.tar.xz"
 

@@ -4,7 +4,8 @@
 #   bin.tar.xz     spense and spense_tests from a build of this checkout at /work/main (the tests'
 #                  compiled-in source dir is recreated there as a link to the copy on that machine)
 #   libs.tar.xz    a folder libs/ of shared libraries the GPU machine lacks (OpenBLAS, PCRE2, utf8proc)
-#   stories260K.bin, tok512.bin, tinystories-valid-1k.txt   the end-to-end model and text
+#   stories260K.bin, tok512.bin, tok512.model, tinystories-valid-1k.txt   the end-to-end model (tok512.model
+#                  sets the tokenizer's normalizer flags: without it the calibration tokens differ) and text
 # Steps: the GPU pruning tests; stories260K pruned with --device cuda (its checkpoint comes back
 # for comparison with a CPU run) and resumed after interruptions at a layer boundary and inside a
 # layer (checkpoints compared by sha256); `spense bench prune` at Qwen3-32B layer shapes.

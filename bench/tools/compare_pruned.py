@@ -1,61 +1,102 @@
 """Compares two pruned checkpoints of one model (e.g. `spense prune --device cuda` against
-`--device cpu`): how many 2:4 groups of the MLP weights have the same mask.
+`--device cpu`): how many 2:4 groups of the MLP weights have the same mask, per layer and overall.
 
-    python3 bench/tools/compare_pruned.py GPU_DIR CPU_DIR
+    python3 bench/tools/compare_pruned.py A_DIR B_DIR [--json FILE]
 
-Both directories hold spense's output (model.safetensors in F32, spense.json). Two figures:
-- groups in runtime order: the masks compared position by position;
-- groups after alignment: the two runs may choose dense sets that differ by a few near-tied
-  indices, which shifts every later position of the runtime layout, so each intermediate index of
-  the first run is matched to the index of the second whose gate and up rows are nearest (the same
-  source index), and the groups are compared through that matching. Pure Python: for small models.
+Both directories hold spense's output (model.safetensors in F32, spense.json). The runs must have
+pruned from the same calibration tokens: their spense.json fingerprints (calibration.tokens_fnv1a64)
+must agree, or the comparison is refused, since a one-token shift of the calibration stream
+already changes several percent of the masks.
+
+The two runs may choose dense sets that differ by near-tied indices, which shifts every later
+position of the runtime layout. So each intermediate index of A is matched to the index of B whose
+gate and up rows are nearest (the same source index), and the groups are compared through that
+matching: gate and up rows of A's sparse region, and the 2:4 groups of down's columns, in A's
+runtime order. Needs numpy.
 """
-import json, struct, sys, array
+import argparse, json, struct, sys
+import numpy as np
+
+
 def load(path):
-    b = open(path, 'rb').read()
+    with open(path + '/model.safetensors', 'rb') as f:
+        b = f.read()
     n = struct.unpack('<Q', b[:8])[0]
-    h = json.loads(b[8:8+n]); base = 8 + n; out = {}
+    h = json.loads(b[8:8 + n])
+    out = {}
     for k, v in h.items():
-        if k == '__metadata__': continue
-        assert v['dtype'] == 'F32', v['dtype']
-        s, e = v['data_offsets']; a = array.array('f'); a.frombytes(b[base+s:base+e]); out[k] = (v['shape'], a)
+        if k == '__metadata__':
+            continue
+        assert v['dtype'] == 'F32', (k, v['dtype'])
+        s, e = v['data_offsets']
+        out[k] = np.frombuffer(b[8 + n + s:8 + n + e], dtype=np.float32).reshape(v['shape'])
     return out
-a, b = load(sys.argv[1] + '/model.safetensors'), load(sys.argv[2] + '/model.safetensors')
-sj = json.load(open(sys.argv[1] + '/spense.json')); f = sj['intermediate_size']; k = sj['dense_count']; s = f - k
-tot = same = 0; rel_num = rel_den = 0.0
-for name in sorted(a):
-    if 'mlp' not in name: continue
-    (rows, cols), x = a[name]; y = b[name][1]
-    down = 'down_proj' in name
-    for r in range(rows):
-        if not down and r >= s: continue
-        for c in range(0, s if down else cols, 4):
-            tot += 1
-            same += all((x[r*cols+c+i] == 0) == (y[r*cols+c+i] == 0) for i in range(4))
-    for i in range(len(x)): rel_num += (x[i]-y[i])**2; rel_den += y[i]**2
-print(json.dumps({"groups": tot, "agreeing": same, "agreement": same/tot, "weights_rel_diff": (rel_num/rel_den)**0.5}))
-tot = same = 0; dense_diff = 0; rel_num = rel_den = 0.0
-layers = sorted({n.split('.mlp')[0] for n in a if 'mlp' in n})
-for L in layers:
-    g = L + '.mlp.gate_proj.weight'; u = L + '.mlp.up_proj.weight'; d = L + '.mlp.down_proj.weight'
-    (f_, dm), ga = a[g]; gb = b[g][1]; ua = a[u][1]; ub = b[u][1]; da = a[d][1]; db = b[d][1]
-    rowa = [list(ga[r*dm:(r+1)*dm]) + list(ua[r*dm:(r+1)*dm]) for r in range(f_)]
-    rowb = [list(gb[r*dm:(r+1)*dm]) + list(ub[r*dm:(r+1)*dm]) for r in range(f_)]
-    match = []
-    for r in range(f_):
-        best = min(range(f_), key=lambda q: sum((x-y)**2 for x, y in zip(rowa[r], rowb[q])))
-        match.append(best)
-    assert len(set(match)) == f_, "alignment is not a permutation"
-    dense_diff += sum(1 for r in range(f_) if (r >= s) != (match[r] >= s))
-    for r in range(s):  # gate/up sparse rows
-        for W, V in ((ga, gb), (ua, ub)):
-            for c in range(0, dm, 4):
-                tot += 1; same += all((W[r*dm+c+i] == 0) == (V[match[r]*dm+c+i] == 0) for i in range(4))
-    # down: columns in runtime order; groups of 4 GPU sparse positions vs the CPU columns they match
-    for r in range(dm):
-        for c in range(0, s, 4):
-            tot += 1; same += all((da[r*f_+c+i] == 0) == (db[r*f_+match[c+i]] == 0) for i in range(4))
-    for r in range(f_):
-        for W, V in ((ga, gb), (ua, ub)):
-            for c in range(dm): rel_num += (W[r*dm+c]-V[match[r]*dm+c])**2; rel_den += V[match[r]*dm+c]**2
-print(json.dumps({"aligned_groups": tot, "aligned_agreeing": same, "aligned_agreement": same/tot, "dense_indices_differing": dense_diff, "gate_up_rel_diff_aligned": (rel_num/rel_den)**0.5}))
+
+
+def spense_json(path):
+    with open(path + '/spense.json') as f:
+        return json.load(f)
+
+
+def match_rows(a, b):
+    """For each row of a, the index of the nearest row of b (squared distance); must be a permutation."""
+    d = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * (a.astype(np.float64) @ b.T.astype(np.float64))
+    m = d.argmin(1)
+    assert len(set(m.tolist())) == len(m), 'row matching is not a permutation'
+    return m
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('a')
+    ap.add_argument('b')
+    ap.add_argument('--json')
+    args = ap.parse_args()
+    ja, jb = spense_json(args.a), spense_json(args.b)
+    fa = ja.get('calibration', {}).get('tokens_fnv1a64')
+    fb = jb.get('calibration', {}).get('tokens_fnv1a64')
+    if fa is None or fb is None or fa != fb:
+        sys.exit(f'refusing to compare: calibration fingerprints differ or are missing ({fa} vs {fb}); '
+                 'prune both from the same tokens (same text, range, tokenizer files and seed)')
+    A, B = load(args.a), load(args.b)
+    layers = sorted({int(k.split('.')[2]) for k in A if '.mlp.' in k})
+    rows, tot_same, tot_groups, dense_diff = [], 0, 0, 0
+    for l in layers:
+        p = f'model.layers.{l}.mlp.'
+        ga, ua, da = A[p + 'gate_proj.weight'], A[p + 'up_proj.weight'], A[p + 'down_proj.weight']
+        gb, ub, db = B[p + 'gate_proj.weight'], B[p + 'up_proj.weight'], B[p + 'down_proj.weight']
+        f = ga.shape[0]
+        k = ja['layers'][l]['dense']
+        s = f - k
+        m = match_rows(np.concatenate([ga, ua], 1), np.concatenate([gb, ub], 1))
+        differing = int(((np.arange(f) >= s) != (m >= s)).sum())
+        dense_diff += differing
+        row = {'layer': l, 'dense_indices_differing': differing}
+        same_l = groups_l = 0
+        for name, wa, wb in (('gate', ga, gb), ('up', ua, ub)):
+            eq = ((wa[:s] == 0) == (wb[m[:s]] == 0)).reshape(s, -1, 4).all(2)
+            row[name] = float(eq.mean())
+            same_l += int(eq.sum())
+            groups_l += eq.size
+        eq = ((da[:, :s] == 0) == (db[:, m[:s]] == 0)).reshape(da.shape[0], -1, 4).all(2)
+        row['down'] = float(eq.mean())
+        same_l += int(eq.sum())
+        groups_l += eq.size
+        row['agreement'] = same_l / groups_l
+        rows.append(row)
+        tot_same += same_l
+        tot_groups += groups_l
+    report = {'groups': tot_groups, 'agreeing': tot_same, 'agreement': tot_same / tot_groups,
+              'dense_indices_differing': dense_diff, 'calibration_fingerprint': fa, 'layers': rows}
+    for r in rows:
+        print(f"layer {r['layer']:3d}: gate {100 * r['gate']:.2f}%  up {100 * r['up']:.2f}%  down {100 * r['down']:.2f}%  "
+              f"dense indices differing {r['dense_indices_differing']}")
+    print(f"overall: {tot_same} of {tot_groups} groups agree ({100 * tot_same / tot_groups:.2f}%), "
+          f"{dense_diff} dense indices differ")
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(report, f, indent=1)
+
+
+if __name__ == '__main__':
+    main()

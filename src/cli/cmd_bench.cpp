@@ -1,4 +1,6 @@
 // spense bench gemm: dense cuBLASLt vs 2:4 cuSPARSELt vs the Spense MLP on the GPU (src/gpu/bench_gemm.h).
+#include <algorithm>
+#include <filesystem>
 #include <iostream>
 #include <sstream>
 #include <string>
@@ -12,9 +14,12 @@
 #include "prune/pipeline.h"
 
 #ifdef SPENSE_HAS_CUDA
+#include "gpu/bench_attention.h"
+#include "gpu/bench_decode.h"
 #include "gpu/bench_gemm.h"
 #include "gpu/bench_prune.h"
 #endif
+#include "io/checkpoint.h"
 
 namespace spense::cli {
 
@@ -140,10 +145,86 @@ int bench_prune(int argc, char** argv) {
 #endif
 }
 
+int bench_decode(int argc, char** argv) {
+    Args args("bench decode",
+              "Times decode steps of the GPU engine on a random-weight model built from a config.json, dense MLPs against Spense "
+              "MLPs, with each step's floor (weights + KV cache bytes over the measured read bandwidth); markdown tables on stdout.",
+              {{"config", "FILE", "an HF config.json (e.g. configs/qwen3-32b.json)", ""},
+               {"batch", "B", "sequences decoded together", "32"},
+               {"ctx", "LIST", "tokens already in each sequence's KV cache", "0,1024,4096"},
+               {"sparsity", "LIST", "MLP sparsities: 0 = dense, s > 0 = Spense with dense ratio 1 - 2s (0.5 = plain 2:4)", "0,0.25,0.375,0.5"},
+               {"dtype", "T", "weights and GEMM inputs: fp8 | bf16", "fp8"},
+               {"align", "A", "the dense count is a multiple of A", "128"},
+               {"steps", "N", "timed steps per measurement (the median is reported)", "30"},
+               {"seed", "S", "seed of the random weights", "1"},
+               {"json", "FILE", "also write the report (versions, bandwidths, every measurement) as JSON", ""}},
+              argc, argv);
+    if (args.help_requested()) {
+        std::cout << args.usage();
+        return 0;
+    }
+#ifdef SPENSE_HAS_CUDA
+    gpu::DecodeBenchOptions opt;
+    const std::string config_path = args.required("config");
+    opt.config = ModelConfig::from_hf(read_json_file(config_path), config_path);
+    opt.config_name = std::filesystem::path(config_path).stem().string();
+    opt.batch = args.get_int("batch");
+    opt.contexts = parse_numbers<int64_t>("ctx", *args.get("ctx"));
+    opt.sparsities = parse_numbers<double>("sparsity", *args.get("sparsity"));
+    opt.dtype = gpu::parse_gemm_dtype(*args.get("dtype"));
+    opt.align = args.get_int("align");
+    opt.steps = args.get_int("steps");
+    opt.seed = uint64_t(args.get_int("seed"));
+    if (opt.batch < 1 || opt.steps < 1 || opt.align < 1) fail("--batch, --steps and --align must be >= 1");
+    const nlohmann::json report = gpu::run_decode_bench(opt, std::cout);
+    if (auto path = args.get("json")) write_file_atomic(*path, report.dump(2) + "\n");
+    return 0;
+#else
+    fail("bench decode: spense was built without CUDA (no nvcc found at configure time); the benchmark needs a CUDA build and a GPU");
+#endif
+}
+
+int bench_attention(int argc, char** argv) {
+    Args args("bench attention",
+              "Times the flash-decoding attention kernel of the decode engine (both passes, BF16 and FP8 output) at one decode shape; "
+              "markdown table on stdout.",
+              {{"shape", "B:H:KV:HD:CTX", "batch, heads, KV heads, head dim, cache capacity (Qwen3-32B at batch 32)", "32:64:8:128:4096"},
+               {"window", "W", "sliding window (0: full causal)", "0"},
+               {"lengths", "LIST", "cache lengths (all sequences equal)", "1,1024,4096"},
+               {"chunks", "LIST", "positions per pass-1 block, multiples of 64 (0: the automatic choice)", "0"},
+               {"reps", "N", "timed repetitions", "50"},
+               {"seed", "S", "seed of the random q and cache", "1"},
+               {"json", "FILE", "also write the report as JSON", ""}},
+              argc, argv);
+    if (args.help_requested()) {
+        std::cout << args.usage();
+        return 0;
+    }
+#ifdef SPENSE_HAS_CUDA
+    gpu::AttentionBenchOptions opt;
+    const std::vector<int64_t> shape = parse_numbers<int64_t>("shape", [&] {
+        std::string s = *args.get("shape");
+        std::replace(s.begin(), s.end(), ':', ',');
+        return s;
+    }());
+    if (shape.size() != 5) fail("--shape wants BATCH:HEADS:KV_HEADS:HEAD_DIM:MAX_CTX");
+    opt.shape = {shape[0], shape[1], shape[2], shape[3], shape[4], args.get_int("window")};
+    opt.lengths = parse_numbers<int64_t>("lengths", *args.get("lengths"));
+    opt.chunks = parse_numbers<int64_t>("chunks", *args.get("chunks"));
+    opt.reps = int(args.get_int("reps"));
+    opt.seed = uint64_t(args.get_int("seed"));
+    const nlohmann::json report = gpu::run_attention_bench(opt, std::cout);
+    if (auto path = args.get("json")) write_file_atomic(*path, report.dump(2) + "\n");
+    return 0;
+#else
+    fail("bench attention: spense was built without CUDA (no nvcc found at configure time); the benchmark needs a CUDA build and a GPU");
+#endif
+}
+
 }  // namespace
 
 int cmd_bench(int argc, char** argv) {
-    const std::string usage = "usage: spense bench gemm|prune [options]   (spense bench gemm --help lists them)\n";
+    const std::string usage = "usage: spense bench gemm|prune|decode|attention [options]   (spense bench gemm --help lists them)\n";
     if (argc < 1 || std::string(argv[0]) == "--help" || std::string(argv[0]) == "-h") {
         std::cout << usage;
         return argc < 1 ? 2 : 0;
@@ -151,6 +232,8 @@ int cmd_bench(int argc, char** argv) {
     const std::string what = argv[0];
     if (what == "gemm") return bench_gemm(argc - 1, argv + 1);
     if (what == "prune") return bench_prune(argc - 1, argv + 1);
+    if (what == "attention") return bench_attention(argc - 1, argv + 1);
+    if (what == "decode") return bench_decode(argc - 1, argv + 1);
     fail("unknown benchmark '", what, "'; ", usage);
 }
 

@@ -8,5 +8,6 @@ int cmd_eval(int argc, char** argv);
 int cmd_inspect(int argc, char** argv);
 int cmd_prune(int argc, char** argv);
 int cmd_bench(int argc, char** argv);
+int cmd_generate(int argc, char** argv);
 
 }  // namespace spense::cli

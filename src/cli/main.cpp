@@ -15,7 +15,8 @@ constexpr const char* kUsage =
     "  eval      perplexity of a model on a text file\n"
     "  inspect   architecture, shapes, dtypes and parameter counts of a checkpoint\n"
     "  prune     one-shot pruning into the Spense format (or a baseline)\n"
-    "  bench     GPU benchmarks (bench gemm)\n"
+    "  generate  greedy generation with the GPU decode engine\n"
+    "  bench     GPU benchmarks (bench gemm | prune | decode)\n"
     "\n"
     "spense <command> --help lists a command's options.\n";
 
@@ -32,6 +33,7 @@ int main(int argc, char** argv) {
         if (cmd == "inspect") return spense::cli::cmd_inspect(argc - 2, argv + 2);
         if (cmd == "prune") return spense::cli::cmd_prune(argc - 2, argv + 2);
         if (cmd == "bench") return spense::cli::cmd_bench(argc - 2, argv + 2);
+        if (cmd == "generate") return spense::cli::cmd_generate(argc - 2, argv + 2);
         std::fprintf(stderr, "spense: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
         return 2;
     } catch (const spense::Error& e) {

@@ -11,6 +11,8 @@
 #include "core/error.h"
 #include "core/progress.h"
 #include "core/run_info.h"
+#include "gpu/bandwidth.h"
+#include "gpu/bench_util.h"
 #include "gpu/check.h"
 #include "gpu/context.h"
 #include "gpu/kernels.h"
@@ -33,12 +35,6 @@ BenchShape parse_bench_shape(const std::string& s) {
 }
 
 namespace {
-
-struct Timing {
-    double median = 0, min = 0, max = 0;
-    int reps = 0;
-    nlohmann::json json() const { return {{"median", median}, {"min", min}, {"max", max}, {"reps", reps}}; }
-};
 
 // Times device work with CUDA events, each repetition after an L2 eviction (bench_gemm.h).
 class Timer {
@@ -71,13 +67,7 @@ public:
         run(fn, reps);
         std::vector<double> t(static_cast<size_t>(reps));
         for (int i = 0; i < reps; ++i) t[size_t(i)] = elapsed(i);
-        std::sort(t.begin(), t.end());
-        Timing out;
-        out.reps = reps;
-        out.min = t.front();
-        out.max = t.back();
-        out.median = reps % 2 ? t[size_t(reps / 2)] : 0.5 * (t[size_t(reps / 2 - 1)] + t[size_t(reps / 2)]);
-        return out;
+        return summarize(std::move(t));
     }
 
 private:
@@ -102,39 +92,9 @@ private:
     std::vector<cudaEvent_t> start_, stop_;
 };
 
-// Device-to-device copy bandwidth, counting bytes read plus written: median of 10 copies of 1 GiB.
-double copy_bandwidth(cudaStream_t stream) {
-    const size_t bytes = size_t(1) << 30;
-    DeviceBuffer a(bytes, "bandwidth source"), b(bytes, "bandwidth destination");
-    SPENSE_CUDA_CHECK(cudaMemsetAsync(a.get(), 1, bytes, stream));
-    cudaEvent_t e0, e1;
-    SPENSE_CUDA_CHECK(cudaEventCreate(&e0));
-    SPENSE_CUDA_CHECK(cudaEventCreate(&e1));
-    std::vector<double> t;
-    for (int i = 0; i < 12; ++i) {
-        SPENSE_CUDA_CHECK(cudaEventRecord(e0, stream));
-        SPENSE_CUDA_CHECK(cudaMemcpyAsync(b.get(), a.get(), bytes, cudaMemcpyDeviceToDevice, stream));
-        SPENSE_CUDA_CHECK(cudaEventRecord(e1, stream));
-        SPENSE_CUDA_CHECK(cudaEventSynchronize(e1));
-        float ms = 0;
-        SPENSE_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
-        if (i >= 2) t.push_back(ms);  // the first two warm up
-    }
-    cudaEventDestroy(e0);
-    cudaEventDestroy(e1);
-    std::sort(t.begin(), t.end());
-    return 2.0 * double(bytes) / (t[t.size() / 2] * 1e-3);
-}
-
 int64_t dense_count(const BenchShape& s, double ratio, int64_t align) {
     const int64_t k = int64_t(std::llround(ratio * double(s.d_ff) / double(align))) * align;
     return std::clamp<int64_t>(k, 0, s.d_ff);
-}
-
-std::string fmt(const char* f, double v) {
-    char buf[64];
-    std::snprintf(buf, sizeof buf, f, v);
-    return buf;
 }
 
 }  // namespace
@@ -143,12 +103,8 @@ nlohmann::json run_gemm_bench(const GemmBenchOptions& opt, std::ostream& out) {
     SPENSE_CHECK(!opt.shapes.empty() && !opt.tokens.empty() && !opt.dtypes.empty(), "bench gemm: nothing to measure");
     const auto t_start = std::chrono::steady_clock::now();
     GpuContext ctx;
-    cudaStream_t stream = nullptr;
-    SPENSE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-    struct StreamGuard {
-        cudaStream_t s;
-        ~StreamGuard() { cudaStreamDestroy(s); }
-    } guard{stream};
+    const BenchStream owned_stream;
+    const cudaStream_t stream = owned_stream.get();
 
     const double bw = copy_bandwidth(stream);
     Timer timer(ctx, stream, opt.budget_ms);

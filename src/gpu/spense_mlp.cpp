@@ -1,7 +1,5 @@
 #include "gpu/spense_mlp.h"
 
-#include <cuda_fp8.h>
-
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -9,50 +7,13 @@
 #include "core/dtype.h"
 #include "gpu/check.h"
 #include "gpu/context.h"
+#include "gpu/weight_encoding.h"
 
 namespace spense::gpu {
 
 namespace {
 
 int64_t round_up(int64_t x, int64_t a) { return (x + a - 1) / a * a; }
-
-// FP8 per-row scales max|row| / 448 (1 for a zero row) of a row-major [rows, cols] matrix.
-std::vector<float> row_scales(const float* w, int64_t rows, int64_t cols) {
-    std::vector<float> scale(static_cast<size_t>(rows));
-    for (int64_t i = 0; i < rows; ++i) {
-        float amax = 0;
-        for (int64_t c = 0; c < cols; ++c) amax = std::max(amax, std::fabs(w[i * cols + c]));
-        scale[size_t(i)] = amax > 0 ? amax / kE4M3Max : 1.0f;
-    }
-    return scale;
-}
-
-// Row-major float [rows, cols] -> BF16, or FP8 codes e4m3(w / scale[row]). Zeros are stored as +0:
-// cuSPARSELt tells the kept values of a 2:4 group by their bits, and -0 is not 0 bits.
-DeviceBuffer encode(const std::vector<float>& w, int64_t rows, int64_t cols, GemmDType dtype, const std::vector<float>& scale,
-                    const std::string& what) {
-    DeviceBuffer out(size_t(rows * cols) * gemm_dtype_bytes(dtype), what);
-    if (dtype == GemmDType::BF16) {
-        std::vector<uint16_t> h(w.size());
-        for (size_t i = 0; i < w.size(); ++i) h[i] = w[i] == 0.0f ? 0 : f32_to_bf16(w[i]);
-        out.upload(h.data(), h.size() * 2);
-        return out;
-    }
-    std::vector<uint8_t> q(w.size());
-    for (int64_t i = 0; i < rows; ++i)
-        for (int64_t c = 0; c < cols; ++c) {
-            const uint8_t code = __nv_cvt_float_to_fp8(w[size_t(i * cols + c)] / scale[size_t(i)], __NV_SATFINITE, __NV_E4M3);
-            q[size_t(i * cols + c)] = (code & 0x7f) == 0 ? 0 : code;
-        }
-    out.upload(q.data(), q.size());
-    return out;
-}
-
-DeviceBuffer upload_floats(const std::vector<float>& v, const std::string& what) {
-    DeviceBuffer out(v.size() * 4, what);
-    out.upload(v.data(), v.size() * 4);
-    return out;
-}
 
 }  // namespace
 
@@ -104,20 +65,20 @@ GpuSpenseMlp GpuSpenseMlp::upload(GpuContext& ctx, const SpenseMlpWeights& w, co
     const bool fp8 = opt.dtype == GemmDType::FP8;
     Regions regions;
     std::vector<float> gate_up_scale;
-    const std::vector<float> down_scale = fp8 ? row_scales(w.down.data.data(), d, l.d_ff) : std::vector<float>();
+    const std::vector<float> down_scale = fp8 ? fp8_row_scales(w.down.data.data(), d, l.d_ff) : std::vector<float>();
     auto add_gate_up = [&](int64_t first, int64_t count, int64_t half, const std::string& what) {
         const std::vector<float> m = gate_up(first, count, half);
-        const std::vector<float> scale = fp8 ? row_scales(m.data(), 2 * half, d) : std::vector<float>();
+        const std::vector<float> scale = fp8 ? fp8_row_scales(m.data(), 2 * half, d) : std::vector<float>();
         gate_up_scale.insert(gate_up_scale.end(), scale.begin(), scale.end());
-        return encode(m, 2 * half, d, opt.dtype, scale, what);
+        return encode_weight(m.data(), 2 * half, d, opt.dtype, scale, what);
     };
     if (sp > 0) {
         regions.gate_up_sparse = add_gate_up(0, s, sp, "gate_up 2:4 region");
-        regions.down_sparse = encode(down(0, s, sp), d, sp, opt.dtype, down_scale, "down 2:4 region");
+        regions.down_sparse = encode_weight(down(0, s, sp).data(), d, sp, opt.dtype, down_scale, "down 2:4 region");
     }
     if (kp > 0) {
         regions.gate_up_dense = add_gate_up(s, l.dense, kp, "gate_up dense region");
-        regions.down_dense = encode(down(s, l.dense, kp), d, kp, opt.dtype, down_scale, "down dense region");
+        regions.down_dense = encode_weight(down(s, l.dense, kp).data(), d, kp, opt.dtype, down_scale, "down dense region");
     }
     if (fp8) {
         regions.gate_up_scale = upload_floats(gate_up_scale, "gate_up FP8 scales");
@@ -246,13 +207,24 @@ void GpuSpenseMlp::activate(const bf16* h, void* z, int64_t n, int64_t rows, cud
 }
 
 void GpuSpenseMlp::down(const void* z, bf16* y, int64_t n, int64_t rows, cudaStream_t stream) {
+    down_products(z, y, n, rows, stream);
+    // FP8: y holds the raw sum of both GEMMs; one factor per output channel makes it the value.
+    if (opt_.dtype == GemmDType::FP8) launch_scale_columns(y, n, layout_.hidden, down_column_scale_.as<float>(), stream);
+}
+
+void GpuSpenseMlp::down_products(const void* z, bf16* y, int64_t n, int64_t rows, cudaStream_t stream) {
     if (down_sparse_) down_sparse_->run(z, y, rows, stream);
     if (down_dense_) {
         const void* z_dense = static_cast<const uint8_t*>(z) + size_t(layout_.sparse_padded) * gemm_dtype_bytes(opt_.dtype);
         down_dense_->run(z_dense, y, n, stream);
     }
-    // FP8: y holds the raw sum of both GEMMs; one factor per output channel makes it the value.
-    if (opt_.dtype == GemmDType::FP8) launch_scale_columns(y, n, layout_.hidden, down_column_scale_.as<float>(), stream);
+}
+
+size_t GpuSpenseMlp::weight_bytes() const {
+    size_t b = gate_up_w_scale_.bytes() + down_w_scale_.bytes();
+    if (gate_up_sparse_) b += gate_up_sparse_->weight_bytes() + down_sparse_->weight_bytes();
+    if (gate_up_dense_) b += gate_up_dense_->weight_bytes() + down_dense_->weight_bytes();
+    return b;
 }
 
 void GpuSpenseMlp::forward(const bf16* x, bf16* y, int64_t n, cudaStream_t stream) {

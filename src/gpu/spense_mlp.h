@@ -100,12 +100,21 @@ public:
     void gate_up(const void* xq, bf16* h, int64_t n, int64_t rows, cudaStream_t stream);
     void activate(const bf16* h, void* z, int64_t n, int64_t rows, cudaStream_t stream);
     void down(const void* z, bf16* y, int64_t n, int64_t rows, cudaStream_t stream);
+    // down without its FP8 scaling pass: y holds the raw products of both GEMMs (the decode engine
+    // applies down_weight_scale() times its own per-token activation scales where it reads y).
+    void down_products(const void* z, bf16* y, int64_t n, int64_t rows, cudaStream_t stream);
 
     // FP8: the activation scales (s_x, s_z) the last quantize and activate used (synchronizes).
     std::pair<float, float> last_scales(cudaStream_t stream) const;
     // FP8: the factors [2(s_p + k_p)] by which the raw columns of h are multiplied in activate
     // (written by quantize); null for BF16.
     const float* gate_up_column_scale() const;
+    // FP8: the per-output-channel weight scales, of the columns of h [2(s_p + k_p)] and of the
+    // rows of down [d]; null for BF16.
+    const float* gate_up_weight_scale() const { return gate_up_w_scale_.as<float>(); }
+    const float* down_weight_scale() const { return down_w_scale_.as<float>(); }
+    // Bytes of all weights and scales as stored (what a decode step streams).
+    size_t weight_bytes() const;
 
     // The GEMM of each region, null where the region is empty (benchmarks time them alone).
     const SparseGemm* gate_up_sparse() const { return gate_up_sparse_ ? &*gate_up_sparse_ : nullptr; }

@@ -59,4 +59,7 @@ struct Checkpoint {
 // `tokenizer_path` (tokenizer.json or llama2.c tokenizer.bin) overrides the tokenizer found.
 Checkpoint open_checkpoint(const std::filesystem::path& path, const std::filesystem::path& tokenizer_path = {});
 
+// A JSON file (config.json, an index); errors name the file.
+nlohmann::json read_json_file(const std::filesystem::path& path);
+
 }  // namespace spense

@@ -7,11 +7,9 @@
 #include "io/checkpoint_formats.h"
 #include "io/safetensors.h"
 
-namespace spense::detail {
+namespace spense {
 
-namespace {
-
-nlohmann::json read_json(const std::filesystem::path& p) {
+nlohmann::json read_json_file(const std::filesystem::path& p) {
     std::ifstream in(p);
     if (!in) fail(p.string(), ": cannot open");
     try {
@@ -20,6 +18,12 @@ nlohmann::json read_json(const std::filesystem::path& p) {
         fail(p.string(), ": not valid JSON (", e.what(), ")");
     }
 }
+
+}  // namespace spense
+
+namespace spense::detail {
+
+namespace {
 
 void add_shard(Checkpoint& ckpt, const std::filesystem::path& file, const std::set<std::string>* expected) {
     SafetensorsFile st = read_safetensors(file);
@@ -39,13 +43,13 @@ Checkpoint open_hf_directory(const std::filesystem::path& dir) {
     auto config_path = dir / "config.json";
     if (!std::filesystem::exists(config_path))
         fail(dir.string(), ": not a HuggingFace checkpoint directory (no config.json)");
-    ckpt.config = read_json(config_path);
+    ckpt.config = read_json_file(config_path);
     if (!ckpt.config.is_object()) fail(config_path.string(), ": not a JSON object");
 
     auto index_path = dir / "model.safetensors.index.json";
     auto single_path = dir / "model.safetensors";
     if (std::filesystem::exists(index_path)) {
-        nlohmann::json index = read_json(index_path);
+        nlohmann::json index = read_json_file(index_path);
         if (!index.contains("weight_map") || !index["weight_map"].is_object())
             fail(index_path.string(), ": no weight_map object");
         std::map<std::string, std::set<std::string>> by_shard;

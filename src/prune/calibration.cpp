@@ -1,5 +1,6 @@
 #include "prune/calibration.h"
 
+#include <cstdio>
 #include <random>
 
 #include "core/error.h"
@@ -25,9 +26,22 @@ CalibrationSet sample_calibration(const Tokenizer& tok, const CalibrationOptions
     return set;
 }
 
+uint64_t CalibrationSet::fingerprint() const {
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (const auto& sample : samples)
+        for (int32_t id : sample)
+            for (int byte = 0; byte < 4; ++byte) {
+                h ^= (uint32_t(id) >> (8 * byte)) & 0xffu;
+                h *= 0x100000001b3ull;
+            }
+    return h;
+}
+
 nlohmann::json CalibrationSet::describe(const CalibrationOptions& opt) const {
-    return {{"file", opt.file.string()}, {"range", opt.range.str()}, {"nsamples", opt.nsamples}, {"seqlen", opt.seqlen},        {"seed", opt.seed},
-            {"stream_tokens", stream_tokens}};
+    char hex[17];
+    std::snprintf(hex, sizeof hex, "%016llx", (unsigned long long)fingerprint());
+    return {{"file", opt.file.string()}, {"range", opt.range.str()}, {"nsamples", opt.nsamples}, {"seqlen", opt.seqlen},
+            {"seed", opt.seed},          {"stream_tokens", stream_tokens}, {"tokens_fnv1a64", hex}};
 }
 
 }  // namespace spense

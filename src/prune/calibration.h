@@ -25,6 +25,9 @@ struct CalibrationOptions {
 struct CalibrationSet {
     std::vector<std::vector<int32_t>> samples;
     int64_t stream_tokens = 0;  // tokens in the range the windows were drawn from
+    // FNV-1a (64-bit) over the sampled token ids, in order: two runs pruned from the same tokens
+    // have the same fingerprint (a tokenizer setting that differs between machines shows here).
+    uint64_t fingerprint() const;
 
     nlohmann::json describe(const CalibrationOptions& opt) const;
 };

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# The decode engine on the GPU machine of the device tool, from binaries built here in
+# /work/main/build (the tests find fixtures, the CLI and ../shared at the paths compiled in, so
+# /work/main becomes a link to the copy on that machine) and carried in $CARRY (default
+# .carry-decode, git-ignored):
+#   bin.tar.xz, libs.tar.xz             bench/pack_device_carry.sh build
+#   shared/                             stories260K.bin, tok512.bin, tok512.model (its normalizer
+#                                       flags change the tokens), tinystories-valid-1k.txt, wikitext2-test.raw
+#   smollm2.part-*                      optional: the SmolLM2 GGUF split in two, since with the
+#                                       binaries it exceeds one call's carry; `stash` keeps the parts of
+#                                       one call in /tmp/smol for the next call on the same machine
+# Steps:
+#   stash     keep this call's SmolLM2 parts
+#   tests     the engine and attention GPU tests (SmolLM2's too when it is assembled)
+#   smollm2   spense generate --compare-cpu on SmolLM2, dense and pruned on the GPU (SpenseGPT+ 25%), BF16 and FP8
+#   bench     spense bench decode with the Qwen3-32B config
+#   profile   Nsight Compute's kernel durations of one timed step of a 4-layer Qwen3-32B (dense and
+#             2:4 MLPs, contexts 0 and 4096), to set against the step time (bench/tools/ncu_summary.py)
+#   prune     issue 6's check on stories260K: prune on the CPU and on the GPU from the same tokens,
+#             compare the masks (bench/tools/compare_pruned.py) and evaluate both (SmolLM2 in `smollm2`)
+# usage: bench/run_decode_device.sh STEP...
+set -uo pipefail
+carry=${CARRY:-.carry-decode}
+OUT=${OUT:-/tmp/out}
+export LD_LIBRARY_PATH=/tmp/libs:/opt/torch/.venv/lib/python3.12/site-packages/nvidia/cusparselt/lib:/usr/local/cuda/lib64:/opt/torch/.venv/lib/python3.12/site-packages/nvidia/cu13/lib
+smol=/tmp/smol/SmolLM2-135M-Instruct.Q4_1.gguf
+root=$PWD
+
+unxz_to() { python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$1" "$2"; }
+if [ "$(readlink -f /work/main)" != "$root" ]; then mkdir -p /work && ln -sfn "$root" /work/main; fi
+if [ -f "$carry/bin.tar.xz" ]; then
+    mkdir -p build /tmp/unpack /work/shared/models/stories260K /work/shared/data
+    unxz_to "$carry/bin.tar.xz" /tmp/unpack/bin.tar && tar -C build -xf /tmp/unpack/bin.tar
+    unxz_to "$carry/libs.tar.xz" /tmp/unpack/libs.tar && tar -C /tmp -xf /tmp/unpack/libs.tar
+    cp "$carry"/shared/stories260K.bin "$carry"/shared/tok512.bin "$carry"/shared/tok512.model /work/shared/models/stories260K/
+    cp "$carry"/shared/*.txt "$carry"/shared/*.raw /work/shared/data/
+    nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader
+fi
+mkdir -p /tmp/smol "$OUT"
+ls "$carry"/smollm2.part-* > /dev/null 2>&1 && cp "$carry"/smollm2.part-* /tmp/smol/
+if [ ! -f "$smol" ] && [ "$(ls /tmp/smol/smollm2.part-* 2>/dev/null | wc -l)" -ge 2 ]; then
+    cat /tmp/smol/smollm2.part-* > "$smol"
+fi
+cli=/work/main/build/spense
+
+for step in "$@"; do
+    start=$(date +%s)
+    case $step in
+    stash) ls -l /tmp/smol ;;
+    tests)
+        (cd /work/main/build && SPENSE_CACHE=/tmp/smol timeout 400 ./spense_tests --gtest_filter='GpuDecode*:*DecodeAttention*') 2>&1 |
+            tee "$OUT/decode-tests.log" | grep -v '^\[ *\(RUN\|OK\) '
+        ;;
+    smollm2)
+        [ -f "$smol" ] || { echo "SmolLM2 is not assembled in /tmp/smol"; continue; }
+        prompt="The capital of France is Paris. The capital of Italy is"
+        calib=(--calib /work/shared/data/wikitext2-test.raw --range 0:0.5 --nsamples 64 --seqlen 512 --method spensegpt+ --sparsity 0.25)
+        for dev in cuda cpu; do
+            timeout 300 "$cli" prune --model "$smol" "${calib[@]}" --device $dev --out /tmp/smol-$dev 2>&1 | tail -2
+        done
+        python3 bench/tools/compare_pruned.py /tmp/smol-cuda /tmp/smol-cpu --json "$OUT/smollm2-agreement.json" | tail -2
+        for m in /tmp/smol-cuda /tmp/smol-cpu; do
+            "$cli" eval --model "$m" --data /work/shared/data/wikitext2-test.raw --range 0.875:1 --ctx 1024 2>/dev/null | tail -1
+        done
+        for m in "$smol" /tmp/smol-cuda; do
+            for t in bf16 fp8; do
+                echo "== $(basename "$m") $t"
+                "$cli" generate --model "$m" --prompt "$prompt" --tokens 24 --dtype $t \
+                    --compare-cpu --json "$OUT/generate-$(basename "$m")-$t.json" 2>&1 | grep -v '^spense generate: '
+            done
+        done
+        ;;
+    profile)
+        python3 -c 'import json; c = json.load(open("configs/qwen3-32b.json")); c["num_hidden_layers"] = 4; json.dump(c, open("/tmp/qwen3-32b-4l.json", "w"))'
+        timeout 300 ncu --profile-from-start off --graph-profiling node --metrics gpu__time_duration.sum --csv \
+            "$cli" bench decode --config /tmp/qwen3-32b-4l.json --ctx 0,4096 --sparsity 0,0.5 --steps 1 > "$OUT/ncu-4l.csv" 2> "$OUT/ncu-4l.err"
+        timeout 120 "$cli" bench decode --config /tmp/qwen3-32b-4l.json --ctx 0,4096 --sparsity 0,0.5 --steps 30 | tee "$OUT/decode-4l.md"
+        ;;
+    prune)
+        calib=(--calib /work/shared/data/tinystories-valid-1k.txt --range 0:0.5 --nsamples 128 --seqlen 256 --align 4 --method spensegpt+ --sparsity 0.25)
+        model=/work/shared/models/stories260K/stories260K.bin
+        for dev in cpu cuda; do "$cli" prune --model $model "${calib[@]}" --device $dev --out /tmp/stories-$dev 2>&1 | tail -1; done
+        python3 bench/tools/compare_pruned.py /tmp/stories-cuda /tmp/stories-cpu --json "$OUT/stories-agreement.json" | tail -3
+        for dev in cpu cuda; do
+            "$cli" eval --model /tmp/stories-$dev --data /work/shared/data/tinystories-valid-1k.txt --range 0.5:1 --ctx 256 2>/dev/null | tail -1
+        done
+        ;;
+    bench)
+        timeout 480 "$cli" bench decode --config configs/qwen3-32b.json --json "$OUT/decode-h100.json" | tee "$OUT/decode-h100.md"
+        ;;
+    esac
+    echo "step $step: $(($(date +%s) - start)) s"
+done

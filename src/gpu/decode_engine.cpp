@@ -1,0 +1,407 @@
+#include "gpu/decode_engine.h"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <map>
+#include <optional>
+
+#include "core/error.h"
+#include "gpu/check.h"
+#include "gpu/context.h"
+#include "gpu/decode_attention.h"
+#include "gpu/decode_kernels.h"
+#include "gpu/gemm.h"
+#include "gpu/kernels.h"
+#include "gpu/spense_checkpoint.h"
+#include "gpu/spense_mlp.h"
+#include "gpu/weight_encoding.h"
+#include "model/transformer.h"
+
+namespace spense::gpu {
+
+namespace {
+
+// A linear layer: its GEMM, FP8 per-output-channel scales (empty for BF16) and optional bias.
+struct Linear {
+    std::optional<DenseGemm> gemm;
+    DeviceBuffer scale, bias;
+
+    ScaledRows output(const bf16* raw, const float* row_scale) const {
+        return {raw, gemm->shape().ldc, row_scale, scale.as<float>(), bias.as<float>()};
+    }
+};
+
+struct Layer {
+    DeviceBuffer input_norm, post_norm, q_norm, k_norm;  // float32; q/k norms empty unless Qwen3
+    Linear qkv, o;
+    std::optional<GpuSpenseMlp> mlp;
+};
+
+size_t act_bytes(GemmDType t) { return gemm_dtype_bytes(t); }
+
+Linear make_linear(GpuContext& ctx, GemmDType t, const std::vector<const Matrix*>& parts, const std::vector<const std::vector<float>*>& biases,
+                   const std::string& what) {
+    const int64_t cols = parts[0]->cols;
+    int64_t rows = 0;
+    for (const Matrix* m : parts) rows += m->rows;
+    std::vector<float> w;
+    w.reserve(size_t(rows * cols));
+    for (const Matrix* m : parts) w.insert(w.end(), m->data.begin(), m->data.end());
+    Linear l;
+    const std::vector<float> scale = t == GemmDType::FP8 ? fp8_row_scales(w.data(), rows, cols) : std::vector<float>();
+    l.gemm.emplace(ctx, GemmShape{t, rows, cols, cols, rows, false}, encode_weight(w.data(), rows, cols, t, scale, what));
+    if (!scale.empty()) l.scale = upload_floats(scale, what + " FP8 scales");
+    if (std::any_of(biases.begin(), biases.end(), [](const auto* b) { return !b->empty(); })) {
+        std::vector<float> b;
+        for (size_t i = 0; i < parts.size(); ++i) {
+            if (biases[i]->empty())
+                b.insert(b.end(), size_t(parts[i]->rows), 0.0f);
+            else
+                b.insert(b.end(), biases[i]->begin(), biases[i]->end());
+        }
+        l.bias = upload_floats(b, what + " bias");
+    }
+    return l;
+}
+
+// Random weights U(a/16, a) with random signs, a = 1 / sqrt(cols) (kernels.h); FP8 scales a / 448.
+Linear random_linear(GpuContext& ctx, GemmDType t, int64_t rows, int64_t cols, uint64_t seed, cudaStream_t stream,
+                     const std::string& what) {
+    const float a = float(1.0 / std::sqrt(double(cols)));
+    DeviceBuffer w(size_t(rows * cols) * gemm_dtype_bytes(t), what);
+    launch_random_weights(t, w.get(), rows, cols, rows, cols, false, a, seed, stream);
+    Linear l;
+    if (t == GemmDType::FP8) {
+        l.scale = DeviceBuffer(size_t(rows) * 4, what + " FP8 scales");
+        launch_fill_f32(l.scale.as<float>(), rows, a / kE4M3Max, stream);
+    }
+    l.gemm.emplace(ctx, GemmShape{t, rows, cols, cols, rows, false}, std::move(w));
+    return l;
+}
+
+DeviceBuffer filled(int64_t count, float value, cudaStream_t stream, const std::string& what) {
+    DeviceBuffer b(size_t(count) * 4, what);
+    launch_fill_f32(b.as<float>(), count, value, stream);
+    return b;
+}
+
+}  // namespace
+
+struct DecodeEngine::State {
+    GpuContext* ctx = nullptr;
+    ModelConfig cfg;
+    DecodeOptions opt;
+    cudaStream_t stream = nullptr;
+
+    DeviceBuffer embed;  // [vocab, d] BF16
+    std::vector<Layer> layers;
+    DeviceBuffer final_norm;
+    Linear lm_head;
+    DeviceBuffer rope;  // [max_ctx, head_dim / 2] float2 (cos, sin)
+    std::optional<DecodeAttention> attention;
+
+    int64_t rows = 0;       // activation rows: batch, rounded up to the sparse GEMMs' granule
+    int64_t mlp_width = 0;  // widest s_p + k_p over the layers
+    DeviceBuffer tokens, lengths, best;
+    DeviceBuffer x, act, act_scale, qkv, q, attn, attn_scale, o, h, z, z_scale, y, logits;
+    DeviceBuffer k_cache, v_cache, attn_workspace;
+    std::vector<int32_t> host_lengths;
+
+    int64_t steps = 0;
+    std::map<unsigned, cudaGraphExec_t> graphs;  // by the parts of a step they hold (kAllParts: the step)
+
+    ~State() {
+        for (auto& [parts, exec] : graphs) cudaGraphExecDestroy(exec);
+        if (stream) cudaStreamDestroy(stream);
+    }
+
+    int64_t qkv_width() const { return (cfg.n_heads + 2 * cfg.n_kv_heads) * cfg.head_dim; }
+    int64_t attn_width() const { return cfg.n_heads * cfg.head_dim; }
+    size_t cache_layer_elems() const { return size_t(opt.batch * cfg.n_kv_heads * opt.max_ctx * cfg.head_dim); }
+
+    // Checks the geometry, creates the stream, and everything but the weights.
+    void prepare(GpuContext& c, const ModelConfig& config, const DecodeOptions& options) {
+        ctx = &c;
+        cfg = config;
+        opt = options;
+        SPENSE_CHECK(opt.batch >= 1, "decode engine: batch must be >= 1, got ", opt.batch);
+        SPENSE_CHECK(opt.max_ctx >= 1, "decode engine: max_ctx must be >= 1, got ", opt.max_ctx);
+        SPENSE_CHECK(cfg.hidden % 32 == 0 && attn_width() % 16 == 0, "decode engine: ", cfg.architecture, " has hidden size ",
+                     cfg.hidden, " and attention width ", attn_width(),
+                     "; the GPU GEMMs need multiples of 32 and 16 (FP8 and 2:4 alignment)");
+        SPENSE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "decode engine stream");
+        attention.emplace(DecodeAttentionShape{opt.batch, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, opt.max_ctx, cfg.sliding_window},
+                          ctx->props());
+        const std::vector<double> inv_freq = cfg.rope_inv_freq();
+        const int64_t half = cfg.head_dim / 2;
+        std::vector<float> table(size_t(opt.max_ctx * half * 2));
+        for (int64_t p = 0; p < opt.max_ctx; ++p)
+            for (int64_t i = 0; i < half; ++i) {
+                const double angle = double(p) * inv_freq[size_t(i)];
+                table[size_t((p * half + i) * 2)] = float(std::cos(angle));
+                table[size_t((p * half + i) * 2 + 1)] = float(std::sin(angle));
+            }
+        rope = upload_floats(table, "RoPE table");
+    }
+
+    void allocate_activations() {
+        const int64_t B = opt.batch, d = cfg.hidden;
+        rows = B;
+        for (const Layer& l : layers) {
+            rows = std::max(rows, l.mlp->rows_for(B));
+            mlp_width = std::max(mlp_width, l.mlp->layout().width());
+        }
+        const size_t e = act_bytes(opt.dtype);
+        tokens = DeviceBuffer(size_t(B) * 4, "decode tokens");
+        lengths = DeviceBuffer(size_t(B) * 4, "decode lengths");
+        best = DeviceBuffer(size_t(B) * 8, "decode argmax keys");
+        x = DeviceBuffer(size_t(B * d) * 4, "residual stream");
+        act = DeviceBuffer(size_t(rows * d) * e, "normalized activations");
+        act_scale = DeviceBuffer(size_t(rows) * 4, "activation scales");
+        qkv = DeviceBuffer(size_t(B * qkv_width()) * 2, "qkv");
+        q = DeviceBuffer(size_t(B * attn_width()) * 2, "queries");
+        attn = DeviceBuffer(size_t(B * attn_width()) * e, "attention output");
+        attn_scale = DeviceBuffer(size_t(B) * 4, "attention output scales");
+        o = DeviceBuffer(size_t(B * d) * 2, "attention projection");
+        h = DeviceBuffer(size_t(rows * 2 * mlp_width) * 2, "gate_up output");
+        z = DeviceBuffer(size_t(rows * mlp_width) * e, "MLP intermediate");
+        z_scale = DeviceBuffer(size_t(rows) * 4, "MLP intermediate scales");
+        y = DeviceBuffer(size_t(rows * d) * 2, "MLP output");
+        logits = DeviceBuffer(size_t(B * cfg.vocab) * 2, "logits");
+        const size_t cache = cache_layer_elems() * size_t(cfg.n_layers) * 2;
+        k_cache = DeviceBuffer(cache, cat("K cache (", cfg.n_layers, " layers x ", B, " sequences x ", opt.max_ctx, " tokens)"));
+        v_cache = DeviceBuffer(cache, cat("V cache (", cfg.n_layers, " layers x ", B, " sequences x ", opt.max_ctx, " tokens)"));
+        attn_workspace = DeviceBuffer(std::max<size_t>(attention->workspace_bytes(), 16), "attention workspace");
+        SPENSE_CUDA_CHECK(cudaMemsetAsync(k_cache.get(), 0, k_cache.bytes(), stream), "clearing the K cache");
+        SPENSE_CUDA_CHECK(cudaMemsetAsync(v_cache.get(), 0, v_cache.bytes(), stream), "clearing the V cache");
+        SPENSE_CUDA_CHECK(cudaMemsetAsync(tokens.get(), 0, tokens.bytes(), stream));
+        SPENSE_CUDA_CHECK(cudaStreamSynchronize(stream), "allocating the decode engine");
+    }
+
+    ActOut act_out(void* data, int64_t ld, float* scale) const { return {opt.dtype, data, ld, opt.dtype == GemmDType::FP8 ? scale : nullptr}; }
+    const float* fp8_only(const DeviceBuffer& b) const { return opt.dtype == GemmDType::FP8 ? b.as<float>() : nullptr; }
+};
+
+DecodeEngine::DecodeEngine(std::unique_ptr<State> s) : s_(std::move(s)) {}
+DecodeEngine::~DecodeEngine() = default;
+
+const ModelConfig& DecodeEngine::config() const { return s_->cfg; }
+const DecodeOptions& DecodeEngine::options() const { return s_->opt; }
+cudaStream_t DecodeEngine::stream() const { return s_->stream; }
+
+std::unique_ptr<DecodeEngine> DecodeEngine::load(GpuContext& ctx, const Checkpoint& ckpt, const DecodeOptions& opt) {
+    auto s = std::make_unique<State>();
+    const Transformer model = load_transformer(ckpt);
+    const ModelConfig& cfg = model.config();
+    s->prepare(ctx, cfg, opt);
+    const ModelWeights& w = model.weights();
+    const bool spense = std::filesystem::exists(ckpt.path / "spense.json");
+    const GpuMlpOptions mlp_opt{opt.dtype, true, 1.0f, 1.0f};
+    for (int64_t l = 0; l < cfg.n_layers; ++l) {
+        const LayerWeights& lw = w.layers[size_t(l)];
+        const AttentionWeights& a = lw.attn;
+        Layer layer;
+        layer.input_norm = upload_floats(lw.input_norm, cat("layer ", l, " input norm"));
+        layer.post_norm = upload_floats(lw.post_norm, cat("layer ", l, " post-attention norm"));
+        if (cfg.qk_norm) {
+            layer.q_norm = upload_floats(a.q_norm, cat("layer ", l, " q norm"));
+            layer.k_norm = upload_floats(a.k_norm, cat("layer ", l, " k norm"));
+        }
+        layer.qkv = make_linear(ctx, opt.dtype, {&a.q, &a.k, &a.v}, {&a.q_bias, &a.k_bias, &a.v_bias}, cat("layer ", l, " qkv"));
+        layer.o = make_linear(ctx, opt.dtype, {&a.o}, {&a.o_bias}, cat("layer ", l, " o_proj"));
+        SpenseMlpWeights mw;
+        if (spense) {
+            mw = load_spense_mlp(ckpt, l);
+        } else {
+            const auto* dense = dynamic_cast<const DenseMlp*>(lw.mlp.get());
+            SPENSE_CHECK(dense, "layer ", l, ": the MLP is not a dense SwiGLU MLP");
+            mw = {dense->gate, dense->up, dense->down, cfg.intermediate};
+        }
+        layer.mlp.emplace(GpuSpenseMlp::upload(ctx, mw, mlp_opt, s->stream));
+        s->layers.push_back(std::move(layer));
+    }
+    s->embed = encode_weight(w.embed.data.data(), cfg.vocab, cfg.hidden, GemmDType::BF16, {}, "embedding");
+    s->final_norm = upload_floats(w.final_norm, "final norm");
+    const Matrix& head = w.lm_head.rows > 0 ? w.lm_head : w.embed;
+    static const std::vector<float> no_bias;
+    s->lm_head = make_linear(ctx, opt.dtype, {&head}, {&no_bias}, "lm_head");
+    s->allocate_activations();
+    auto engine = std::unique_ptr<DecodeEngine>(new DecodeEngine(std::move(s)));
+    engine->set_lengths(std::vector<int32_t>(size_t(opt.batch), 0));
+    return engine;
+}
+
+std::unique_ptr<DecodeEngine> DecodeEngine::random(GpuContext& ctx, const ModelConfig& cfg, int64_t dense, const DecodeOptions& opt,
+                                                   uint64_t seed) {
+    auto s = std::make_unique<State>();
+    s->prepare(ctx, cfg, opt);
+    cudaStream_t st = s->stream;
+    const GpuMlpOptions mlp_opt{opt.dtype, true, 1.0f, 1.0f};
+    const int64_t d = cfg.hidden;
+    for (int64_t l = 0; l < cfg.n_layers; ++l) {
+        const uint64_t ls = seed * 1000003 + uint64_t(l) * 16;
+        Layer layer;
+        layer.input_norm = filled(d, 1.0f, st, "input norm");
+        layer.post_norm = filled(d, 1.0f, st, "post-attention norm");
+        if (cfg.qk_norm) {
+            layer.q_norm = filled(cfg.head_dim, 1.0f, st, "q norm");
+            layer.k_norm = filled(cfg.head_dim, 1.0f, st, "k norm");
+        }
+        layer.qkv = random_linear(ctx, opt.dtype, s->qkv_width(), d, ls + 1, st, cat("layer ", l, " qkv"));
+        layer.o = random_linear(ctx, opt.dtype, d, s->attn_width(), ls + 2, st, cat("layer ", l, " o_proj"));
+        layer.mlp.emplace(GpuSpenseMlp::random(ctx, d, cfg.intermediate, dense, mlp_opt, ls + 3, st));
+        s->layers.push_back(std::move(layer));
+    }
+    s->embed = DeviceBuffer(size_t(cfg.vocab * d) * 2, "embedding");
+    launch_random_weights(GemmDType::BF16, s->embed.get(), cfg.vocab, d, cfg.vocab, d, false, 1.0f, seed * 7 + 5, st);
+    s->final_norm = filled(d, 1.0f, st, "final norm");
+    s->lm_head = random_linear(ctx, opt.dtype, cfg.vocab, d, seed * 7 + 6, st, "lm_head");
+    s->allocate_activations();
+    auto engine = std::unique_ptr<DecodeEngine>(new DecodeEngine(std::move(s)));
+    engine->set_lengths(std::vector<int32_t>(size_t(opt.batch), 0));
+    return engine;
+}
+
+void DecodeEngine::set_lengths(std::span<const int32_t> lengths) {
+    State& s = *s_;
+    SPENSE_CHECK(int64_t(lengths.size()) == s.opt.batch, "set_lengths: ", lengths.size(), " lengths for a batch of ", s.opt.batch);
+    for (int32_t len : lengths)
+        SPENSE_CHECK(len >= 0 && len < s.opt.max_ctx, "set_lengths: ", len, " cached tokens leave no room in a cache of ", s.opt.max_ctx);
+    SPENSE_CUDA_CHECK(cudaStreamSynchronize(s.stream), "before setting lengths");
+    s.host_lengths.assign(lengths.begin(), lengths.end());
+    std::vector<int32_t> next(lengths.begin(), lengths.end());
+    for (int32_t& len : next) ++len;  // the device counts the next step's token (enqueue_step)
+    s.lengths.upload(next.data(), next.size() * 4);
+}
+
+// During a step the device lengths count the token being appended (its position is lengths - 1,
+// decode_kernels.h); the sampling kernel at the end advances them for the next step, so a replayed
+// graph needs nothing from the host. host_lengths mirrors the cached tokens after each step.
+void DecodeEngine::enqueue_step(unsigned parts) {
+    State& s = *s_;
+    const ModelConfig& c = s.cfg;
+    const int64_t B = s.opt.batch, d = c.hidden, rows = s.rows;
+    cudaStream_t st = s.stream;
+    const QkvLayout qkv_layout{c.n_heads, c.n_kv_heads, c.head_dim, s.opt.max_ctx};
+    const float eps = float(c.rms_eps);
+    auto* act_scale = s.act_scale.as<float>();
+    const ActOut act = s.act_out(s.act.get(), d, act_scale);
+    const bool gemms = parts & kGemms, attention = parts & kAttention, elementwise = parts & kElementwise;
+
+    if (elementwise) launch_embed(s.tokens.as<int32_t>(), s.embed.as<bf16>(), s.x.as<float>(), B, d, st);
+    ScaledRows pending;  // the last sublayer's output, added to x by the next norm
+    for (size_t l = 0; l < s.layers.size(); ++l) {
+        Layer& L = s.layers[l];
+        if (elementwise) launch_add_norm_quantize(s.x.as<float>(), pending, L.input_norm.as<float>(), eps, B, rows, d, act, st);
+        if (gemms) L.qkv.gemm->run(s.act.get(), s.qkv.get(), B, st);
+        bf16* k_cache = s.k_cache.as<bf16>() + l * s.cache_layer_elems();
+        bf16* v_cache = s.v_cache.as<bf16>() + l * s.cache_layer_elems();
+        if (elementwise)
+            launch_qkv_rope_cache(L.qkv.output(s.qkv.as<bf16>(), s.fp8_only(s.act_scale)), qkv_layout, L.q_norm.as<float>(),
+                              L.k_norm.as<float>(), eps, s.rope.as<float2>(), s.lengths.as<int32_t>(), s.q.as<bf16>(), k_cache,
+                              v_cache, B, st);
+        DecodeAttention::Output out;
+        if (s.opt.dtype == GemmDType::FP8) {
+            out.fp8 = s.attn.as<uint8_t>();
+            out.row_scale = s.attn_scale.as<float>();
+        } else {
+            out.values = s.attn.as<bf16>();
+        }
+        if (attention) s.attention->run(s.q.as<bf16>(), k_cache, v_cache, s.lengths.as<int32_t>(), out, s.attn_workspace.get(), st);
+        if (gemms) L.o.gemm->run(s.attn.get(), s.o.get(), B, st);
+        if (elementwise)
+            launch_add_norm_quantize(s.x.as<float>(), L.o.output(s.o.as<bf16>(), s.fp8_only(s.attn_scale)), L.post_norm.as<float>(), eps,
+                                 B, rows, d, act, st);
+        GpuSpenseMlp& mlp = *L.mlp;
+        const SpenseMlpLayout& ml = mlp.layout();
+        const int64_t mrows = mlp.rows_for(B);
+        if (gemms) mlp.gate_up(s.act.get(), s.h.as<bf16>(), B, mrows, st);
+        const ScaledRows h{s.h.as<bf16>(), 2 * ml.width(), s.fp8_only(s.act_scale), mlp.gate_up_weight_scale(), nullptr};
+        if (elementwise) launch_swiglu_quantize(h, ml.swiglu(), B, mrows, s.act_out(s.z.get(), ml.width(), s.z_scale.as<float>()), st);
+        if (gemms) mlp.down_products(s.z.get(), s.y.as<bf16>(), B, mrows, st);
+        pending = {s.y.as<bf16>(), d, s.fp8_only(s.z_scale), mlp.down_weight_scale(), nullptr};
+    }
+    if (elementwise) launch_add_norm_quantize(s.x.as<float>(), pending, s.final_norm.as<float>(), eps, B, B, d, act, st);
+    if (gemms) s.lm_head.gemm->run(s.act.get(), s.logits.get(), B, st);
+    if (elementwise)
+        launch_argmax_advance(s.lm_head.output(s.logits.as<bf16>(), s.fp8_only(s.act_scale)), B, c.vocab, s.best.as<unsigned long long>(),
+                          s.tokens.as<int32_t>(), s.lengths.as<int32_t>(), st);
+}
+
+void DecodeEngine::step(std::span<const int32_t> tokens) {
+    State& s = *s_;
+    SPENSE_CHECK(int64_t(tokens.size()) == s.opt.batch, "step: ", tokens.size(), " tokens for a batch of ", s.opt.batch);
+    for (int32_t t : tokens) SPENSE_CHECK(t >= 0 && t < s.cfg.vocab, "step: token id ", t, " is outside the vocabulary of ", s.cfg.vocab);
+    SPENSE_CUDA_CHECK(cudaStreamSynchronize(s.stream), "before feeding tokens");
+    s.tokens.upload(tokens.data(), tokens.size() * 4);
+    step();
+}
+
+void DecodeEngine::step() {
+    State& s = *s_;
+    for (int32_t& len : s.host_lengths) {
+        SPENSE_CHECK(len + 1 <= s.opt.max_ctx, "decode: a sequence reached the cache capacity of ", s.opt.max_ctx,
+                     " tokens (raise max_ctx)");
+        ++len;
+    }
+    if (s.steps++ == 0) return enqueue_step(kAllParts);  // eager: the GEMMs search their algorithms here
+    launch_graph(kAllParts);
+}
+
+void DecodeEngine::step_parts(unsigned parts) {
+    SPENSE_CHECK(s_->steps > 0, "step_parts: run one whole step first (its GEMMs search their algorithms outside a capture)");
+    launch_graph(parts);
+}
+
+void DecodeEngine::launch_graph(unsigned parts) {
+    State& s = *s_;
+    auto it = s.graphs.find(parts);
+    if (it == s.graphs.end()) {
+        cudaGraph_t graph = nullptr;
+        cudaGraphExec_t exec = nullptr;
+        SPENSE_CUDA_CHECK(cudaStreamBeginCapture(s.stream, cudaStreamCaptureModeThreadLocal), "capturing the decode step");
+        enqueue_step(parts);
+        SPENSE_CUDA_CHECK(cudaStreamEndCapture(s.stream, &graph), "capturing the decode step");
+        const cudaError_t e = cudaGraphInstantiate(&exec, graph, 0);
+        cudaGraphDestroy(graph);
+        SPENSE_CUDA_CHECK(e, "instantiating the decode step graph");
+        it = s.graphs.emplace(parts, exec).first;
+    }
+    SPENSE_CUDA_CHECK(cudaGraphLaunch(it->second, s.stream), "decode step");
+}
+
+std::vector<int32_t> DecodeEngine::next_tokens() {
+    std::vector<int32_t> t(size_t(s_->opt.batch));
+    SPENSE_CUDA_CHECK(cudaStreamSynchronize(s_->stream), "decode step");
+    s_->tokens.download(t.data(), t.size() * 4);
+    return t;
+}
+
+Matrix DecodeEngine::logits() {
+    State& s = *s_;
+    Matrix m(s.opt.batch, s.cfg.vocab);
+    DeviceBuffer f(m.data.size() * 4, "logits float32");
+    launch_logits_f32(s.lm_head.output(s.logits.as<bf16>(), s.fp8_only(s.act_scale)), s.opt.batch, s.cfg.vocab, f.as<float>(), s.stream);
+    SPENSE_CUDA_CHECK(cudaStreamSynchronize(s.stream), "logits");
+    f.download(m.data.data(), m.data.size() * 4);
+    return m;
+}
+
+double DecodeEngine::weight_bytes() const {
+    const State& s = *s_;
+    auto linear = [](const Linear& l) { return double(l.gemm->weight_bytes() + l.scale.bytes() + l.bias.bytes()); };
+    double b = linear(s.lm_head) + double(s.final_norm.bytes());
+    for (const Layer& l : s.layers)
+        b += linear(l.qkv) + linear(l.o) + double(l.mlp->weight_bytes() + l.input_norm.bytes() + l.post_norm.bytes() + l.q_norm.bytes() +
+                                                  l.k_norm.bytes());
+    return b;
+}
+
+double DecodeEngine::kv_bytes(int64_t cached) const {
+    const ModelConfig& c = s_->cfg;
+    // Reads of the cached K and V plus the new entry each writes and reads, per sequence and layer.
+    return double(s_->opt.batch) * double(c.n_layers) * double(c.n_kv_heads * c.head_dim) * 2.0 * 2.0 * double(cached + 1);
+}
+
+}  // namespace spense::gpu

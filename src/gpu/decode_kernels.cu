@@ -1,0 +1,307 @@
+#include "gpu/decode_kernels.h"
+
+#include <cuda_fp8.h>
+
+#include <algorithm>
+
+#include "core/error.h"
+#include "gpu/check.h"
+
+namespace spense::gpu {
+
+namespace {
+
+constexpr int kRowThreads = 256;
+
+__device__ __forceinline__ float scaled(const ScaledRows& s, int64_t r, int64_t j) {
+    float v = __bfloat162float(s.raw[r * s.ld + j]);
+    if (s.row_scale) v *= s.row_scale[r];
+    if (s.col_scale) v *= s.col_scale[j];
+    if (s.bias) v += s.bias[j];
+    return v;
+}
+
+// Columns 4 c4 .. 4 c4 + 3 of row r, with 8- and 16-byte loads (ld, the columns and the vectors
+// are multiples of 4, so every access is aligned).
+__device__ __forceinline__ float4 scaled4(const ScaledRows& s, int64_t r, int64_t c4) {
+    const uint2 bits = *reinterpret_cast<const uint2*>(s.raw + r * s.ld + 4 * c4);
+    const float2 lo = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&bits.x));
+    const float2 hi = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&bits.y));
+    float4 v = {lo.x, lo.y, hi.x, hi.y};
+    const float rs = s.row_scale ? s.row_scale[r] : 1.0f;
+    const float4 cs = s.col_scale ? reinterpret_cast<const float4*>(s.col_scale)[c4] : make_float4(1.0f, 1.0f, 1.0f, 1.0f);
+    v = {v.x * rs * cs.x, v.y * rs * cs.y, v.z * rs * cs.z, v.w * rs * cs.w};
+    if (s.bias) {
+        const float4 b = reinterpret_cast<const float4*>(s.bias)[c4];
+        v = {v.x + b.x, v.y + b.y, v.z + b.z, v.w + b.w};
+    }
+    return v;
+}
+
+// Sum, or max of non-negative values, over the block (blockDim.x a multiple of 32, at most 1024);
+// every thread gets it.
+template <bool kMax>
+__device__ float block_reduce(float v) {
+    __shared__ float partial[32];
+    for (int o = 16; o > 0; o >>= 1) {
+        const float u = __shfl_xor_sync(0xffffffffu, v, o);
+        v = kMax ? fmaxf(v, u) : v + u;
+    }
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
+    __syncthreads();  // `partial` may still be read by a previous reduction
+    if (lane == 0) partial[warp] = v;
+    __syncthreads();
+    v = lane < warps ? partial[lane] : 0.0f;  // 0 is neutral for sums and for maxima of magnitudes
+    for (int o = 16; o > 0; o >>= 1) {
+        const float u = __shfl_xor_sync(0xffffffffu, v, o);
+        v = kMax ? fmaxf(v, u) : v + u;
+    }
+    return v;
+}
+
+__device__ __forceinline__ float row_scale_of(float amax) { return amax > 0.0f ? amax / kE4M3Max : 1.0f; }
+
+__device__ __forceinline__ uint8_t to_e4m3(float v) { return __nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3); }
+
+// Writes a zero row r of `out` (width cols) and its scale 1.
+__device__ void zero_row(const ActOut& out, int64_t r, int64_t cols) {
+    if (out.dtype == GemmDType::FP8) {
+        uint8_t* o = static_cast<uint8_t*>(out.data) + r * out.ld;
+        for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) o[c] = 0;
+        if (threadIdx.x == 0) out.row_scale[r] = 1.0f;
+    } else {
+        bf16* o = static_cast<bf16*>(out.data) + r * out.ld;
+        for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) o[c] = __float2bfloat16(0.0f);
+    }
+}
+
+__global__ void embed_kernel(const int32_t* tokens, const bf16* table, float* x, int64_t d) {
+    const int64_t r = blockIdx.x;
+    const bf16* e = table + int64_t(tokens[r]) * d;
+    for (int64_t c = threadIdx.x; c < d; c += blockDim.x) x[r * d + c] = __bfloat162float(e[c]);
+}
+
+// One block per row; the row lives in shared memory (d floats) between the passes the scale needs:
+// x + add (written back to x), then rmsnorm * weight, then the codes. A block at decode batch
+// sizes is latency-bound, so every pass reads 4 consecutive columns per thread (d % 4 == 0).
+__global__ void add_norm_quantize_kernel(float* x, ScaledRows add, const float* weight, float eps, int64_t n, int64_t d, ActOut out) {
+    extern __shared__ float4 row4[];
+    const int64_t r = blockIdx.x;
+    if (r >= n) return zero_row(out, r, d);
+    float4* x4 = reinterpret_cast<float4*>(x + r * d);
+    const float4* w4 = reinterpret_cast<const float4*>(weight);
+    const int64_t d4 = d / 4;
+    float ss = 0;
+    for (int64_t c = threadIdx.x; c < d4; c += blockDim.x) {
+        float4 v = x4[c];
+        if (add.raw) {
+            const float4 a = scaled4(add, r, c);
+            v = {v.x + a.x, v.y + a.y, v.z + a.z, v.w + a.w};
+            x4[c] = v;
+        }
+        row4[c] = v;
+        ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+    }
+    const float inv = rsqrtf(block_reduce<false>(ss) / float(d) + eps);
+    // Each thread reads back only the columns it wrote: no barrier between the passes.
+    float amax = 0;
+    for (int64_t c = threadIdx.x; c < d4; c += blockDim.x) {
+        const float4 v = row4[c], w = w4[c];
+        const float4 y = {v.x * inv * w.x, v.y * inv * w.y, v.z * inv * w.z, v.w * inv * w.w};
+        row4[c] = y;
+        amax = fmaxf(amax, fmaxf(fmaxf(fabsf(y.x), fabsf(y.y)), fmaxf(fabsf(y.z), fabsf(y.w))));
+    }
+    if (out.dtype == GemmDType::BF16) {
+        __nv_bfloat162* o = reinterpret_cast<__nv_bfloat162*>(static_cast<bf16*>(out.data) + r * out.ld);
+        for (int64_t c = threadIdx.x; c < d4; c += blockDim.x) {
+            const float4 y = row4[c];
+            o[2 * c] = __floats2bfloat162_rn(y.x, y.y);
+            o[2 * c + 1] = __floats2bfloat162_rn(y.z, y.w);
+        }
+        return;
+    }
+    const float s = row_scale_of(block_reduce<true>(amax));
+    if (threadIdx.x == 0) out.row_scale[r] = s;
+    uchar4* o = reinterpret_cast<uchar4*>(static_cast<uint8_t*>(out.data) + r * out.ld);
+    for (int64_t c = threadIdx.x; c < d4; c += blockDim.x) {
+        const float4 y = row4[c];
+        o[c] = make_uchar4(to_e4m3(y.x / s), to_e4m3(y.y / s), to_e4m3(y.z / s), to_e4m3(y.w / s));
+    }
+}
+
+// Block (r, head): thread i < head_dim / 2 holds the RoPE pair (i, i + head_dim / 2).
+__global__ void qkv_rope_cache_kernel(ScaledRows qkv, QkvLayout L, const float* q_norm, const float* k_norm, float eps,
+                                      const float2* rope, const int32_t* lengths, bf16* q_out, bf16* k_cache, bf16* v_cache) {
+    const int64_t r = blockIdx.x, head = blockIdx.y, half = L.head_dim / 2, i = threadIdx.x;
+    const bool live = i < half;
+    const int64_t col = head * L.head_dim;
+    float a = live ? scaled(qkv, r, col + i) : 0.0f, b = live ? scaled(qkv, r, col + i + half) : 0.0f;
+    const bool is_q = head < L.n_heads, is_k = !is_q && head < L.n_heads + L.n_kv_heads;
+    const float* norm = is_q ? q_norm : is_k ? k_norm : nullptr;
+    if (norm) {
+        const float inv = rsqrtf(block_reduce<false>(a * a + b * b) / float(L.head_dim) + eps);
+        if (live) {
+            a *= inv * norm[i];
+            b *= inv * norm[i + half];
+        }
+    }
+    if (!live) return;
+    const int64_t pos = lengths[r] - 1;
+    if (is_q || is_k) {
+        const float2 cs = rope[pos * half + i];
+        const float ra = a * cs.x - b * cs.y, rb = b * cs.x + a * cs.y;
+        a = ra;
+        b = rb;
+    }
+    bf16* dst;
+    if (is_q) {
+        dst = q_out + (r * L.n_heads + head) * L.head_dim;
+    } else {
+        const int64_t kvh = is_k ? head - L.n_heads : head - L.n_heads - L.n_kv_heads;
+        dst = (is_k ? k_cache : v_cache) + ((r * L.n_kv_heads + kvh) * L.max_ctx + pos) * L.head_dim;
+    }
+    dst[i] = __float2bfloat16(a);
+    dst[i + half] = __float2bfloat16(b);
+}
+
+// One block per row, the row of z in shared memory between the two passes the scale needs (so h is
+// read once): z = silu(gate) * up, its amax, then the codes. Each thread takes 8 consecutive
+// columns at a time (the regions are multiples of 32 wide), so a row of Qwen3-32B's 25600 takes
+// each thread 4 rounds of loads. Widths up to kMaxSwigluWidth.
+constexpr int64_t kMaxSwigluWidth = 48 * 1024;  // 192 KB of shared memory
+
+__device__ __forceinline__ float silu_mul(float g, float u) { return g / (1.0f + __expf(-g)) * u; }
+
+__global__ void swiglu_quantize_kernel(ScaledRows h, SwigluLayout L, int64_t n, ActOut z) {
+    extern __shared__ float4 z4[];  // the row, 2 float4 per group of 8 columns
+    const int64_t r = blockIdx.x, width = L.z_width(), groups = width / 8;
+    if (r >= n) return zero_row(z, r, width);
+    float amax = 0;
+    for (int64_t c8 = threadIdx.x; c8 < groups; c8 += blockDim.x) {
+        const int64_t c = 8 * c8;
+        const int64_t g = c < L.sparse ? c : 2 * L.sparse + (c - L.sparse);
+        const int64_t u = c < L.sparse ? L.sparse + c : 2 * L.sparse + L.dense + (c - L.sparse);
+        const float4 g0 = scaled4(h, r, g / 4), g1 = scaled4(h, r, g / 4 + 1);
+        const float4 u0 = scaled4(h, r, u / 4), u1 = scaled4(h, r, u / 4 + 1);
+        const float4 a = {silu_mul(g0.x, u0.x), silu_mul(g0.y, u0.y), silu_mul(g0.z, u0.z), silu_mul(g0.w, u0.w)};
+        const float4 b = {silu_mul(g1.x, u1.x), silu_mul(g1.y, u1.y), silu_mul(g1.z, u1.z), silu_mul(g1.w, u1.w)};
+        z4[2 * c8] = a;
+        z4[2 * c8 + 1] = b;
+        amax = fmaxf(amax, fmaxf(fmaxf(fmaxf(fabsf(a.x), fabsf(a.y)), fmaxf(fabsf(a.z), fabsf(a.w))),
+                                 fmaxf(fmaxf(fabsf(b.x), fabsf(b.y)), fmaxf(fabsf(b.z), fabsf(b.w)))));
+    }
+    // Each thread reads back only the groups it wrote.
+    if (z.dtype == GemmDType::BF16) {
+        uint4* o = reinterpret_cast<uint4*>(static_cast<bf16*>(z.data) + r * z.ld);
+        for (int64_t c8 = threadIdx.x; c8 < groups; c8 += blockDim.x) {
+            const float4 a = z4[2 * c8], b = z4[2 * c8 + 1];
+            const __nv_bfloat162 p[4] = {__floats2bfloat162_rn(a.x, a.y), __floats2bfloat162_rn(a.z, a.w), __floats2bfloat162_rn(b.x, b.y),
+                                         __floats2bfloat162_rn(b.z, b.w)};
+            o[c8] = *reinterpret_cast<const uint4*>(p);
+        }
+        return;
+    }
+    const float s = row_scale_of(block_reduce<true>(amax));
+    if (threadIdx.x == 0) z.row_scale[r] = s;
+    uint2* o = reinterpret_cast<uint2*>(static_cast<uint8_t*>(z.data) + r * z.ld);
+    for (int64_t c8 = threadIdx.x; c8 < groups; c8 += blockDim.x) {
+        const float4 a = z4[2 * c8], b = z4[2 * c8 + 1];
+        const uchar4 lo = make_uchar4(to_e4m3(a.x / s), to_e4m3(a.y / s), to_e4m3(a.z / s), to_e4m3(a.w / s));
+        const uchar4 hi = make_uchar4(to_e4m3(b.x / s), to_e4m3(b.y / s), to_e4m3(b.z / s), to_e4m3(b.w / s));
+        o[c8] = make_uint2(*reinterpret_cast<const unsigned*>(&lo), *reinterpret_cast<const unsigned*>(&hi));
+    }
+}
+
+// Larger keys win: the float's bits made order-preserving as unsigned, then the complement of
+// the index (the lowest index among equal values wins).
+__device__ __forceinline__ unsigned long long argmax_key(float v, int64_t j) {
+    const unsigned bits = __float_as_uint(v);
+    const unsigned ordered = (bits & 0x80000000u) ? ~bits : bits | 0x80000000u;
+    return (static_cast<unsigned long long>(ordered) << 32) | (0xffffffffu - static_cast<unsigned>(j));
+}
+
+constexpr int64_t kArgmaxChunk = 4096;
+
+__global__ void argmax_kernel(ScaledRows logits, int64_t vocab, unsigned long long* best) {
+    const int64_t r = blockIdx.x, j0 = blockIdx.y * kArgmaxChunk, j1 = min(vocab, j0 + kArgmaxChunk);
+    unsigned long long key = 0;
+    for (int64_t j = j0 + threadIdx.x; j < j1; j += blockDim.x) key = max(key, argmax_key(scaled(logits, r, j), j));
+    for (int o = 16; o > 0; o >>= 1) key = max(key, __shfl_xor_sync(0xffffffffu, key, o));
+    if (threadIdx.x % 32 == 0) atomicMax(best + r, key);
+}
+
+__global__ void advance_kernel(const unsigned long long* best, int64_t n, int32_t* tokens, int32_t* lengths) {
+    const int64_t r = blockIdx.x * blockDim.x + threadIdx.x;
+    if (r >= n) return;
+    tokens[r] = int32_t(0xffffffffu - unsigned(best[r] & 0xffffffffu));
+    lengths[r] += 1;
+}
+
+__global__ void logits_f32_kernel(ScaledRows logits, int64_t vocab, float* out) {
+    const int64_t r = blockIdx.y;
+    for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < vocab; j += int64_t(gridDim.x) * blockDim.x)
+        out[r * vocab + j] = scaled(logits, r, j);
+}
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+}  // namespace
+
+void launch_embed(const int32_t* tokens, const bf16* table, float* x, int64_t n, int64_t d, cudaStream_t stream) {
+    embed_kernel<<<unsigned(n), kRowThreads, 0, stream>>>(tokens, table, x, d);
+    SPENSE_CUDA_CHECK(cudaGetLastError(), "embed n=", n, " d=", d);
+}
+
+void launch_add_norm_quantize(float* x, const ScaledRows& add, const float* norm_weight, float eps, int64_t n, int64_t rows,
+                              int64_t d, const ActOut& out, cudaStream_t stream) {
+    SPENSE_CHECK(d % 4 == 0 && d <= 12 * 1024, "add_norm_quantize: hidden size ", d, " must be a multiple of 4 and at most ", 12 * 1024);
+    // One block per row, one float4 per thread where the row allows.
+    const unsigned threads = unsigned(std::clamp<int64_t>(ceil_div(d / 4, 32) * 32, 32, 1024));
+    add_norm_quantize_kernel<<<unsigned(rows), threads, size_t(d) * sizeof(float), stream>>>(x, add, norm_weight, eps, n, d, out);
+    SPENSE_CUDA_CHECK(cudaGetLastError(), "add_norm_quantize n=", n, " rows=", rows, " d=", d);
+}
+
+void launch_qkv_rope_cache(const ScaledRows& qkv, const QkvLayout& layout, const float* q_norm, const float* k_norm,
+                           float eps, const float2* rope, const int32_t* lengths, bf16* q_out, bf16* k_cache, bf16* v_cache,
+                           int64_t n, cudaStream_t stream) {
+    SPENSE_CHECK(layout.head_dim % 2 == 0 && layout.head_dim <= 2048, "qkv_rope_cache: head_dim ", layout.head_dim,
+                 " must be even and at most 2048");
+    const dim3 grid(unsigned(n), unsigned(layout.n_heads + 2 * layout.n_kv_heads));
+    const unsigned threads = unsigned(ceil_div(layout.head_dim / 2, 32) * 32);
+    qkv_rope_cache_kernel<<<grid, threads, 0, stream>>>(qkv, layout, q_norm, k_norm, eps, rope, lengths, q_out, k_cache, v_cache);
+    SPENSE_CUDA_CHECK(cudaGetLastError(), "qkv_rope_cache n=", n, " heads=", layout.n_heads, " kv_heads=", layout.n_kv_heads,
+                      " head_dim=", layout.head_dim);
+}
+
+void launch_swiglu_quantize(const ScaledRows& h, SwigluLayout layout, int64_t n, int64_t rows, const ActOut& z, cudaStream_t stream) {
+    const int64_t width = layout.z_width();
+    SPENSE_CHECK(width <= kMaxSwigluWidth && width % 8 == 0 && layout.sparse % 8 == 0, "swiglu_quantize: intermediate regions ",
+                 layout.sparse, " + ", layout.dense, " must be multiples of 8 and at most ", kMaxSwigluWidth, " wide together");
+    const size_t smem = size_t(width) * sizeof(float);
+    static bool configured = false;  // the attribute is per kernel and device; every launch asks for at most the maximum
+    if (!configured) {
+        SPENSE_CUDA_CHECK(cudaFuncSetAttribute(swiglu_quantize_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                               int(kMaxSwigluWidth * sizeof(float))),
+                          "swiglu_quantize shared memory");
+        configured = true;
+    }
+    swiglu_quantize_kernel<<<unsigned(rows), 1024, smem, stream>>>(h, layout, n, z);
+    SPENSE_CUDA_CHECK(cudaGetLastError(), "swiglu_quantize n=", n, " rows=", rows, " width=", width);
+}
+
+void launch_argmax_advance(const ScaledRows& logits, int64_t n, int64_t vocab, unsigned long long* best, int32_t* tokens,
+                           int32_t* lengths, cudaStream_t stream) {
+    SPENSE_CUDA_CHECK(cudaMemsetAsync(best, 0, size_t(n) * sizeof *best, stream), "argmax keys n=", n);
+    argmax_kernel<<<dim3(unsigned(n), unsigned(ceil_div(vocab, kArgmaxChunk))), kRowThreads, 0, stream>>>(logits, vocab, best);
+    SPENSE_CUDA_CHECK(cudaGetLastError(), "argmax n=", n, " vocab=", vocab);
+    advance_kernel<<<unsigned(ceil_div(n, 128)), 128, 0, stream>>>(best, n, tokens, lengths);
+    SPENSE_CUDA_CHECK(cudaGetLastError(), "advance n=", n);
+}
+
+void launch_logits_f32(const ScaledRows& logits, int64_t n, int64_t vocab, float* out, cudaStream_t stream) {
+    logits_f32_kernel<<<dim3(unsigned(std::min<int64_t>(ceil_div(vocab, kRowThreads), 1024)), unsigned(n)), kRowThreads, 0,
+                        stream>>>(logits, vocab, out);
+    SPENSE_CUDA_CHECK(cudaGetLastError(), "logits_f32 n=", n, " vocab=", vocab);
+}
+
+}  // namespace spense::gpu

@@ -1,0 +1,80 @@
+// The steps of a decode step (decode_engine.h) between its GEMMs and its attention: embedding,
+// residual add + RMSNorm + quantization, q/k norm + RoPE + KV-cache append, SwiGLU +
+// quantization, greedy sampling. Host launchers; each checks its launch and throws spense::Error
+// with the kernel's name and sizes. Row r of every activation is sequence r of the batch.
+//
+// Scaling convention. A GEMM writes raw products R[r, j] (gemm.h); their value is
+//   Y[r, j] = R[r, j] * row_scale[r] * col_scale[j] + bias[j]
+// with row_scale the per-token scale of the activation the GEMM read and col_scale the weight's
+// per-output-channel scale (FP8), `ScaledRows`; a null pointer means 1 (or no bias), so BF16
+// GEMMs, whose outputs are values, pass none. An activation that feeds a GEMM is written as FP8
+// codes e4m3(a[r, :] / s_r) with one scale per token, s_r = max_c |a[r, c]| / 448 (1 for a zero
+// row), stored in row_scale[r]; or as BF16 (no scale), `ActOut`. Per-token scales keep one outlier
+// token from flattening the others, and each kernel here sees whole rows, so they cost no extra
+// pass over memory. Rows [n, rows) of an ActOut are written as zeros (the sparse GEMMs' row
+// granule, spense_mlp.h).
+#pragma once
+
+#include <cstdint>
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include "gpu/gemm_dtype.h"
+#include "gpu/kernels.h"
+
+namespace spense::gpu {
+
+struct ScaledRows {
+    const bf16* raw = nullptr;
+    int64_t ld = 0;  // row stride in elements
+    const float* row_scale = nullptr;
+    const float* col_scale = nullptr;
+    const float* bias = nullptr;
+};
+
+struct ActOut {
+    GemmDType dtype = GemmDType::BF16;
+    void* data = nullptr;          // [rows, ld] BF16 or FP8 codes
+    int64_t ld = 0;
+    float* row_scale = nullptr;    // [rows], FP8 only
+};
+
+// x[r, :] = float(table[tokens[r], :]) for r < n; table [vocab, d] BF16. Token ids are trusted
+// (the host checks prompts; sampling yields ids < vocab).
+void launch_embed(const int32_t* tokens, const bf16* table, float* x, int64_t n, int64_t d, cudaStream_t stream);
+
+// The residual stream x [n, d] float32 takes the pending sublayer output, then feeds the next
+// GEMM:  x += add (when add.raw is set);  out = quantize(x / sqrt(mean(x^2) + eps) * norm_weight).
+// d a multiple of 4, at most 12288.
+void launch_add_norm_quantize(float* x, const ScaledRows& add, const float* norm_weight, float eps, int64_t n, int64_t rows,
+                              int64_t d, const ActOut& out, cudaStream_t stream);
+
+// The attention geometry of one layer's step; the cache holds [batch, kv_heads, max_ctx, head_dim]
+// BF16 per layer for K and for V.
+struct QkvLayout {
+    int64_t n_heads = 0, n_kv_heads = 0, head_dim = 0, max_ctx = 0;
+};
+
+// From the fused q|k|v GEMM output (ScaledRows over [n, (n_heads + 2 n_kv_heads) head_dim]):
+// per head, optional RMSNorm (q_norm / k_norm [head_dim], Qwen3), then half-split RoPE at position
+// p_r = lengths[r] - 1 with rope [max_ctx, head_dim / 2] (cos, sin) pairs; q goes to
+// q_out [n, n_heads, head_dim], k and v into the caches at position p_r of sequence r.
+void launch_qkv_rope_cache(const ScaledRows& qkv, const QkvLayout& layout, const float* q_norm, const float* k_norm,
+                           float eps, const float2* rope, const int32_t* lengths, bf16* q_out, bf16* k_cache, bf16* v_cache,
+                           int64_t n, cudaStream_t stream);
+
+// z = silu(gate) * up over the Spense intermediate layout (kernels.h's SwigluLayout), h given as
+// ScaledRows over [n, 2(s_p + k_p)], then quantized into z [rows, s_p + k_p]; s_p + k_p is at most
+// 49152 (one block holds a row of z).
+void launch_swiglu_quantize(const ScaledRows& h, SwigluLayout layout, int64_t n, int64_t rows, const ActOut& z, cudaStream_t stream);
+
+// Greedy sampling: tokens[r] = argmax_j logits[r, j] (the lowest j among equal maxima), then
+// lengths[r] += 1, so that the next step appends the sampled token. `best` [n] is scratch.
+void launch_argmax_advance(const ScaledRows& logits, int64_t n, int64_t vocab, unsigned long long* best, int32_t* tokens,
+                           int32_t* lengths, cudaStream_t stream);
+
+// out [n, vocab] float32 = the logits' values (for comparisons with the CPU forward).
+void launch_logits_f32(const ScaledRows& logits, int64_t n, int64_t vocab, float* out, cudaStream_t stream);
+
+}  // namespace spense::gpu

@@ -1,0 +1,196 @@
+// The GPU decode engine (gpu/decode_engine.h) against the CPU forward pass (model/transformer.h):
+// logits after every prompt token and the greedy continuation, on the fixture architectures
+// (transformers-made, tests/fixtures/models), stories260K dense and pruned by spense prune, and
+// SmolLM2-135M when fetched. The measure is each position's largest logit error relative to its
+// largest logit. BF16 must stay within 2e-2 on stories260K, within 3e-2 on SmolLM2 (measured 2.0e-2
+// to 2.3e-2 as reduction orders change; a PyTorch BF16 forward of SmolLM2 gets 2.6e-2 on the same
+// prompt), within 4e-2 on the random fixtures, whose hidden size of 64 leaves BF16's rounding
+// little averaging; FP8 (E4M3: 3 mantissa bits, per-channel weight and
+// per-token activation scales) is bounded loosely, as a guard against gross errors such as a
+// wrong scale (errors of 1 and more). Every error is printed. Skipped without a GPU.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "io/checkpoint.h"
+#include "model/transformer.h"
+#include "test_paths.h"
+
+#ifdef SPENSE_HAS_CUDA
+#include "gpu/context.h"
+#include "gpu/decode_check.h"
+#include "gpu/decode_engine.h"
+
+namespace spense {
+namespace {
+
+namespace fs = std::filesystem;
+using gpu::GemmDType;
+
+#define SKIP_WITHOUT_GPU() \
+    if (!gpu::cuda_device_available()) GTEST_SKIP() << "no CUDA device"
+
+constexpr double kBf16Tolerance = 2e-2, kBf16SmolTolerance = 3e-2, kBf16FixtureTolerance = 4e-2;
+constexpr double kFp8Bound = 0.4;
+
+gpu::CpuComparison compare(const fs::path& model, GemmDType dtype, const std::vector<int32_t>& prompt, int64_t new_tokens) {
+    const Checkpoint ckpt = open_checkpoint(model);
+    const Transformer cpu = load_transformer(ckpt);
+    gpu::GpuContext ctx;
+    auto engine = gpu::DecodeEngine::load(ctx, ckpt, {dtype, 1, int64_t(prompt.size()) + new_tokens});
+    gpu::CpuComparison c = gpu::compare_with_cpu(*engine, cpu, prompt, new_tokens);
+    std::printf("[ engine   ] %s %s: logit error %.3e (L2) %.3e (largest element), greedy %lld/%lld\n",
+                model.filename().string().c_str(), gpu::gemm_dtype_name(dtype), c.rel_logit_error, c.max_logit_error,
+                (long long)c.matching_tokens, (long long)new_tokens);
+    return c;
+}
+
+std::vector<int32_t> some_tokens(int64_t count, int32_t vocab, int32_t first) {
+    std::vector<int32_t> t{first};
+    for (int64_t i = 1; i < count; ++i) t.push_back(int32_t((i * 37 + 11) % vocab));
+    return t;
+}
+
+TEST(GpuDecode, FixtureArchitecturesMatchCpu) {
+    SKIP_WITHOUT_GPU();
+    for (const char* name : {"llama_untied", "llama_tied_rope_llama3", "mistral_tied", "mistral_untied_window", "qwen2_tied",
+                             "qwen2_untied", "qwen3_untied", "qwen3_untied_sharded"}) {
+        SCOPED_TRACE(name);
+        const fs::path model = test::fixtures_dir() / "models" / name;
+        // mistral_untied_window's window is shorter than the prompt: the window is exercised.
+        const auto prompt = some_tokens(40, 256, 1);
+        const auto bf = compare(model, GemmDType::BF16, prompt, 8);
+        EXPECT_LT(bf.max_logit_error, kBf16FixtureTolerance);
+        const auto f8 = compare(model, GemmDType::FP8, prompt, 8);
+        EXPECT_LT(f8.max_logit_error, kFp8Bound);
+    }
+}
+
+TEST(GpuDecode, UnsupportedHeadDimIsAClearError) {
+    SKIP_WITHOUT_GPU();
+    const Checkpoint ckpt = open_checkpoint(test::fixtures_dir() / "models" / "qwen3_tied_bias");  // head_dim 24
+    gpu::GpuContext ctx;
+    try {
+        gpu::DecodeEngine::load(ctx, ckpt, {GemmDType::BF16, 1, 16});
+        FAIL() << "head_dim 24 was accepted";
+    } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("head_dim"), std::string::npos) << e.what();
+    }
+}
+
+fs::path stories260k() { return test::shared_dir() / "models" / "stories260K" / "stories260K.bin"; }
+
+TEST(GpuDecode, Stories260kDenseAndPrunedMatchCpu) {
+    SKIP_WITHOUT_GPU();
+    if (!fs::exists(stories260k())) GTEST_SKIP() << "stories260K not found at " << stories260k();
+    const Checkpoint ckpt = open_checkpoint(stories260k());
+    const std::vector<int32_t> prompt = ckpt.tokenizer->encode_for_model("Once upon a time, there was a little girl named Lily.");
+
+    const fs::path dir = test::temp_dir("decode");
+    const fs::path pruned = dir / "pruned";
+    const std::string cmd = test::cli_path().string() + " prune --model " + stories260k().string() + " --calib " +
+                            (test::shared_dir() / "data" / "tinystories-valid-1k.txt").string() +
+                            " --range 0:0.5 --nsamples 32 --seqlen 128 --align 4 --method spensegpt+ --sparsity 0.25 --out " +
+                            pruned.string() + " > " + (dir / "prune.log").string() + " 2>&1";
+    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+
+    for (const fs::path& model : {stories260k(), pruned}) {
+        SCOPED_TRACE(model.string());
+        const auto bf = compare(model, GemmDType::BF16, prompt, 24);
+        EXPECT_LT(bf.max_logit_error, kBf16Tolerance);
+        EXPECT_GE(bf.matching_tokens, 16) << "BF16 greedy continuation left the CPU's early";
+        const auto f8 = compare(model, GemmDType::FP8, prompt, 24);
+        EXPECT_LT(f8.max_logit_error, kFp8Bound);
+    }
+    fs::remove_all(dir);
+}
+
+TEST(GpuDecode, SmolLM2MatchesCpu) {
+    SKIP_WITHOUT_GPU();
+    if (!fs::exists(test::smollm2_gguf())) GTEST_SKIP() << "SmolLM2 not fetched (scripts/fetch_models.sh)";
+    const Checkpoint ckpt = open_checkpoint(test::smollm2_gguf());
+    const std::vector<int32_t> prompt = ckpt.tokenizer->encode_for_model("The capital of France is Paris. The capital of Italy is");
+    const auto bf = compare(test::smollm2_gguf(), GemmDType::BF16, prompt, 16);
+    EXPECT_LT(bf.max_logit_error, kBf16SmolTolerance);
+    const auto f8 = compare(test::smollm2_gguf(), GemmDType::FP8, prompt, 16);
+    EXPECT_LT(f8.max_logit_error, kFp8Bound);
+}
+
+// Rows of a batch are independent sequences: each row of a batch-3 engine decodes what a batch-1
+// engine decodes for that row's tokens, at a different cache length per row.
+TEST(GpuDecode, BatchRowsAreIndependentSequences) {
+    SKIP_WITHOUT_GPU();
+    const fs::path model = test::fixtures_dir() / "models" / "qwen3_untied";
+    const Checkpoint ckpt = open_checkpoint(model);
+    gpu::GpuContext ctx;
+    const int64_t steps = 12;
+    auto batch = gpu::DecodeEngine::load(ctx, ckpt, {GemmDType::BF16, 3, 64});
+    const std::vector<int32_t> start{0, 5, 9};  // tokens each row holds before the compared steps
+    std::vector<std::vector<int32_t>> tokens(3);
+    for (int r = 0; r < 3; ++r) tokens[size_t(r)] = some_tokens(steps + start[size_t(r)], 256, 3 + r);
+    // The reference: each row's tokens alone through a batch-1 engine.
+    auto single = gpu::DecodeEngine::load(ctx, ckpt, {GemmDType::BF16, 1, 64});
+    std::vector<Matrix> expected(3);
+    for (int r = 0; r < 3; ++r) {
+        single->set_lengths(std::vector<int32_t>{0});
+        Matrix rows(steps, ckpt.config.value("vocab_size", 256));
+        const auto& t = tokens[size_t(r)];
+        for (int64_t i = 0; i < int64_t(t.size()); ++i) {
+            single->step(std::vector<int32_t>{t[size_t(i)]});
+            if (i >= start[size_t(r)]) {
+                const Matrix l = single->logits();
+                std::copy_n(l.row(0), l.cols, rows.row(i - start[size_t(r)]));
+            }
+        }
+        expected[size_t(r)] = rows;
+    }
+    // The batch engine: prefill each row's prefix by stepping the rows that still have prefix
+    // tokens and rewinding the others (set_lengths) so that they do not advance.
+    const int32_t longest = *std::max_element(start.begin(), start.end());
+    std::vector<int32_t> len(3, 0);
+    for (int32_t i = 0; i < longest; ++i) {
+        std::vector<int32_t> feed(3);
+        for (int r = 0; r < 3; ++r) feed[size_t(r)] = i < start[size_t(r)] ? tokens[size_t(r)][size_t(i)] : 0;
+        batch->set_lengths(len);
+        batch->step(feed);
+        for (int r = 0; r < 3; ++r)
+            if (i < start[size_t(r)]) ++len[size_t(r)];
+    }
+    batch->set_lengths(len);
+    for (int64_t i = 0; i < steps; ++i) {
+        std::vector<int32_t> feed(3);
+        for (int r = 0; r < 3; ++r) feed[size_t(r)] = tokens[size_t(r)][size_t(start[size_t(r)] + i)];
+        batch->step(feed);
+        const Matrix l = batch->logits();
+        for (int r = 0; r < 3; ++r)
+            for (int64_t j = 0; j < l.cols; ++j)
+                ASSERT_NEAR(l.row(r)[j], expected[size_t(r)].row(i)[j], 1e-3 * (1 + std::fabs(expected[size_t(r)].row(i)[j])))
+                    << "row " << r << " step " << i << " logit " << j;
+    }
+}
+
+TEST(GpuDecode, CacheOverflowAndBadTokensAreClearErrors) {
+    SKIP_WITHOUT_GPU();
+    const Checkpoint ckpt = open_checkpoint(test::fixtures_dir() / "models" / "llama_untied");
+    gpu::GpuContext ctx;
+    auto engine = gpu::DecodeEngine::load(ctx, ckpt, {GemmDType::BF16, 1, 2});
+    EXPECT_THROW(engine->step(std::vector<int32_t>{256}), Error);
+    engine->step(std::vector<int32_t>{1});
+    engine->step();
+    EXPECT_THROW(engine->step(), Error);
+    EXPECT_THROW(engine->set_lengths(std::vector<int32_t>{2}), Error);
+}
+
+}  // namespace
+}  // namespace spense
+
+#else
+TEST(GpuDecode, BuiltWithoutCuda) { GTEST_SKIP() << "spense was built without CUDA (no nvcc at configure time)"; }
+#endif
