@@ -12,7 +12,10 @@
 # Steps:
 #   stash     keep this call's SmolLM2 parts
 #   tests     the engine and attention GPU tests (SmolLM2's too when it is assembled)
-#   smollm2   spense generate --compare-cpu on SmolLM2, dense and pruned on the GPU (SpenseGPT+ 25%), BF16 and FP8
+#   smollm2   issue 6's check on SmolLM2 (SpenseGPT+ 25% pruned on the GPU and on the CPU from the same
+#             tokens, masks compared, both evaluated), then `generate` below
+#   generate  spense generate --compare-cpu on SmolLM2, dense and pruned on the GPU, BF16 and FP8, and
+#             the engine's SmolLM2 test
 #   bench     spense bench decode with the Qwen3-32B config
 #   profile   Nsight Compute's kernel durations of one timed step of a 4-layer Qwen3-32B (dense and
 #             2:4 MLPs, contexts 0 and 4096), to set against the step time (bench/tools/ncu_summary.py)
@@ -53,7 +56,6 @@ for step in "$@"; do
         ;;
     smollm2)
         [ -f "$smol" ] || { echo "SmolLM2 is not assembled in /tmp/smol"; continue; }
-        prompt="The capital of France is Paris. The capital of Italy is"
         calib=(--calib /work/shared/data/wikitext2-test.raw --range 0:0.5 --nsamples 64 --seqlen 512 --method spensegpt+ --sparsity 0.25)
         for dev in cuda cpu; do
             timeout 300 "$cli" prune --model "$smol" "${calib[@]}" --device $dev --out /tmp/smol-$dev 2>&1 | tail -2
@@ -62,6 +64,13 @@ for step in "$@"; do
         for m in /tmp/smol-cuda /tmp/smol-cpu; do
             "$cli" eval --model "$m" --data /work/shared/data/wikitext2-test.raw --range 0.875:1 --ctx 1024 2>/dev/null | tail -1
         done
+        "$0" generate
+        ;;
+    generate)
+        [ -f "$smol" ] || { echo "SmolLM2 is not assembled in /tmp/smol"; continue; }
+        prompt="The capital of France is Paris. The capital of Italy is"
+        [ -d /tmp/smol-cuda ] || "$cli" prune --model "$smol" --calib /work/shared/data/wikitext2-test.raw --range 0:0.5 --nsamples 64 \
+            --seqlen 512 --method spensegpt+ --sparsity 0.25 --device cuda --out /tmp/smol-cuda 2>&1 | tail -1
         for m in "$smol" /tmp/smol-cuda; do
             for t in bf16 fp8; do
                 echo "== $(basename "$m") $t"
@@ -69,6 +78,7 @@ for step in "$@"; do
                     --compare-cpu --json "$OUT/generate-$(basename "$m")-$t.json" 2>&1 | grep -v '^spense generate: '
             done
         done
+        (cd /work/main/build && SPENSE_CACHE=/tmp/smol ./spense_tests --gtest_filter='GpuDecode.SmolLM2*') 2>&1 | grep -E '^\[ (engine|  PASSED|  FAILED)'
         ;;
     profile)
         python3 -c 'import json; c = json.load(open("configs/qwen3-32b.json")); c["num_hidden_layers"] = 4; json.dump(c, open("/tmp/qwen3-32b-4l.json", "w"))'
