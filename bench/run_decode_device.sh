@@ -78,7 +78,7 @@ for step in "$@"; do
                     --compare-cpu --json "$OUT/generate-$(basename "$m")-$t.json" 2>&1 | grep -v '^spense generate: '
             done
         done
-        (cd /work/main/build && SPENSE_CACHE=/tmp/smol ./spense_tests --gtest_filter='GpuDecode.SmolLM2*') 2>&1 | grep -E '^\[ (engine|  PASSED|  FAILED)'
+        (cd /work/main/build && SPENSE_CACHE=/tmp/smol ./spense_tests --gtest_filter='GpuDecode.SmolLM2*') 2>&1 | grep -E '^\[ *(engine|PASSED|FAILED)'
         ;;
     profile)
         python3 -c 'import json; c = json.load(open("configs/qwen3-32b.json")); c["num_hidden_layers"] = 4; json.dump(c, open("/tmp/qwen3-32b-4l.json", "w"))'
