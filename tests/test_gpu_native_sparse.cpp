@@ -290,6 +290,38 @@ TEST(SparseGemmSelection, PicksAValidBackendAndMatches) {
     }
 }
 
+// Keeping one format: the kept backend serves every later call with the same result, the other
+// format's memory is gone, and a call the kept backend cannot serve is a clear error.
+TEST(SparseGemmSelection, KeepingOneFormatServesLaterCalls) {
+    REQUIRE_GPU();
+    for (GemmDType t : {GemmDType::BF16, GemmDType::FP8}) {
+        SCOPED_TRACE(gpu::gemm_dtype_name(t));
+        const int64_t m = 256, k = 1024, n = 32;
+        const Weight w = random_weight(t, m, k, 13);
+        DeviceBuffer wd(w.bits.size(), "weight");
+        wd.upload(w.bits.data(), w.bits.size());
+        gpu::GpuContext ctx;
+        gpu::SparseGemm gemm(ctx, {t, m, k, k, m, false}, wd, nullptr);
+        std::vector<double> xv;
+        const std::vector<uint8_t> xb = random_x(t, n, k, k, 5, &xv);
+        DeviceBuffer xd(xb.size(), "x"), before(size_t(n * m) * 2, "y before"), after(size_t(n * m) * 2, "y after");
+        xd.upload(xb.data(), xb.size());
+        gemm.run(xd.get(), before.get(), n, nullptr);
+        const gpu::SparseBackend kept = gemm.keep_backend_for(n, nullptr);
+        EXPECT_EQ(gemm.has_native(), kept == gpu::SparseBackend::Native);
+        EXPECT_EQ(gemm.has_cusparselt(), kept == gpu::SparseBackend::CuSparseLt);
+        gemm.run(xd.get(), after.get(), n, nullptr);
+        SPENSE_CUDA_CHECK(cudaDeviceSynchronize());
+        std::vector<uint16_t> yb(size_t(n * m)), ya(size_t(n * m));
+        before.download(yb.data(), yb.size() * 2);
+        after.download(ya.data(), ya.size() * 2);
+        EXPECT_EQ(yb, ya) << "kept " << gpu::sparse_backend_name(kept);
+        if (kept == gpu::SparseBackend::CuSparseLt) {
+            EXPECT_THROW(gemm.run(xd.get(), after.get(), 7, nullptr), Error);
+        }
+    }
+}
+
 }  // namespace
 }  // namespace spense
 

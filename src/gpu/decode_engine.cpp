@@ -345,7 +345,13 @@ void DecodeEngine::step() {
                      " tokens (raise max_ctx)");
         ++len;
     }
-    if (s.steps++ == 0) return enqueue_step(kAllParts);  // eager: the GEMMs search their algorithms here
+    if (s.steps++ == 0) {
+        // Eager: the GEMMs search their algorithms here; then each 2:4 weight keeps only the format
+        // of the backend chosen for this batch.
+        enqueue_step(kAllParts);
+        for (Layer& l : s.layers) l.mlp->keep_sparse_backends_for(s.opt.batch, s.stream);
+        return;
+    }
     launch_graph(kAllParts);
 }
 

@@ -15,7 +15,8 @@
 // KV cache is BF16. A dense MLP is the Spense MLP with every index dense.
 //
 // Every step after the first replays one CUDA graph captured from the second step (the first runs
-// eagerly so that the GEMMs search their algorithms outside the capture). The step reads tokens
+// eagerly so that the GEMMs search their algorithms outside the capture, after which every 2:4
+// weight keeps only the format its chosen kernel reads). The step reads tokens
 // and per-sequence lengths from device memory, so the same graph serves every position.
 #pragma once
 

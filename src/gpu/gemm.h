@@ -74,7 +74,8 @@ class NativeSparseGemm;
 // y = x W^T with W 2:4 sparse along k, by the faster of two kernels per (shape, token bucket),
 // measured once and cached in the context: our own (native_sparse.h; any n) and cuSPARSELt's (n a
 // multiple of kRowGranule; m and k multiples of 32 for FP8, 16 for BF16). Owns the weight in both
-// kernels' formats (cuSPARSELt's only where the library is built in and takes the shape).
+// kernels' formats (cuSPARSELt's only where the library is built in and takes the shape) until
+// keep_backend_for settles on one, halving its memory.
 enum class SparseBackend : uint8_t { Native, CuSparseLt };
 const char* sparse_backend_name(SparseBackend b);
 
@@ -98,16 +99,22 @@ public:
     SparseBackend backend_for(int64_t n, cudaStream_t stream) const;
     void run_backend(SparseBackend b, const void* x, void* y, int64_t n, cudaStream_t stream) const;
     bool has_cusparselt() const { return compressed_.bytes() > 0; }
+    bool has_native() const { return native_ != nullptr; }
+    // Keeps only the format of the backend chosen for n (a serving engine knows its batch) and frees
+    // the other; every later run uses the kept backend (cuSPARSELt then needs n a multiple of
+    // kRowGranule for every call). Returns the kept backend.
+    SparseBackend keep_backend_for(int64_t n, cudaStream_t stream);
 
     const GemmShape& shape() const { return shape_; }
-    // Bytes the native kernel streams (its layout); cuSPARSELt's compressed weight is within 1% of it.
+    // Bytes a run streams: the native layout, or cuSPARSELt's compressed weight when only that is
+    // kept (the two are within 1% of each other).
     size_t weight_bytes() const;
 
 private:
     GpuContext* ctx_;
     GemmShape shape_;
-    std::unique_ptr<NativeSparseGemm> native_;
-    DeviceBuffer compressed_;  // cuSPARSELt's, or empty
+    std::unique_ptr<NativeSparseGemm> native_;  // null once only cuSPARSELt's format is kept
+    DeviceBuffer compressed_;                   // cuSPARSELt's, or empty
 };
 
 }  // namespace spense::gpu

@@ -204,9 +204,20 @@ SparseGemm::~SparseGemm() = default;
 SparseGemm::SparseGemm(SparseGemm&&) noexcept = default;
 SparseGemm& SparseGemm::operator=(SparseGemm&&) noexcept = default;
 
-size_t SparseGemm::weight_bytes() const { return native_->weight_bytes(); }
+size_t SparseGemm::weight_bytes() const { return native_ ? native_->weight_bytes() : compressed_.bytes(); }
+
+SparseBackend SparseGemm::keep_backend_for(int64_t n, cudaStream_t stream) {
+    const SparseBackend b = backend_for(n, stream);
+    SPENSE_CUDA_CHECK(cudaStreamSynchronize(stream), "before freeing a 2:4 weight format of ", shape_.describe());
+    if (b == SparseBackend::Native)
+        compressed_ = DeviceBuffer();
+    else
+        native_.reset();
+    return b;
+}
 
 SparseBackend SparseGemm::backend_for(int64_t n, cudaStream_t stream) const {
+    if (!has_native()) return SparseBackend::CuSparseLt;
     if (!has_cusparselt() || n % kRowGranule != 0) return SparseBackend::Native;
     auto& cache = ctx_->caches().sparse_backends;
     const PlanKey key{shape_, token_bucket(n)};
@@ -223,6 +234,7 @@ SparseBackend SparseGemm::backend_for(int64_t n, cudaStream_t stream) const {
 
 void SparseGemm::run_backend(SparseBackend b, const void* x, void* y, int64_t n, cudaStream_t stream) const {
     if (b == SparseBackend::Native) {
+        SPENSE_CHECK(has_native(), "the native 2:4 format of ", shape_.describe(), " was freed (keep_backend_for kept cuSPARSELt's)");
         native_->run(x, y, n, nullptr, stream);
         return;
     }

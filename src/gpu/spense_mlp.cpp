@@ -220,6 +220,11 @@ void GpuSpenseMlp::down_products(const void* z, bf16* y, int64_t n, int64_t rows
     }
 }
 
+void GpuSpenseMlp::keep_sparse_backends_for(int64_t n, cudaStream_t stream) {
+    if (gate_up_sparse_) gate_up_sparse_->keep_backend_for(rows_for(n), stream);
+    if (down_sparse_) down_sparse_->keep_backend_for(rows_for(n), stream);
+}
+
 size_t GpuSpenseMlp::weight_bytes() const {
     size_t b = gate_up_w_scale_.bytes() + down_w_scale_.bytes();
     if (gate_up_sparse_) b += gate_up_sparse_->weight_bytes() + down_sparse_->weight_bytes();

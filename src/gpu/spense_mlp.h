@@ -104,6 +104,10 @@ public:
     // applies down_weight_scale() times its own per-token activation scales where it reads y).
     void down_products(const void* z, bf16* y, int64_t n, int64_t rows, cudaStream_t stream);
 
+    // A serving engine that runs n tokens per call keeps only the 2:4 format its sparse GEMMs
+    // choose for rows_for(n) (SparseGemm::keep_backend_for), halving their memory.
+    void keep_sparse_backends_for(int64_t n, cudaStream_t stream);
+
     // FP8: the activation scales (s_x, s_z) the last quantize and activate used (synchronizes).
     std::pair<float, float> last_scales(cudaStream_t stream) const;
     // FP8: the factors [2(s_p + k_p)] by which the raw columns of h are multiplied in activate
