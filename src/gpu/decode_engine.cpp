@@ -38,8 +38,6 @@ struct Layer {
     std::optional<GpuSpenseMlp> mlp;
 };
 
-size_t act_bytes(GemmDType t) { return gemm_dtype_bytes(t); }
-
 Linear make_linear(GpuContext& ctx, GemmDType t, const std::vector<const Matrix*>& parts, const std::vector<const std::vector<float>*>& biases,
                    const std::string& what) {
     const int64_t cols = parts[0]->cols;
@@ -152,7 +150,7 @@ struct DecodeEngine::State {
             rows = std::max(rows, l.mlp->rows_for(B));
             mlp_width = std::max(mlp_width, l.mlp->layout().width());
         }
-        const size_t e = act_bytes(opt.dtype);
+        const size_t e = gemm_dtype_bytes(opt.dtype);
         tokens = DeviceBuffer(size_t(B) * 4, "decode tokens");
         lengths = DeviceBuffer(size_t(B) * 4, "decode lengths");
         best = DeviceBuffer(size_t(B) * 8, "decode argmax keys");
@@ -196,7 +194,10 @@ std::unique_ptr<DecodeEngine> DecodeEngine::load(GpuContext& ctx, const Checkpoi
     const ModelConfig& cfg = model.config();
     s->prepare(ctx, cfg, opt);
     const ModelWeights& w = model.weights();
-    const bool spense = std::filesystem::exists(ckpt.path / "spense.json");
+    // A pruned checkpoint's MLPs are already decoded in `model`; spense.json gives their dense counts.
+    const std::vector<int64_t> dense_counts = std::filesystem::exists(ckpt.path / "spense.json")
+                                                  ? spense_dense_counts(ckpt)
+                                                  : std::vector<int64_t>(size_t(cfg.n_layers), cfg.intermediate);
     const GpuMlpOptions mlp_opt{opt.dtype, true, 1.0f, 1.0f};
     for (int64_t l = 0; l < cfg.n_layers; ++l) {
         const LayerWeights& lw = w.layers[size_t(l)];
@@ -210,14 +211,10 @@ std::unique_ptr<DecodeEngine> DecodeEngine::load(GpuContext& ctx, const Checkpoi
         }
         layer.qkv = make_linear(ctx, opt.dtype, {&a.q, &a.k, &a.v}, {&a.q_bias, &a.k_bias, &a.v_bias}, cat("layer ", l, " qkv"));
         layer.o = make_linear(ctx, opt.dtype, {&a.o}, {&a.o_bias}, cat("layer ", l, " o_proj"));
-        SpenseMlpWeights mw;
-        if (spense) {
-            mw = load_spense_mlp(ckpt, l);
-        } else {
-            const auto* dense = dynamic_cast<const DenseMlp*>(lw.mlp.get());
-            SPENSE_CHECK(dense, "layer ", l, ": the MLP is not a dense SwiGLU MLP");
-            mw = {dense->gate, dense->up, dense->down, cfg.intermediate};
-        }
+        const auto* mlp = dynamic_cast<const DenseMlp*>(lw.mlp.get());
+        SPENSE_CHECK(mlp, "layer ", l, ": the MLP is not a dense SwiGLU MLP");
+        const SpenseMlpWeights mw{mlp->gate, mlp->up, mlp->down, dense_counts[size_t(l)]};
+        if (std::string problem = check_spense_mlp(mw); !problem.empty()) fail(ckpt.path.string(), ": layer ", l, ": ", problem);
         layer.mlp.emplace(GpuSpenseMlp::upload(ctx, mw, mlp_opt, s->stream));
         s->layers.push_back(std::move(layer));
     }

@@ -4,14 +4,20 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "format/spense.h"
 #include "io/checkpoint.h"
 
 namespace spense::gpu {
 
-// Throws spense::Error naming the checkpoint and layer when spense.json is missing or does not
-// describe the layer, or when the weights are not a valid Spense MLP (check_spense_mlp).
+// The dense count k of every layer, from spense.json (read once). Throws spense::Error naming the
+// file when it is missing, not JSON, does not describe every layer, or puts a dense region
+// anywhere but the last k intermediate indices (the runtime layout).
+std::vector<int64_t> spense_dense_counts(const Checkpoint& ckpt);
+
+// One layer's MLP with its dense count. Throws as above, or when the weights are not a valid
+// Spense MLP (check_spense_mlp), naming the checkpoint and layer.
 SpenseMlpWeights load_spense_mlp(const Checkpoint& ckpt, int64_t layer);
 
 }  // namespace spense::gpu
