@@ -18,7 +18,7 @@
 #             the engine's SmolLM2 test
 #   bench     spense bench decode with the Qwen3-32B config
 #   profile   Nsight Compute's kernel durations of one timed step of a 4-layer Qwen3-32B (dense and
-#             2:4 MLPs, contexts 0 and 4096), to set against the step time (bench/tools/ncu_summary.py)
+#             Spense MLPs at 37.5% sparsity, contexts 0 and 4096), to set against the step time (bench/tools/ncu_summary.py)
 #   prune     issue 6's check on stories260K: prune on the CPU and on the GPU from the same tokens,
 #             compare the masks (bench/tools/compare_pruned.py) and evaluate both (SmolLM2 in `smollm2`)
 # usage: bench/run_decode_device.sh STEP...
@@ -82,9 +82,12 @@ for step in "$@"; do
         ;;
     profile)
         python3 -c 'import json; c = json.load(open("configs/qwen3-32b.json")); c["num_hidden_layers"] = 4; json.dump(c, open("/tmp/qwen3-32b-4l.json", "w"))'
-        timeout 300 ncu --profile-from-start off --graph-profiling node --metrics gpu__time_duration.sum --csv \
-            "$cli" bench decode --config /tmp/qwen3-32b-4l.json --ctx 0,4096 --sparsity 0,0.5 --steps 1 > "$OUT/ncu-4l.csv" 2> "$OUT/ncu-4l.err"
-        timeout 120 "$cli" bench decode --config /tmp/qwen3-32b-4l.json --ctx 0,4096 --sparsity 0,0.5 --steps 30 | tee "$OUT/decode-4l.md"
+                # Caches and clocks as a replayed step sees them: activations stay in L2 between kernels.
+        timeout 300 ncu --profile-from-start off --graph-profiling node --cache-control none --clock-control none \
+            --metrics gpu__time_duration.sum --csv \
+            "$cli" bench decode --config /tmp/qwen3-32b-4l.json --ctx 0,4096 --sparsity 0,0.375 --steps 1 > "$OUT/ncu-4l.csv" 2> "$OUT/ncu-4l.err"
+        python3 bench/tools/ncu_summary.py "$OUT/ncu-4l.csv" | tee "$OUT/ncu-4l.md"
+        timeout 120 "$cli" bench decode --config /tmp/qwen3-32b-4l.json --ctx 0,4096 --sparsity 0,0.375 --steps 30 --json "$OUT/decode-4l.json" | tee "$OUT/decode-4l.md"
         ;;
     prune)
         calib=(--calib /work/shared/data/tinystories-valid-1k.txt --range 0:0.5 --nsamples 128 --seqlen 256 --align 4 --method spensegpt+ --sparsity 0.25)

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "gpu/check.h"
 #include "gpu/plan_cache.h"
@@ -107,18 +108,20 @@ void* GpuContext::search_scratch(size_t bytes) {
 }
 
 double GpuContext::time_ms(const std::function<void()>& fn, cudaStream_t stream) {
-    auto timed = [&](int reps) {
+    constexpr int kRuns = 7;
+    if (l2_flush_.bytes() == 0) l2_flush_ = DeviceBuffer(2 * size_t(props_.l2CacheSize), "L2 flush buffer of the algorithm searches");
+    fn();
+    std::vector<float> ms(kRuns);
+    for (int i = 0; i < kRuns; ++i) {
+        SPENSE_CUDA_CHECK(cudaMemsetAsync(l2_flush_.get(), i, l2_flush_.bytes(), stream), "L2 flush");
         SPENSE_CUDA_CHECK(cudaEventRecord(start_, stream));
-        for (int i = 0; i < reps; ++i) fn();
+        fn();
         SPENSE_CUDA_CHECK(cudaEventRecord(stop_, stream));
         SPENSE_CUDA_CHECK(cudaEventSynchronize(stop_));
-        float ms = 0;
-        SPENSE_CUDA_CHECK(cudaEventElapsedTime(&ms, start_, stop_));
-        return double(ms) / reps;
-    };
-    const double first = timed(1);
-    const int reps = std::clamp(int(2.0 / std::max(first, 1e-3)), 2, 20);
-    return timed(reps);
+        SPENSE_CUDA_CHECK(cudaEventElapsedTime(&ms[size_t(i)], start_, stop_));
+    }
+    std::nth_element(ms.begin(), ms.begin() + kRuns / 2, ms.end());
+    return double(ms[kRuns / 2]);
 }
 
 nlohmann::json GpuContext::describe() const {

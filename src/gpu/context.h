@@ -40,8 +40,11 @@ public:
 
     PlanCaches& caches() { return *caches_; }
 
-    // Mean time of fn() in ms by CUDA events on `stream`, after one warm-up run, over enough
-    // repetitions to last about 2 ms (2 to 20): the cost measure of algorithm searches.
+    // Median time of fn() in ms by CUDA events on `stream` over a few runs after a warm-up, each
+    // run from a cold L2 (a write over twice its size first): the cost measure of algorithm
+    // searches. In a decode step every weight streams from memory once; back-to-back runs would
+    // let a weight under the L2 size (an attention projection, a Spense dense region) come from
+    // L2 and favour algorithms that lose in the step.
     double time_ms(const std::function<void()>& fn, cudaStream_t stream);
 
     struct Stats {
@@ -62,7 +65,7 @@ private:
     cublasLtHandle_t cublaslt_ = nullptr;
     std::unique_ptr<uint8_t[]> cusparselt_;  // storage of a cusparseLtHandle_t
     std::unique_ptr<PlanCaches> caches_;
-    DeviceBuffer workspace_, scratch_;
+    DeviceBuffer workspace_, scratch_, l2_flush_;
     cudaEvent_t start_ = nullptr, stop_ = nullptr;
     Stats stats_;
 };

@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "gpu/check.h"
 #include "gpu/kernels.h"
+#include "gpu/launch.h"
 
 namespace spense::gpu {
 
@@ -113,7 +114,9 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
     return *reinterpret_cast<const uint32_t*>(&p);
 }
 
-// Pass 1: block (chunk, KV head * head_tiles + head tile, sequence). Tiles of kKeys positions,
+// Pass 1: block (KV head * head_tiles + head tile, sequence, chunk). The chunk varies slowest, so
+// that the blocks of the first chunks, which hold keys at any length, are dispatched first and the
+// blocks of chunks past a short length (which return at once) do not hold SM slots before them. Tiles of kKeys positions,
 // aligned to the chunk start, stream through kStages shared-memory stages; warp w takes positions
 // [16w, 16w + 16) of each tile with its own online softmax (m, l, o) for the 16 head rows, and the
 // four warps' results are merged at the end.
@@ -130,7 +133,8 @@ __global__ void __launch_bounds__(kThreads) decode_split_kernel(SplitParams p) {
     bf16* qs = reinterpret_cast<bf16*>(smem);                     // [kRows][kStride]
     bf16* stages = reinterpret_cast<bf16*>(smem + L::kQBytes);  // stage s: K tile at 2 s kTile, V tile after it
 
-    const int64_t split = blockIdx.x, kvh = blockIdx.y / p.head_tiles, head_tile = blockIdx.y % p.head_tiles, b = blockIdx.z;
+    const int64_t split = blockIdx.z, kvh = blockIdx.x / p.head_tiles, head_tile = blockIdx.x % p.head_tiles, b = blockIdx.y;
+    wait_for_predecessor();  // q and the new cache entries (launch.h)
     const KeySpan span = key_span(p.lengths, b, p.max_ctx, p.window, p.chunk);
     if (split < span.first || split > span.last) return;  // no key in this chunk: pass 2 skips it
     const int64_t begin = max(split * p.chunk, span.lo), end = min((split + 1) * p.chunk, span.hi);
@@ -261,6 +265,8 @@ __global__ void __launch_bounds__(kThreads) decode_split_kernel(SplitParams p) {
         }
     }
 
+    allow_dependents();  // this block streams no more: pass 2 may take SM slots
+
     // Merge the warps: o = sum_w o_w exp2(m_w - M) / sum_w l_w exp2(m_w - M), M = max_w m_w (finite:
     // the chunk holds a key, and every row sees every key). A warp that saw no key has m_w = -inf
     // and o_w = 0.
@@ -318,6 +324,7 @@ __global__ void __launch_bounds__(kCombineThreads) decode_combine_kernel(Combine
     const float* row = reinterpret_cast<const float*>(row4);
     const int64_t b = blockIdx.x, width = p.n_heads * p.head_dim;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    wait_for_predecessor();
     const KeySpan span = key_span(p.lengths, b, p.max_ctx, p.window, p.chunk);
     float amax = 0.0f;
     for (int64_t item = threadIdx.x; item < width / 4; item += kCombineThreads) {
@@ -398,7 +405,6 @@ DecodeAttention::DecodeAttention(const DecodeAttentionShape& shape, const cudaDe
     SPENSE_CHECK(s.window >= 0, what, ": window must be >= 0 (0: full causal)");
     SPENSE_CHECK(s.chunk >= 0 && s.chunk % kKeys == 0, what, ": chunk ", s.chunk, " must be a multiple of ", kKeys, " (0: automatic)");
     head_tiles_ = ceil_div(s.n_heads / s.n_kv_heads, kRows);
-    SPENSE_CHECK(s.n_kv_heads * head_tiles_ <= 65535, what, ": too many KV heads for the grid");
 
     int64_t slots = 0;
     with_head_dim(s.head_dim, [&](auto hd) {
@@ -413,6 +419,7 @@ DecodeAttention::DecodeAttention(const DecodeAttentionShape& shape, const cudaDe
     });
     chunk_ = s.chunk > 0 ? s.chunk : choose_chunk(s.max_ctx, s.batch * s.n_kv_heads * head_tiles_, slots);
     splits_ = ceil_div(s.max_ctx, chunk_);
+    SPENSE_CHECK(splits_ <= 65535, what, ": ", splits_, " chunks of ", chunk_, " exceed the grid (use a larger chunk)");
 
     combine_smem_ = size_t(s.n_heads * s.head_dim) * sizeof(float);
     SPENSE_CHECK(combine_smem_ <= props.sharedMemPerBlockOptin, what, ": an output row of ", s.n_heads * s.head_dim,
@@ -438,13 +445,15 @@ void DecodeAttention::run(const bf16* q, const bf16* k, const bf16* v, const int
     float* lse_part = o_part + s.batch * s.n_heads * splits_ * s.head_dim;
     const SplitParams sp{q,         k,        v,         lengths,   o_part, lse_part, s.n_heads, s.n_kv_heads, s.n_heads / s.n_kv_heads,
                          head_tiles_, s.max_ctx, s.window, chunk_, splits_, float(1.4426950408889634 / std::sqrt(double(s.head_dim)))};
-    const dim3 grid(unsigned(splits_), unsigned(s.n_kv_heads * head_tiles_), unsigned(s.batch));
-    with_head_dim(s.head_dim, [&](auto hd) { decode_split_kernel<decltype(hd)::value><<<grid, kThreads, split_smem_, stream>>>(sp); });
-    SPENSE_CUDA_CHECK(cudaGetLastError(), describe(s), ", pass 1: ", splits_, " chunks of ", chunk_);
+    const dim3 grid(unsigned(s.n_kv_heads * head_tiles_), unsigned(s.batch), unsigned(splits_));
+    with_head_dim(s.head_dim, [&](auto hd) {
+        SPENSE_CUDA_CHECK(launch_pdl(decode_split_kernel<decltype(hd)::value>, LaunchShape{grid, dim3(kThreads), split_smem_}, stream, sp),
+                          describe(s), ", pass 1: ", splits_, " chunks of ", chunk_);
+    });
 
     const CombineParams cp{o_part, lse_part, lengths, out.values, out.fp8, out.row_scale, s.n_heads, s.head_dim, s.max_ctx, s.window, chunk_, splits_};
-    decode_combine_kernel<<<unsigned(s.batch), kCombineThreads, combine_smem_, stream>>>(cp);
-    SPENSE_CUDA_CHECK(cudaGetLastError(), describe(s), ", pass 2");
+    SPENSE_CUDA_CHECK(launch_pdl(decode_combine_kernel, LaunchShape{dim3(unsigned(s.batch)), dim3(kCombineThreads), combine_smem_}, stream, cp),
+                      describe(s), ", pass 2");
 }
 
 }  // namespace spense::gpu

@@ -64,7 +64,7 @@ public:
         float* row_scale = nullptr;
     };
     // Two kernel launches on `stream`, configured by the shape alone (capturable in a CUDA graph and
-    // replayable with new lengths). `workspace`: workspace_bytes(), 16-byte aligned.
+    // replayable with new lengths), each with programmatic dependent launch (launch.h). `workspace`: workspace_bytes(), 16-byte aligned.
     void run(const bf16* q, const bf16* k, const bf16* v, const int32_t* lengths, const Output& out, void* workspace,
              cudaStream_t stream) const;
 

@@ -1,11 +1,13 @@
 #include "gpu/decode_kernels.h"
 
+#include <cooperative_groups.h>
 #include <cuda_fp8.h>
 
 #include <algorithm>
 
 #include "core/error.h"
 #include "gpu/check.h"
+#include "gpu/launch.h"
 
 namespace spense::gpu {
 
@@ -63,68 +65,115 @@ __device__ __forceinline__ float row_scale_of(float amax) { return amax > 0.0f ?
 
 __device__ __forceinline__ uint8_t to_e4m3(float v) { return __nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3); }
 
-// Writes a zero row r of `out` (width cols) and its scale 1.
-__device__ void zero_row(const ActOut& out, int64_t r, int64_t cols) {
-    if (out.dtype == GemmDType::FP8) {
-        uint8_t* o = static_cast<uint8_t*>(out.data) + r * out.ld;
-        for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) o[c] = 0;
-        if (threadIdx.x == 0) out.row_scale[r] = 1.0f;
-    } else {
-        bf16* o = static_cast<bf16*>(out.data) + r * out.ld;
-        for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) o[c] = __float2bfloat16(0.0f);
-    }
-}
-
 __global__ void embed_kernel(const int32_t* tokens, const bf16* table, float* x, int64_t d) {
     const int64_t r = blockIdx.x;
     const bf16* e = table + int64_t(tokens[r]) * d;
     for (int64_t c = threadIdx.x; c < d; c += blockDim.x) x[r * d + c] = __bfloat162float(e[c]);
 }
 
-// One block per row; the row lives in shared memory (d floats) between the passes the scale needs:
-// x + add (written back to x), then rmsnorm * weight, then the codes. A block at decode batch
-// sizes is latency-bound, so every pass reads 4 consecutive columns per thread (d % 4 == 0).
+// A row split over the CTAs of a thread-block cluster (clusters along x, one cluster per row along
+// y): at decode batch sizes one CTA per row leaves most SMs idle and each row's CTA latency-bound,
+// so a row's reads spread over up to kMaxCluster SMs and its reductions (the RMS, the quantization
+// amax) go through distributed shared memory. CTA `rank` takes units [begin, end) of `count`.
+constexpr int kMaxCluster = 8;
+constexpr int64_t kMaxSliceFloats = 12 * 1024;  // a CTA's part of a row: 48 KB of shared memory
+namespace cg = cooperative_groups;
+
+struct RowSlice {
+    int64_t begin, end;
+};
+__device__ __forceinline__ RowSlice row_slice(int64_t count) {
+    const int64_t ranks = cg::this_cluster().num_blocks(), rank = cg::this_cluster().block_rank();
+    const int64_t per = (count + ranks - 1) / ranks;
+    return {min(count, rank * per), min(count, (rank + 1) * per)};
+}
+
+// Cluster barriers (PTX ISA, barrier.cluster): arrive and wait split, so that a CTA can announce it
+// has started (its shared memory may receive peers' stores) and go on loading while the others start.
+__device__ __forceinline__ void cluster_arrive_relaxed() { asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory"); }
+__device__ __forceinline__ void cluster_wait() { asm volatile("barrier.cluster.wait.aligned;" ::: "memory"); }
+__device__ __forceinline__ void cluster_sync() {
+    asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
+}
+
+// The sum (or max) over the cluster of each CTA's `v` (the same in every thread of a CTA). Each CTA
+// stores its partial into slot[rank] of every CTA (remote stores do not wait for a reply, so one
+// barrier covers the exchange), then reads its own copy; `slots` serve this reduction alone, and
+// the caller has passed a cluster_arrive_relaxed + cluster_wait since every CTA started. Every CTA
+// adds the partials in rank order, so all get the same bits: the row's CTAs agree on its norm and
+// its scale. After the barrier no CTA touches another's shared memory, so CTAs may exit at will.
+template <bool kMax>
+__device__ float cluster_combine(float v, float (&slots)[kMaxCluster]) {
+    cg::cluster_group cluster = cg::this_cluster();
+    const unsigned ranks = cluster.num_blocks();
+    if (threadIdx.x < ranks) *cluster.map_shared_rank(&slots[cluster.block_rank()], threadIdx.x) = v;
+    cluster_sync();
+    float r = 0.0f;  // neutral for sums and for maxima of magnitudes
+    for (unsigned i = 0; i < ranks; ++i) r = kMax ? fmaxf(r, slots[i]) : r + slots[i];
+    return r;
+}
+
+// Cluster (., r): row r, the row's slice in shared memory between the passes the scale needs:
+// x + add (written back to x) times the norm weight, then times 1 / rms(x + add), then the
+// codes. Each thread takes 4 consecutive columns per pass (d % 4 == 0).
 __global__ void add_norm_quantize_kernel(float* x, ScaledRows add, const float* weight, float eps, int64_t n, int64_t d, ActOut out) {
     extern __shared__ float4 row4[];
-    const int64_t r = blockIdx.x;
-    if (r >= n) return zero_row(out, r, d);
+    __shared__ float ss_slots[kMaxCluster], amax_slots[kMaxCluster];
+    const int64_t r = blockIdx.y, d4 = d / 4;
+    const RowSlice sl = row_slice(d4);
+    wait_for_predecessor();
+    if (r >= n) {
+        if (out.dtype == GemmDType::FP8) {
+            uint8_t* o = static_cast<uint8_t*>(out.data) + r * out.ld;
+            for (int64_t c = 4 * sl.begin + threadIdx.x; c < 4 * sl.end; c += blockDim.x) o[c] = 0;
+            if (threadIdx.x == 0 && sl.begin == 0) out.row_scale[r] = 1.0f;
+        } else {
+            bf16* o = static_cast<bf16*>(out.data) + r * out.ld;
+            for (int64_t c = 4 * sl.begin + threadIdx.x; c < 4 * sl.end; c += blockDim.x) o[c] = __float2bfloat16(0.0f);
+        }
+        return;
+    }
+    cluster_arrive_relaxed();
     float4* x4 = reinterpret_cast<float4*>(x + r * d);
     const float4* w4 = reinterpret_cast<const float4*>(weight);
-    const int64_t d4 = d / 4;
     float ss = 0;
-    for (int64_t c = threadIdx.x; c < d4; c += blockDim.x) {
+    for (int64_t c = sl.begin + threadIdx.x; c < sl.end; c += blockDim.x) {
         float4 v = x4[c];
         if (add.raw) {
             const float4 a = scaled4(add, r, c);
             v = {v.x + a.x, v.y + a.y, v.z + a.z, v.w + a.w};
             x4[c] = v;
         }
-        row4[c] = v;
+        // The norm weight is applied now, so that pass 2 waits on no global load.
+        const float4 w = w4[c];
+        row4[c - sl.begin] = {v.x * w.x, v.y * w.y, v.z * w.z, v.w * w.w};
         ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
     }
-    const float inv = rsqrtf(block_reduce<false>(ss) / float(d) + eps);
+    const float ss_cta = block_reduce<false>(ss);
+    cluster_wait();  // every CTA of the row has started
+    const float inv = rsqrtf(cluster_combine<false>(ss_cta, ss_slots) / float(d) + eps);
     // Each thread reads back only the columns it wrote: no barrier between the passes.
     float amax = 0;
-    for (int64_t c = threadIdx.x; c < d4; c += blockDim.x) {
-        const float4 v = row4[c], w = w4[c];
-        const float4 y = {v.x * inv * w.x, v.y * inv * w.y, v.z * inv * w.z, v.w * inv * w.w};
-        row4[c] = y;
+    for (int64_t c = sl.begin + threadIdx.x; c < sl.end; c += blockDim.x) {
+        const float4 v = row4[c - sl.begin];
+        const float4 y = {v.x * inv, v.y * inv, v.z * inv, v.w * inv};
+        row4[c - sl.begin] = y;
         amax = fmaxf(amax, fmaxf(fmaxf(fabsf(y.x), fabsf(y.y)), fmaxf(fabsf(y.z), fabsf(y.w))));
     }
     if (out.dtype == GemmDType::BF16) {
         __nv_bfloat162* o = reinterpret_cast<__nv_bfloat162*>(static_cast<bf16*>(out.data) + r * out.ld);
-        for (int64_t c = threadIdx.x; c < d4; c += blockDim.x) {
-            const float4 y = row4[c];
+        for (int64_t c = sl.begin + threadIdx.x; c < sl.end; c += blockDim.x) {
+            const float4 y = row4[c - sl.begin];
             o[2 * c] = __floats2bfloat162_rn(y.x, y.y);
             o[2 * c + 1] = __floats2bfloat162_rn(y.z, y.w);
         }
         return;
     }
-    const float s = row_scale_of(block_reduce<true>(amax));
-    if (threadIdx.x == 0) out.row_scale[r] = s;
+    const float s = row_scale_of(cluster_combine<true>(block_reduce<true>(amax), amax_slots));
+    if (threadIdx.x == 0 && sl.begin == 0) out.row_scale[r] = s;
     uchar4* o = reinterpret_cast<uchar4*>(static_cast<uint8_t*>(out.data) + r * out.ld);
-    for (int64_t c = threadIdx.x; c < d4; c += blockDim.x) {
-        const float4 y = row4[c];
+    for (int64_t c = sl.begin + threadIdx.x; c < sl.end; c += blockDim.x) {
+        const float4 y = row4[c - sl.begin];
         o[c] = make_uchar4(to_e4m3(y.x / s), to_e4m3(y.y / s), to_e4m3(y.z / s), to_e4m3(y.w / s));
     }
 }
@@ -133,6 +182,8 @@ __global__ void add_norm_quantize_kernel(float* x, ScaledRows add, const float* 
 __global__ void qkv_rope_cache_kernel(ScaledRows qkv, QkvLayout L, const float* q_norm, const float* k_norm, float eps,
                                       const float2* rope, const int32_t* lengths, bf16* q_out, bf16* k_cache, bf16* v_cache) {
     const int64_t r = blockIdx.x, head = blockIdx.y, half = L.head_dim / 2, i = threadIdx.x;
+    wait_for_predecessor();
+    allow_dependents();  // attention's blocks may take their SM slots while the last of these run
     const bool live = i < half;
     const int64_t col = head * L.head_dim;
     float a = live ? scaled(qkv, r, col + i) : 0.0f, b = live ? scaled(qkv, r, col + i + half) : 0.0f;
@@ -164,20 +215,32 @@ __global__ void qkv_rope_cache_kernel(ScaledRows qkv, QkvLayout L, const float* 
     dst[i + half] = __float2bfloat16(b);
 }
 
-// One block per row, the row of z in shared memory between the two passes the scale needs (so h is
-// read once): z = silu(gate) * up, its amax, then the codes. Each thread takes 8 consecutive
-// columns at a time (the regions are multiples of 32 wide), so a row of Qwen3-32B's 25600 takes
-// each thread 4 rounds of loads. Widths up to kMaxSwigluWidth.
-constexpr int64_t kMaxSwigluWidth = 48 * 1024;  // 192 KB of shared memory
-
+// Cluster (., r): row r, its slice of z in shared memory between the two passes the scale needs
+// (so h is read once): z = silu(gate) * up, its amax, then the codes. Each thread takes 8
+// consecutive columns at a time (the regions are multiples of 8 wide).
 __device__ __forceinline__ float silu_mul(float g, float u) { return g / (1.0f + __expf(-g)) * u; }
 
 __global__ void swiglu_quantize_kernel(ScaledRows h, SwigluLayout L, int64_t n, ActOut z) {
-    extern __shared__ float4 z4[];  // the row, 2 float4 per group of 8 columns
-    const int64_t r = blockIdx.x, width = L.z_width(), groups = width / 8;
-    if (r >= n) return zero_row(z, r, width);
+    extern __shared__ float4 z4[];  // the slice, 2 float4 per group of 8 columns
+    __shared__ float amax_slots[kMaxCluster];
+    const int64_t r = blockIdx.y, width = L.z_width();
+    const RowSlice sl = row_slice(width / 8);
+    wait_for_predecessor();
+    if (r >= n) {
+        if (z.dtype == GemmDType::FP8) {
+            uint2* o = reinterpret_cast<uint2*>(static_cast<uint8_t*>(z.data) + r * z.ld);
+            for (int64_t c8 = sl.begin + threadIdx.x; c8 < sl.end; c8 += blockDim.x) o[c8] = make_uint2(0, 0);
+            if (threadIdx.x == 0 && sl.begin == 0) z.row_scale[r] = 1.0f;
+        } else {
+            uint4* o = reinterpret_cast<uint4*>(static_cast<bf16*>(z.data) + r * z.ld);
+            for (int64_t c8 = sl.begin + threadIdx.x; c8 < sl.end; c8 += blockDim.x) o[c8] = make_uint4(0, 0, 0, 0);
+        }
+        return;
+    }
+    const bool fp8 = z.dtype == GemmDType::FP8;  // only the FP8 scale needs the cluster
+    if (fp8) cluster_arrive_relaxed();
     float amax = 0;
-    for (int64_t c8 = threadIdx.x; c8 < groups; c8 += blockDim.x) {
+    for (int64_t c8 = sl.begin + threadIdx.x; c8 < sl.end; c8 += blockDim.x) {
         const int64_t c = 8 * c8;
         const int64_t g = c < L.sparse ? c : 2 * L.sparse + (c - L.sparse);
         const int64_t u = c < L.sparse ? L.sparse + c : 2 * L.sparse + L.dense + (c - L.sparse);
@@ -185,27 +248,29 @@ __global__ void swiglu_quantize_kernel(ScaledRows h, SwigluLayout L, int64_t n, 
         const float4 u0 = scaled4(h, r, u / 4), u1 = scaled4(h, r, u / 4 + 1);
         const float4 a = {silu_mul(g0.x, u0.x), silu_mul(g0.y, u0.y), silu_mul(g0.z, u0.z), silu_mul(g0.w, u0.w)};
         const float4 b = {silu_mul(g1.x, u1.x), silu_mul(g1.y, u1.y), silu_mul(g1.z, u1.z), silu_mul(g1.w, u1.w)};
-        z4[2 * c8] = a;
-        z4[2 * c8 + 1] = b;
+        z4[2 * (c8 - sl.begin)] = a;
+        z4[2 * (c8 - sl.begin) + 1] = b;
         amax = fmaxf(amax, fmaxf(fmaxf(fmaxf(fabsf(a.x), fabsf(a.y)), fmaxf(fabsf(a.z), fabsf(a.w))),
                                  fmaxf(fmaxf(fabsf(b.x), fabsf(b.y)), fmaxf(fabsf(b.z), fabsf(b.w)))));
     }
     // Each thread reads back only the groups it wrote.
-    if (z.dtype == GemmDType::BF16) {
+    if (!fp8) {
         uint4* o = reinterpret_cast<uint4*>(static_cast<bf16*>(z.data) + r * z.ld);
-        for (int64_t c8 = threadIdx.x; c8 < groups; c8 += blockDim.x) {
-            const float4 a = z4[2 * c8], b = z4[2 * c8 + 1];
+        for (int64_t c8 = sl.begin + threadIdx.x; c8 < sl.end; c8 += blockDim.x) {
+            const float4 a = z4[2 * (c8 - sl.begin)], b = z4[2 * (c8 - sl.begin) + 1];
             const __nv_bfloat162 p[4] = {__floats2bfloat162_rn(a.x, a.y), __floats2bfloat162_rn(a.z, a.w), __floats2bfloat162_rn(b.x, b.y),
                                          __floats2bfloat162_rn(b.z, b.w)};
             o[c8] = *reinterpret_cast<const uint4*>(p);
         }
         return;
     }
-    const float s = row_scale_of(block_reduce<true>(amax));
-    if (threadIdx.x == 0) z.row_scale[r] = s;
+    const float amax_cta = block_reduce<true>(amax);
+    cluster_wait();
+    const float s = row_scale_of(cluster_combine<true>(amax_cta, amax_slots));
+    if (threadIdx.x == 0 && sl.begin == 0) z.row_scale[r] = s;
     uint2* o = reinterpret_cast<uint2*>(static_cast<uint8_t*>(z.data) + r * z.ld);
-    for (int64_t c8 = threadIdx.x; c8 < groups; c8 += blockDim.x) {
-        const float4 a = z4[2 * c8], b = z4[2 * c8 + 1];
+    for (int64_t c8 = sl.begin + threadIdx.x; c8 < sl.end; c8 += blockDim.x) {
+        const float4 a = z4[2 * (c8 - sl.begin)], b = z4[2 * (c8 - sl.begin) + 1];
         const uchar4 lo = make_uchar4(to_e4m3(a.x / s), to_e4m3(a.y / s), to_e4m3(a.z / s), to_e4m3(a.w / s));
         const uchar4 hi = make_uchar4(to_e4m3(b.x / s), to_e4m3(b.y / s), to_e4m3(b.z / s), to_e4m3(b.w / s));
         o[c8] = make_uint2(*reinterpret_cast<const unsigned*>(&lo), *reinterpret_cast<const unsigned*>(&hi));
@@ -252,13 +317,25 @@ void launch_embed(const int32_t* tokens, const bf16* table, float* x, int64_t n,
     SPENSE_CUDA_CHECK(cudaGetLastError(), "embed n=", n, " d=", d);
 }
 
+// The kernel over `rows` rows of `units` work units each, a cluster of CTAs per row, with about
+// kUnitsPerCta units (one per thread) per CTA; `unit_floats` of shared memory per unit.
+template <typename... Params, typename... Args>
+void launch_row_clusters(void (*kernel)(Params...), int64_t rows, int64_t units, int64_t unit_floats, cudaStream_t stream,
+                         Args&&... args) {
+    constexpr int64_t kUnitsPerCta = 256;
+    const int64_t ranks = std::clamp<int64_t>(ceil_div(units, kUnitsPerCta), 1, kMaxCluster);
+    const int64_t slice = ceil_div(units, ranks);
+    const LaunchShape shape{dim3(unsigned(ranks), unsigned(rows)), dim3(unsigned(std::clamp<int64_t>(ceil_div(slice, 32) * 32, 32, 512))),
+                            size_t(slice * unit_floats) * sizeof(float), unsigned(ranks)};
+    SPENSE_CUDA_CHECK(launch_pdl(kernel, shape, stream, std::forward<Args>(args)...), "clusters of ", ranks, " CTAs over ", rows, " rows of ",
+                      units, " units");
+}
+
 void launch_add_norm_quantize(float* x, const ScaledRows& add, const float* norm_weight, float eps, int64_t n, int64_t rows,
                               int64_t d, const ActOut& out, cudaStream_t stream) {
-    SPENSE_CHECK(d % 4 == 0 && d <= 12 * 1024, "add_norm_quantize: hidden size ", d, " must be a multiple of 4 and at most ", 12 * 1024);
-    // One block per row, one float4 per thread where the row allows.
-    const unsigned threads = unsigned(std::clamp<int64_t>(ceil_div(d / 4, 32) * 32, 32, 1024));
-    add_norm_quantize_kernel<<<unsigned(rows), threads, size_t(d) * sizeof(float), stream>>>(x, add, norm_weight, eps, n, d, out);
-    SPENSE_CUDA_CHECK(cudaGetLastError(), "add_norm_quantize n=", n, " rows=", rows, " d=", d);
+    SPENSE_CHECK(d % 4 == 0 && d <= kMaxCluster * kMaxSliceFloats, "add_norm_quantize: hidden size ", d,
+                 " must be a multiple of 4 and at most ", kMaxCluster * kMaxSliceFloats);
+    launch_row_clusters(add_norm_quantize_kernel, rows, d / 4, 4, stream, x, add, norm_weight, eps, n, d, out);
 }
 
 void launch_qkv_rope_cache(const ScaledRows& qkv, const QkvLayout& layout, const float* q_norm, const float* k_norm,
@@ -268,25 +345,17 @@ void launch_qkv_rope_cache(const ScaledRows& qkv, const QkvLayout& layout, const
                  " must be even and at most 2048");
     const dim3 grid(unsigned(n), unsigned(layout.n_heads + 2 * layout.n_kv_heads));
     const unsigned threads = unsigned(ceil_div(layout.head_dim / 2, 32) * 32);
-    qkv_rope_cache_kernel<<<grid, threads, 0, stream>>>(qkv, layout, q_norm, k_norm, eps, rope, lengths, q_out, k_cache, v_cache);
-    SPENSE_CUDA_CHECK(cudaGetLastError(), "qkv_rope_cache n=", n, " heads=", layout.n_heads, " kv_heads=", layout.n_kv_heads,
+    SPENSE_CUDA_CHECK(launch_pdl(qkv_rope_cache_kernel, LaunchShape{grid, dim3(threads)}, stream, qkv, layout, q_norm, k_norm, eps, rope,
+                                 lengths, q_out, k_cache, v_cache),
+                      "qkv_rope_cache n=", n, " heads=", layout.n_heads, " kv_heads=", layout.n_kv_heads,
                       " head_dim=", layout.head_dim);
 }
 
 void launch_swiglu_quantize(const ScaledRows& h, SwigluLayout layout, int64_t n, int64_t rows, const ActOut& z, cudaStream_t stream) {
     const int64_t width = layout.z_width();
-    SPENSE_CHECK(width <= kMaxSwigluWidth && width % 8 == 0 && layout.sparse % 8 == 0, "swiglu_quantize: intermediate regions ",
-                 layout.sparse, " + ", layout.dense, " must be multiples of 8 and at most ", kMaxSwigluWidth, " wide together");
-    const size_t smem = size_t(width) * sizeof(float);
-    static bool configured = false;  // the attribute is per kernel and device; every launch asks for at most the maximum
-    if (!configured) {
-        SPENSE_CUDA_CHECK(cudaFuncSetAttribute(swiglu_quantize_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                               int(kMaxSwigluWidth * sizeof(float))),
-                          "swiglu_quantize shared memory");
-        configured = true;
-    }
-    swiglu_quantize_kernel<<<unsigned(rows), 1024, smem, stream>>>(h, layout, n, z);
-    SPENSE_CUDA_CHECK(cudaGetLastError(), "swiglu_quantize n=", n, " rows=", rows, " width=", width);
+    SPENSE_CHECK(width <= kMaxCluster * kMaxSliceFloats && width % 8 == 0 && layout.sparse % 8 == 0, "swiglu_quantize: intermediate regions ",
+                 layout.sparse, " + ", layout.dense, " must be multiples of 8 and at most ", kMaxCluster * kMaxSliceFloats, " wide together");
+    launch_row_clusters(swiglu_quantize_kernel, rows, width / 8, 8, stream, h, layout, n, z);
 }
 
 void launch_argmax_advance(const ScaledRows& logits, int64_t n, int64_t vocab, unsigned long long* best, int32_t* tokens,

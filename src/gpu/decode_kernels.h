@@ -1,7 +1,8 @@
 // The steps of a decode step (decode_engine.h) between its GEMMs and its attention: embedding,
 // residual add + RMSNorm + quantization, q/k norm + RoPE + KV-cache append, SwiGLU +
 // quantization, greedy sampling. Host launchers; each checks its launch and throws spense::Error
-// with the kernel's name and sizes. Row r of every activation is sequence r of the batch.
+// with the kernel's name and sizes. The kernels between a layer's GEMMs are launched with
+// programmatic dependent launch (launch.h). Row r of every activation is sequence r of the batch.
 //
 // Scaling convention. A GEMM writes raw products R[r, j] (gemm.h); their value is
 //   Y[r, j] = R[r, j] * row_scale[r] * col_scale[j] + bias[j]
@@ -46,7 +47,8 @@ void launch_embed(const int32_t* tokens, const bf16* table, float* x, int64_t n,
 
 // The residual stream x [n, d] float32 takes the pending sublayer output, then feeds the next
 // GEMM:  x += add (when add.raw is set);  out = quantize(x / sqrt(mean(x^2) + eps) * norm_weight).
-// d a multiple of 4, at most 12288.
+// d a multiple of 4, at most 98304. Each row runs on a cluster of up to 8 CTAs (the reductions
+// through distributed shared memory), so that a small batch still spreads over the SMs.
 void launch_add_norm_quantize(float* x, const ScaledRows& add, const float* norm_weight, float eps, int64_t n, int64_t rows,
                               int64_t d, const ActOut& out, cudaStream_t stream);
 
@@ -66,7 +68,7 @@ void launch_qkv_rope_cache(const ScaledRows& qkv, const QkvLayout& layout, const
 
 // z = silu(gate) * up over the Spense intermediate layout (kernels.h's SwigluLayout), h given as
 // ScaledRows over [n, 2(s_p + k_p)], then quantized into z [rows, s_p + k_p]; s_p + k_p is at most
-// 49152 (one block holds a row of z).
+// 98304. A row runs on a cluster of CTAs, as in launch_add_norm_quantize.
 void launch_swiglu_quantize(const ScaledRows& h, SwigluLayout layout, int64_t n, int64_t rows, const ActOut& z, cudaStream_t stream);
 
 // Greedy sampling: tokens[r] = argmax_j logits[r, j] (the lowest j among equal maxima), then

@@ -1,0 +1,232 @@
+// The decode engine's row kernels (src/gpu/decode_kernels.h) against CPU references in double:
+// residual add + RMSNorm + quantization, and SwiGLU + quantization, with rows split over clusters
+// of 1 to 8 CTAs (widths from 64 to 40008, slices that do not divide evenly and need several
+// passes of a CTA), padding rows past n, scaled FP8 inputs with a bias and plain BF16 ones, FP8
+// and BF16 outputs. FP8 codes decoded with their row scale lie within e4m3's rounding (half a
+// step: 1/16 relative) of the reference; the scale itself within float rounding of amax / 448.
+// GPU tests skip themselves where no CUDA device is present.
+#include <gtest/gtest.h>
+
+#ifdef SPENSE_HAS_CUDA
+
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "core/dtype.h"
+#include "core/error.h"
+#include "gpu/check.h"
+#include "gpu/context.h"
+#include "gpu/decode_kernels.h"
+#include "gpu/device_buffer.h"
+#include "test_gpu_reference.h"
+
+namespace spense {
+namespace {
+
+using gpu::ActOut;
+using gpu::DeviceBuffer;
+using gpu::ScaledRows;
+
+#define REQUIRE_GPU()                                                        \
+    do {                                                                     \
+        if (!gpu::cuda_device_available()) GTEST_SKIP() << "no CUDA device"; \
+    } while (0)
+
+template <typename T>
+DeviceBuffer upload(const std::vector<T>& v) {
+    DeviceBuffer b(std::max<size_t>(v.size() * sizeof(T), 16), "test input");
+    b.upload(v.data(), v.size() * sizeof(T));
+    return b;
+}
+
+template <typename T>
+std::vector<T> download(const DeviceBuffer& b, size_t count) {
+    std::vector<T> v(count);
+    b.download(v.data(), count * sizeof(T));
+    return v;
+}
+
+std::vector<float> uniform(size_t count, float lo, float hi, std::mt19937_64& rng) {
+    std::uniform_real_distribution<float> u(lo, hi);
+    std::vector<float> v(count);
+    for (auto& x : v) x = u(rng);
+    return v;
+}
+
+// A GEMM's raw BF16 output [n, ld] with per-row and per-column scales and a bias (fp8) or none,
+// and its values as the kernels read them (float products of the rounded inputs).
+struct RawRows {
+    std::vector<uint16_t> raw;
+    std::vector<float> row_scale, col_scale, bias;
+    std::vector<double> value;  // [n, ld]
+};
+
+RawRows make_raw(int64_t n, int64_t ld, bool scaled, std::mt19937_64& rng) {
+    RawRows r;
+    const auto v = uniform(size_t(n * ld), -3.0f, 3.0f, rng);
+    r.raw.resize(v.size());
+    for (size_t i = 0; i < v.size(); ++i) r.raw[i] = f32_to_bf16(v[i]);
+    if (scaled) {
+        r.row_scale = uniform(size_t(n), 0.01f, 0.1f, rng);
+        r.col_scale = uniform(size_t(ld), 0.5f, 2.0f, rng);
+        r.bias = uniform(size_t(ld), -0.5f, 0.5f, rng);
+    }
+    r.value.resize(v.size());
+    for (int64_t i = 0; i < n; ++i)
+        for (int64_t j = 0; j < ld; ++j) {
+            double x = bf16_to_f32(r.raw[size_t(i * ld + j)]);
+            if (scaled) x = double(float(x) * r.row_scale[size_t(i)] * r.col_scale[size_t(j)]) + r.bias[size_t(j)];
+            r.value[size_t(i * ld + j)] = x;
+        }
+    return r;
+}
+
+struct DeviceRows {
+    DeviceBuffer raw, row_scale, col_scale, bias;
+    ScaledRows view(int64_t ld) const {
+        return {raw.as<gpu::bf16>(), ld, row_scale.bytes() ? row_scale.as<float>() : nullptr, col_scale.bytes() ? col_scale.as<float>() : nullptr,
+                bias.bytes() ? bias.as<float>() : nullptr};
+    }
+};
+
+DeviceRows to_device(const RawRows& r) {
+    DeviceRows d{upload(r.raw), {}, {}, {}};
+    if (!r.row_scale.empty()) {
+        d.row_scale = upload(r.row_scale);
+        d.col_scale = upload(r.col_scale);
+        d.bias = upload(r.bias);
+    }
+    return d;
+}
+
+// Checks row r of an output [rows, width] against ref (width values): FP8 codes with their row
+// scale, or BF16 values; rows past n are zeros (scale 1).
+void expect_row(const std::vector<uint8_t>& out, const std::vector<float>& scales, gpu::GemmDType dtype, int64_t r, int64_t width,
+                const std::vector<double>* ref, const std::string& what) {
+    if (dtype == gpu::GemmDType::FP8) {
+        const uint8_t* q = out.data() + r * width;
+        if (!ref) {
+            for (int64_t c = 0; c < width; ++c) ASSERT_EQ(q[c], 0) << what << " padding row " << r << " col " << c;
+            ASSERT_EQ(scales[size_t(r)], 1.0f) << what << " padding row " << r;
+            return;
+        }
+        double amax = 0;
+        for (double v : *ref) amax = std::max(amax, std::fabs(v));
+        const double s = amax / 448.0;
+        ASSERT_NEAR(scales[size_t(r)], s, 1e-5 * s) << what << " row " << r;
+        for (int64_t c = 0; c < width; ++c) {
+            const double got = test::e4m3_decode(q[c]) * scales[size_t(r)], want = (*ref)[size_t(c)];
+            ASSERT_NEAR(got, want, std::fabs(want) / 16.0 * 1.01 + s * std::ldexp(1.0, -9)) << what << " row " << r << " col " << c;
+        }
+        return;
+    }
+    const uint16_t* v = reinterpret_cast<const uint16_t*>(out.data()) + r * width;
+    for (int64_t c = 0; c < width; ++c) {
+        const double want = ref ? (*ref)[size_t(c)] : 0.0;
+        ASSERT_NEAR(bf16_to_f32(v[c]), want, std::fabs(want) / 256.0 * 1.01 + 1e-6) << what << " row " << r << " col " << c;
+    }
+}
+
+struct Case {
+    int64_t n, rows;
+    gpu::GemmDType out;
+    bool scaled_input;
+};
+
+TEST(GpuDecodeKernels, AddNormQuantizeMatchesReference) {
+    REQUIRE_GPU();
+    std::mt19937_64 rng(17);
+    for (int64_t d : {64, 1004, 5120, 16388})
+        for (const Case cs : {Case{5, 8, gpu::GemmDType::FP8, true}, Case{3, 3, gpu::GemmDType::BF16, false}, Case{1, 16, gpu::GemmDType::FP8, false}})
+            for (bool with_add : {true, false}) {
+                const std::string what = "d=" + std::to_string(d) + " n=" + std::to_string(cs.n) + (with_add ? " add" : " no add") +
+                                         (cs.out == gpu::GemmDType::FP8 ? " fp8" : " bf16");
+                const auto x = uniform(size_t(cs.n * d), -2.0f, 2.0f, rng);
+                const auto weight = uniform(size_t(d), 0.5f, 1.5f, rng);
+                const RawRows add = make_raw(cs.n, d, cs.scaled_input, rng);
+                const DeviceRows add_dev = to_device(add);
+                DeviceBuffer x_dev = upload(x), w_dev = upload(weight);
+                const size_t out_bytes = size_t(cs.rows * d) * (cs.out == gpu::GemmDType::FP8 ? 1 : 2);
+                DeviceBuffer out_dev(out_bytes, "out"), scale_dev(size_t(cs.rows) * 4, "scales");
+                SPENSE_CUDA_CHECK(cudaMemset(out_dev.get(), 0x7f, out_bytes));
+                const ActOut out{cs.out, out_dev.get(), d, scale_dev.as<float>()};
+                const float eps = 1e-6f;
+                gpu::launch_add_norm_quantize(x_dev.as<float>(), with_add ? add_dev.view(d) : ScaledRows{}, w_dev.as<float>(), eps, cs.n,
+                                              cs.rows, d, out, nullptr);
+                SPENSE_CUDA_CHECK(cudaDeviceSynchronize());
+                const auto x_got = download<float>(x_dev, x.size());
+                const auto q = download<uint8_t>(out_dev, out_bytes);
+                const auto scales = cs.out == gpu::GemmDType::FP8 ? download<float>(scale_dev, size_t(cs.rows)) : std::vector<float>{};
+                for (int64_t r = 0; r < cs.rows; ++r) {
+                    if (r >= cs.n) {
+                        expect_row(q, scales, cs.out, r, d, nullptr, what);
+                        continue;
+                    }
+                    std::vector<double> xr(static_cast<size_t>(d)), y(static_cast<size_t>(d));
+                    double ss = 0;
+                    for (int64_t c = 0; c < d; ++c) {
+                        xr[size_t(c)] = double(x[size_t(r * d + c)]) + (with_add ? add.value[size_t(r * d + c)] : 0.0);
+                        ss += xr[size_t(c)] * xr[size_t(c)];
+                        ASSERT_NEAR(x_got[size_t(r * d + c)], xr[size_t(c)], 1e-6 * (1 + std::fabs(xr[size_t(c)]))) << what << " residual";
+                    }
+                    const double inv = 1.0 / std::sqrt(ss / double(d) + eps);
+                    for (int64_t c = 0; c < d; ++c) y[size_t(c)] = xr[size_t(c)] * inv * weight[size_t(c)];
+                    expect_row(q, scales, cs.out, r, d, &y, what);
+                }
+            }
+}
+
+TEST(GpuDecodeKernels, SwigluQuantizeMatchesReference) {
+    REQUIRE_GPU();
+    std::mt19937_64 rng(23);
+    const std::vector<gpu::SwigluLayout> layouts = {{0, 64}, {24, 40}, {64, 0}, {19200, 6400}, {40000, 8}};
+    for (const auto& L : layouts)
+        for (const Case cs : {Case{5, 16, gpu::GemmDType::FP8, true}, Case{2, 2, gpu::GemmDType::BF16, false}}) {
+            const std::string what = "sparse=" + std::to_string(L.sparse) + " dense=" + std::to_string(L.dense) +
+                                     (cs.out == gpu::GemmDType::FP8 ? " fp8" : " bf16");
+            const int64_t width = L.z_width(), ld = L.h_width() + 8;  // h may be a block of a wider tensor
+            const RawRows h = make_raw(cs.n, ld, cs.scaled_input, rng);
+            const DeviceRows h_dev = to_device(h);
+            const size_t out_bytes = size_t(cs.rows * width) * (cs.out == gpu::GemmDType::FP8 ? 1 : 2);
+            DeviceBuffer out_dev(out_bytes, "z"), scale_dev(size_t(cs.rows) * 4, "z scales");
+            SPENSE_CUDA_CHECK(cudaMemset(out_dev.get(), 0x7f, out_bytes));
+            gpu::launch_swiglu_quantize(h_dev.view(ld), L, cs.n, cs.rows, ActOut{cs.out, out_dev.get(), width, scale_dev.as<float>()}, nullptr);
+            SPENSE_CUDA_CHECK(cudaDeviceSynchronize());
+            const auto q = download<uint8_t>(out_dev, out_bytes);
+            const auto scales = cs.out == gpu::GemmDType::FP8 ? download<float>(scale_dev, size_t(cs.rows)) : std::vector<float>{};
+            for (int64_t r = 0; r < cs.rows; ++r) {
+                if (r >= cs.n) {
+                    expect_row(q, scales, cs.out, r, width, nullptr, what);
+                    continue;
+                }
+                std::vector<double> z(static_cast<size_t>(width));
+                for (int64_t c = 0; c < width; ++c) {
+                    const bool sparse = c < L.sparse;
+                    const int64_t g = sparse ? c : 2 * L.sparse + (c - L.sparse), u = sparse ? L.sparse + c : 2 * L.sparse + L.dense + (c - L.sparse);
+                    const double gv = h.value[size_t(r * ld + g)], uv = h.value[size_t(r * ld + u)];
+                    z[size_t(c)] = gv / (1.0 + std::exp(-gv)) * uv;
+                }
+                expect_row(q, scales, cs.out, r, width, &z, what);
+            }
+        }
+}
+
+TEST(GpuDecodeKernels, TooWideRowsAreClearErrors) {
+    REQUIRE_GPU();
+    const ActOut out{gpu::GemmDType::FP8, nullptr, 0, nullptr};
+    EXPECT_THROW(gpu::launch_add_norm_quantize(nullptr, {}, nullptr, 1e-6f, 1, 1, 98308, out, nullptr), Error);
+    EXPECT_THROW(gpu::launch_add_norm_quantize(nullptr, {}, nullptr, 1e-6f, 1, 1, 66, out, nullptr), Error);
+    EXPECT_THROW(gpu::launch_swiglu_quantize({}, {98304, 8}, 1, 1, out, nullptr), Error);
+    EXPECT_THROW(gpu::launch_swiglu_quantize({}, {12, 4}, 1, 1, out, nullptr), Error);
+}
+
+}  // namespace
+}  // namespace spense
+
+#else
+
+TEST(GpuDecodeKernels, BuiltWithoutCuda) { GTEST_SKIP() << "spense was built without CUDA (no nvcc at configure time)"; }
+
+#endif
