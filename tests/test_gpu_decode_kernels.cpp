@@ -1,8 +1,8 @@
 // The decode engine's row kernels (src/gpu/decode_kernels.h) against CPU references in double:
 // residual add + RMSNorm + quantization, and SwiGLU + quantization, with rows split over clusters
 // of 1 to 8 CTAs (widths from 64 to 40008, slices that do not divide evenly and need several
-// passes of a CTA), padding rows past n, scaled FP8 inputs with a bias and plain BF16 ones, FP8
-// and BF16 outputs. FP8 codes decoded with their row scale lie within e4m3's rounding (half a
+// passes of a CTA), padding rows past n, scaled FP8 inputs with a bias (and, for the residual add,
+// a second product of the same scales) and plain BF16 ones, FP8 and BF16 outputs. FP8 codes decoded with their row scale lie within e4m3's rounding (half a
 // step: 1/16 relative) of the reference; the scale itself within float rounding of amax / 448.
 // GPU tests skip themselves where no CUDA device is present.
 #include <gtest/gtest.h>
@@ -55,44 +55,52 @@ std::vector<float> uniform(size_t count, float lo, float hi, std::mt19937_64& rn
     return v;
 }
 
-// A GEMM's raw BF16 output [n, ld] with per-row and per-column scales and a bias (fp8) or none,
-// and its values as the kernels read them (float products of the rounded inputs).
+// A GEMM's raw BF16 output [n, ld] with per-row and per-column scales and a bias (scaled) or
+// none, optionally with a second raw product (raw2) of the same scales, and its values as the
+// kernels read them (float products of the rounded inputs).
 struct RawRows {
-    std::vector<uint16_t> raw;
+    std::vector<uint16_t> raw, raw2;
     std::vector<float> row_scale, col_scale, bias;
     std::vector<double> value;  // [n, ld]
 };
 
-RawRows make_raw(int64_t n, int64_t ld, bool scaled, std::mt19937_64& rng) {
+std::vector<uint16_t> random_raw(size_t count, std::mt19937_64& rng) {
+    const auto v = uniform(count, -3.0f, 3.0f, rng);
+    std::vector<uint16_t> raw(count);
+    for (size_t i = 0; i < count; ++i) raw[i] = f32_to_bf16(v[i]);
+    return raw;
+}
+
+RawRows make_raw(int64_t n, int64_t ld, bool scaled, bool two_products, std::mt19937_64& rng) {
     RawRows r;
-    const auto v = uniform(size_t(n * ld), -3.0f, 3.0f, rng);
-    r.raw.resize(v.size());
-    for (size_t i = 0; i < v.size(); ++i) r.raw[i] = f32_to_bf16(v[i]);
+    r.raw = random_raw(size_t(n * ld), rng);
+    if (two_products) r.raw2 = random_raw(size_t(n * ld), rng);
     if (scaled) {
         r.row_scale = uniform(size_t(n), 0.01f, 0.1f, rng);
         r.col_scale = uniform(size_t(ld), 0.5f, 2.0f, rng);
         r.bias = uniform(size_t(ld), -0.5f, 0.5f, rng);
     }
-    r.value.resize(v.size());
+    r.value.resize(r.raw.size());
     for (int64_t i = 0; i < n; ++i)
         for (int64_t j = 0; j < ld; ++j) {
-            double x = bf16_to_f32(r.raw[size_t(i * ld + j)]);
-            if (scaled) x = double(float(x) * r.row_scale[size_t(i)] * r.col_scale[size_t(j)]) + r.bias[size_t(j)];
-            r.value[size_t(i * ld + j)] = x;
+            const size_t at = size_t(i * ld + j);
+            float x = bf16_to_f32(r.raw[at]) + (two_products ? bf16_to_f32(r.raw2[at]) : 0.0f);
+            r.value[at] = scaled ? double(x * r.row_scale[size_t(i)] * r.col_scale[size_t(j)]) + r.bias[size_t(j)] : double(x);
         }
     return r;
 }
 
 struct DeviceRows {
-    DeviceBuffer raw, row_scale, col_scale, bias;
+    DeviceBuffer raw, raw2, row_scale, col_scale, bias;
     ScaledRows view(int64_t ld) const {
-        return {raw.as<gpu::bf16>(), ld, row_scale.bytes() ? row_scale.as<float>() : nullptr, col_scale.bytes() ? col_scale.as<float>() : nullptr,
-                bias.bytes() ? bias.as<float>() : nullptr};
+        auto or_null = [](const DeviceBuffer& b) { return b.bytes() ? b.as<float>() : nullptr; };
+        return {raw.as<gpu::bf16>(), ld, or_null(row_scale), or_null(col_scale), or_null(bias), raw2.bytes() ? raw2.as<gpu::bf16>() : nullptr};
     }
 };
 
 DeviceRows to_device(const RawRows& r) {
-    DeviceRows d{upload(r.raw), {}, {}, {}};
+    DeviceRows d{upload(r.raw), {}, {}, {}, {}};
+    if (!r.raw2.empty()) d.raw2 = upload(r.raw2);
     if (!r.row_scale.empty()) {
         d.row_scale = upload(r.row_scale);
         d.col_scale = upload(r.col_scale);
@@ -145,7 +153,8 @@ TEST(GpuDecodeKernels, AddNormQuantizeMatchesReference) {
                                          (cs.out == gpu::GemmDType::FP8 ? " fp8" : " bf16");
                 const auto x = uniform(size_t(cs.n * d), -2.0f, 2.0f, rng);
                 const auto weight = uniform(size_t(d), 0.5f, 1.5f, rng);
-                const RawRows add = make_raw(cs.n, d, cs.scaled_input, rng);
+                // The scaled case also adds a second product, as the engine's split down projection does.
+                const RawRows add = make_raw(cs.n, d, cs.scaled_input, cs.scaled_input, rng);
                 const DeviceRows add_dev = to_device(add);
                 DeviceBuffer x_dev = upload(x), w_dev = upload(weight);
                 const size_t out_bytes = size_t(cs.rows * d) * (cs.out == gpu::GemmDType::FP8 ? 1 : 2);
@@ -187,7 +196,7 @@ TEST(GpuDecodeKernels, SwigluQuantizeMatchesReference) {
             const std::string what = "sparse=" + std::to_string(L.sparse) + " dense=" + std::to_string(L.dense) +
                                      (cs.out == gpu::GemmDType::FP8 ? " fp8" : " bf16");
             const int64_t width = L.z_width(), ld = L.h_width() + 8;  // h may be a block of a wider tensor
-            const RawRows h = make_raw(cs.n, ld, cs.scaled_input, rng);
+            const RawRows h = make_raw(cs.n, ld, cs.scaled_input, false, rng);
             const DeviceRows h_dev = to_device(h);
             const size_t out_bytes = size_t(cs.rows * width) * (cs.out == gpu::GemmDType::FP8 ? 1 : 2);
             DeviceBuffer out_dev(out_bytes, "z"), scale_dev(size_t(cs.rows) * 4, "z scales");

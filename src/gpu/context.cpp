@@ -76,26 +76,43 @@ GpuContext::GpuContext() : caches_(std::make_unique<PlanCaches>()) {
 #endif
     SPENSE_CUDA_CHECK(cudaEventCreate(&start_));
     SPENSE_CUDA_CHECK(cudaEventCreate(&stop_));
+    SPENSE_CUDA_CHECK(cudaEventCreateWithFlags(&forked_, cudaEventDisableTiming));
+    SPENSE_CUDA_CHECK(cudaEventCreateWithFlags(&joined_, cudaEventDisableTiming));
+    SPENSE_CUDA_CHECK(cudaStreamCreateWithFlags(&side_, cudaStreamNonBlocking), "side stream");
 }
 
 GpuContext::~GpuContext() {
     cudaDeviceSynchronize();
     caches_.reset();  // plans before the handles they were made with
-    if (stop_) cudaEventDestroy(stop_);
-    if (start_) cudaEventDestroy(start_);
+    workspaces_.clear();
+    if (side_) cudaStreamDestroy(side_);
+    for (cudaEvent_t e : {start_, stop_, forked_, joined_})
+        if (e) cudaEventDestroy(e);
 #ifdef SPENSE_HAS_CUSPARSELT
     if (cusparselt_) cusparseLtDestroy(reinterpret_cast<const cusparseLtHandle_t*>(cusparselt_.get()));
 #endif
     if (cublaslt_) cublasLtDestroy(cublaslt_);
 }
 
-void* GpuContext::workspace(size_t bytes) {
-    if (workspace_.bytes() < bytes) {
+void* GpuContext::workspace(size_t bytes, cudaStream_t stream) {
+    DeviceBuffer& w = workspaces_[stream];
+    if (w.bytes() < bytes) {
         SPENSE_CUDA_CHECK(cudaDeviceSynchronize(), "before growing the GEMM workspace");
-        workspace_ = DeviceBuffer();
-        workspace_ = DeviceBuffer(bytes, "GEMM workspace");
+        w = DeviceBuffer();
+        w = DeviceBuffer(bytes, "GEMM workspace");
     }
-    return workspace_.get();
+    return w.get();
+}
+
+cudaStream_t GpuContext::fork(cudaStream_t stream) {
+    SPENSE_CUDA_CHECK(cudaEventRecord(forked_, stream), "fork");
+    SPENSE_CUDA_CHECK(cudaStreamWaitEvent(side_, forked_), "fork");
+    return side_;
+}
+
+void GpuContext::join(cudaStream_t stream) {
+    SPENSE_CUDA_CHECK(cudaEventRecord(joined_, side_), "join");
+    SPENSE_CUDA_CHECK(cudaStreamWaitEvent(stream, joined_), "join");
 }
 
 void* GpuContext::search_scratch(size_t bytes) {

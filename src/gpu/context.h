@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 
 #include <cublasLt.h>
@@ -33,8 +34,14 @@ public:
     // The cuSPARSELt handle (a cusparseLtHandle_t*), or null when built without cuSPARSELt.
     const void* cusparselt() const { return cusparselt_.get(); }
 
-    // The GEMM workspace, grown to at least `bytes` (growing synchronizes the device).
-    void* workspace(size_t bytes);
+    // The GEMM workspace of `stream`, grown to at least `bytes` (growing synchronizes the device):
+    // one per stream, so that GEMMs on forked streams never share one.
+    void* workspace(size_t bytes, cudaStream_t stream);
+    // A second stream for work that may overlap `stream`'s: fork(stream) makes the side stream wait
+    // for everything enqueued on `stream` so far and returns it; join(stream) makes `stream` wait
+    // for everything enqueued on the side stream since. Both capture into a CUDA graph as a branch.
+    cudaStream_t fork(cudaStream_t stream);
+    void join(cudaStream_t stream);
     // Scratch for algorithm searches, grown likewise; its contents are the caller's.
     void* search_scratch(size_t bytes);
 
@@ -65,8 +72,10 @@ private:
     cublasLtHandle_t cublaslt_ = nullptr;
     std::unique_ptr<uint8_t[]> cusparselt_;  // storage of a cusparseLtHandle_t
     std::unique_ptr<PlanCaches> caches_;
-    DeviceBuffer workspace_, scratch_, l2_flush_;
-    cudaEvent_t start_ = nullptr, stop_ = nullptr;
+    std::map<cudaStream_t, DeviceBuffer> workspaces_;
+    DeviceBuffer scratch_, l2_flush_;
+    cudaStream_t side_ = nullptr;
+    cudaEvent_t start_ = nullptr, stop_ = nullptr, forked_ = nullptr, joined_ = nullptr;
     Stats stats_;
 };
 

@@ -102,7 +102,7 @@ struct DecodeEngine::State {
     int64_t rows = 0;       // activation rows: batch, rounded up to the sparse GEMMs' granule
     int64_t mlp_width = 0;  // widest s_p + k_p over the layers
     DeviceBuffer tokens, lengths, best;
-    DeviceBuffer x, act, act_scale, qkv, q, attn, attn_scale, o, h, z, z_scale, y, logits;
+    DeviceBuffer x, act, act_scale, qkv, q, attn, attn_scale, o, h, z, z_scale, y, y_dense, logits;
     DeviceBuffer k_cache, v_cache, attn_workspace;
     std::vector<int32_t> host_lengths;
 
@@ -166,6 +166,7 @@ struct DecodeEngine::State {
         z = DeviceBuffer(size_t(rows * mlp_width) * e, "MLP intermediate");
         z_scale = DeviceBuffer(size_t(rows) * 4, "MLP intermediate scales");
         y = DeviceBuffer(size_t(rows * d) * 2, "MLP output");
+        y_dense = DeviceBuffer(size_t(rows * d) * 2, "MLP output of the dense regions");
         logits = DeviceBuffer(size_t(B * cfg.vocab) * 2, "logits");
         const size_t cache = cache_layer_elems() * size_t(cfg.n_layers) * 2;
         k_cache = DeviceBuffer(cache, cat("K cache (", cfg.n_layers, " layers x ", B, " sequences x ", opt.max_ctx, " tokens)"));
@@ -316,8 +317,9 @@ void DecodeEngine::enqueue_step(unsigned parts) {
         if (gemms) mlp.gate_up(s.act.get(), s.h.as<bf16>(), B, mrows, st);
         const ScaledRows h{s.h.as<bf16>(), 2 * ml.width(), s.fp8_only(s.act_scale), mlp.gate_up_weight_scale(), nullptr};
         if (elementwise) launch_swiglu_quantize(h, ml.swiglu(), B, mrows, s.act_out(s.z.get(), ml.width(), s.z_scale.as<float>()), st);
-        if (gemms) mlp.down_products(s.z.get(), s.y.as<bf16>(), B, mrows, st);
-        pending = {s.y.as<bf16>(), d, s.fp8_only(s.z_scale), mlp.down_weight_scale(), nullptr};
+        if (gemms) mlp.down_products(s.z.get(), s.y.as<bf16>(), s.y_dense.as<bf16>(), B, mrows, st);
+        pending = {s.y.as<bf16>(), d, s.fp8_only(s.z_scale), mlp.down_weight_scale(), nullptr,
+                   mlp.has_both_regions() ? s.y_dense.as<bf16>() : nullptr};
     }
     if (elementwise) launch_add_norm_quantize(s.x.as<float>(), pending, s.final_norm.as<float>(), eps, B, B, d, act, st);
     if (gemms) s.lm_head.gemm->run(s.act.get(), s.logits.get(), B, st);

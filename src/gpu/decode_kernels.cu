@@ -17,6 +17,7 @@ constexpr int kRowThreads = 256;
 
 __device__ __forceinline__ float scaled(const ScaledRows& s, int64_t r, int64_t j) {
     float v = __bfloat162float(s.raw[r * s.ld + j]);
+    if (s.raw2) v += __bfloat162float(s.raw2[r * s.ld + j]);
     if (s.row_scale) v *= s.row_scale[r];
     if (s.col_scale) v *= s.col_scale[j];
     if (s.bias) v += s.bias[j];
@@ -30,6 +31,12 @@ __device__ __forceinline__ float4 scaled4(const ScaledRows& s, int64_t r, int64_
     const float2 lo = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&bits.x));
     const float2 hi = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&bits.y));
     float4 v = {lo.x, lo.y, hi.x, hi.y};
+    if (s.raw2) {
+        const uint2 bits2 = *reinterpret_cast<const uint2*>(s.raw2 + r * s.ld + 4 * c4);
+        const float2 lo2 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&bits2.x));
+        const float2 hi2 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&bits2.y));
+        v = {v.x + lo2.x, v.y + lo2.y, v.z + hi2.x, v.w + hi2.y};
+    }
     const float rs = s.row_scale ? s.row_scale[r] : 1.0f;
     const float4 cs = s.col_scale ? reinterpret_cast<const float4*>(s.col_scale)[c4] : make_float4(1.0f, 1.0f, 1.0f, 1.0f);
     v = {v.x * rs * cs.x, v.y * rs * cs.y, v.z * rs * cs.z, v.w * rs * cs.w};

@@ -5,7 +5,7 @@
 // programmatic dependent launch (launch.h). Row r of every activation is sequence r of the batch.
 //
 // Scaling convention. A GEMM writes raw products R[r, j] (gemm.h); their value is
-//   Y[r, j] = R[r, j] * row_scale[r] * col_scale[j] + bias[j]
+//   Y[r, j] = (R[r, j] + R2[r, j]) * row_scale[r] * col_scale[j] + bias[j]   (R2: raw2, or 0)
 // with row_scale the per-token scale of the activation the GEMM read and col_scale the weight's
 // per-output-channel scale (FP8), `ScaledRows`; a null pointer means 1 (or no bias), so BF16
 // GEMMs, whose outputs are values, pass none. An activation that feeds a GEMM is written as FP8
@@ -32,6 +32,9 @@ struct ScaledRows {
     const float* row_scale = nullptr;
     const float* col_scale = nullptr;
     const float* bias = nullptr;
+    // A second raw product of the same scales and layout, added to raw before scaling: the dense
+    // region of an input-split GEMM, run beside the sparse one (GpuSpenseMlp::down_products).
+    const bf16* raw2 = nullptr;
 };
 
 struct ActOut {

@@ -41,7 +41,7 @@ void matmul(GpuContext& ctx, const DensePlan& p, const cublasLtMatmulAlgo_t& alg
             int64_t n, const void* w, const void* x, void* y, cudaStream_t stream) {
     const float alpha = 1.0f, beta = s.accumulate ? 1.0f : 0.0f;
     SPENSE_CUBLAS_CHECK(cublasLtMatmul(ctx.cublaslt(), p.desc, &alpha, w, p.a, x, p.b, &beta, y, p.c, y, p.c, &algo,
-                                       ctx.workspace(kWorkspace), workspace, stream),
+                                       ctx.workspace(kWorkspace, stream), workspace, stream),
                         s.describe(), " n=", n);
 }
 
@@ -132,10 +132,18 @@ DenseGemm::DenseGemm(GpuContext& ctx, GemmShape shape, DeviceBuffer weight) : ct
     }
 }
 
-void DenseGemm::run(const void* x, void* y, int64_t n, cudaStream_t stream) const {
+void DenseGemm::run(const void* x, void* y, int64_t n, cudaStream_t stream) const { run_as(shape_, x, y, n, stream); }
+
+void DenseGemm::run_overwrite(const void* x, void* y, int64_t n, cudaStream_t stream) const {
+    GemmShape s = shape_;
+    s.accumulate = false;
+    run_as(s, x, y, n, stream);
+}
+
+void DenseGemm::run_as(const GemmShape& s, const void* x, void* y, int64_t n, cudaStream_t stream) const {
     SPENSE_CHECK(n >= 1, "DenseGemm::run: ", n, " tokens");
-    const DensePlan& p = plan_for(*ctx_, shape_, n, weight_.get(), stream);
-    matmul(*ctx_, p, p.algo, p.workspace, shape_, n, weight_.get(), x, y, stream);
+    const DensePlan& p = plan_for(*ctx_, s, n, weight_.get(), stream);
+    matmul(*ctx_, p, p.algo, p.workspace, s, n, weight_.get(), x, y, stream);
 }
 
 }  // namespace spense::gpu

@@ -59,11 +59,16 @@ public:
 
     // Any n >= 1.
     void run(const void* x, void* y, int64_t n, cudaStream_t stream) const;
+    // y = x W^T even where the shape accumulates: an input-split GEMM's dense region written apart,
+    // so that it can run beside the sparse region's (the reader adds the two).
+    void run_overwrite(const void* x, void* y, int64_t n, cudaStream_t stream) const;
 
     const GemmShape& shape() const { return shape_; }
     size_t weight_bytes() const { return weight_.bytes(); }
 
 private:
+    void run_as(const GemmShape& s, const void* x, void* y, int64_t n, cudaStream_t stream) const;
+
     GpuContext* ctx_;
     GemmShape shape_;
     DeviceBuffer weight_;

@@ -77,7 +77,7 @@ void run_plan(GpuContext& ctx, const SparsePlan& p, const GemmShape& s, int64_t 
     const float one = 1.0f, beta = s.accumulate ? 1.0f : 0.0f;
     cudaStream_t streams[1] = {stream};
     SPENSE_CUSPARSELT_CHECK(cusparseLtMatmul(handle(ctx), &p.plan, &one, compressed, x, &beta, y, y,
-                                             ctx.workspace(std::max<size_t>(p.workspace, 1)), streams, 1),
+                                             ctx.workspace(std::max<size_t>(p.workspace, 1), stream), streams, 1),
                             s.describe(), " n=", n);
 }
 

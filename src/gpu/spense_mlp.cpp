@@ -184,9 +184,17 @@ void GpuSpenseMlp::quantize(const bf16* x, void* xq, int64_t n, int64_t rows, cu
     launch_quantize_fp8(x, static_cast<uint8_t*>(xq), n, rows, d, opt_.dynamic_scales ? amax : nullptr, opt_.x_scale, t, stream);
 }
 
+// The regions' GEMMs of gate_up write disjoint columns of h, so they run side by side: at decode
+// sizes each alone leaves SMs idle and pays its own ramp and tail.
 void GpuSpenseMlp::gate_up(const void* xq, bf16* h, int64_t n, int64_t rows, cudaStream_t stream) {
-    if (gate_up_sparse_) gate_up_sparse_->run(xq, h, rows, stream);
-    if (gate_up_dense_) gate_up_dense_->run(xq, h + 2 * layout_.sparse_padded, n, stream);
+    if (!gate_up_sparse_ || !gate_up_dense_) {
+        if (gate_up_sparse_) gate_up_sparse_->run(xq, h, rows, stream);
+        if (gate_up_dense_) gate_up_dense_->run(xq, h, n, stream);
+        return;
+    }
+    gate_up_dense_->run(xq, h + 2 * layout_.sparse_padded, n, ctx_->fork(stream));
+    gate_up_sparse_->run(xq, h, rows, stream);
+    ctx_->join(stream);
 }
 
 void GpuSpenseMlp::activate(const bf16* h, void* z, int64_t n, int64_t rows, cudaStream_t stream) {
@@ -207,17 +215,25 @@ void GpuSpenseMlp::activate(const bf16* h, void* z, int64_t n, int64_t rows, cud
 }
 
 void GpuSpenseMlp::down(const void* z, bf16* y, int64_t n, int64_t rows, cudaStream_t stream) {
-    down_products(z, y, n, rows, stream);
+    if (down_sparse_) down_sparse_->run(z, y, rows, stream);
+    if (down_dense_) down_dense_->run(dense_part(z), y, n, stream);
     // FP8: y holds the raw sum of both GEMMs; one factor per output channel makes it the value.
     if (opt_.dtype == GemmDType::FP8) launch_scale_columns(y, n, layout_.hidden, down_column_scale_.as<float>(), stream);
 }
 
-void GpuSpenseMlp::down_products(const void* z, bf16* y, int64_t n, int64_t rows, cudaStream_t stream) {
-    if (down_sparse_) down_sparse_->run(z, y, rows, stream);
-    if (down_dense_) {
-        const void* z_dense = static_cast<const uint8_t*>(z) + size_t(layout_.sparse_padded) * gemm_dtype_bytes(opt_.dtype);
-        down_dense_->run(z_dense, y, n, stream);
+const void* GpuSpenseMlp::dense_part(const void* z) const {
+    return static_cast<const uint8_t*>(z) + size_t(layout_.sparse_padded) * gemm_dtype_bytes(opt_.dtype);
+}
+
+void GpuSpenseMlp::down_products(const void* z, bf16* y, bf16* y_dense, int64_t n, int64_t rows, cudaStream_t stream) {
+    if (!down_sparse_ || !down_dense_) {
+        if (down_sparse_) down_sparse_->run(z, y, rows, stream);
+        if (down_dense_) down_dense_->run(dense_part(z), y, n, stream);
+        return;
     }
+    down_dense_->run_overwrite(dense_part(z), y_dense, n, ctx_->fork(stream));
+    down_sparse_->run(z, y, rows, stream);
+    ctx_->join(stream);
 }
 
 void GpuSpenseMlp::keep_sparse_backends_for(int64_t n, cudaStream_t stream) {

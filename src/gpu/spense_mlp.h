@@ -100,9 +100,13 @@ public:
     void gate_up(const void* xq, bf16* h, int64_t n, int64_t rows, cudaStream_t stream);
     void activate(const bf16* h, void* z, int64_t n, int64_t rows, cudaStream_t stream);
     void down(const void* z, bf16* y, int64_t n, int64_t rows, cudaStream_t stream);
-    // down without its FP8 scaling pass: y holds the raw products of both GEMMs (the decode engine
-    // applies down_weight_scale() times its own per-token activation scales where it reads y).
-    void down_products(const void* z, bf16* y, int64_t n, int64_t rows, cudaStream_t stream);
+    // down without its FP8 scaling pass, its two GEMMs run concurrently: y holds the raw products
+    // of the sparse region and y_dense [n, d] those of the dense region (untouched where the layout
+    // has only one region: y then holds all); the decode engine adds the two and applies
+    // down_weight_scale() times its own per-token activation scales where it reads them.
+    void down_products(const void* z, bf16* y, bf16* y_dense, int64_t n, int64_t rows, cudaStream_t stream);
+    // Whether down_products writes y_dense: the layout has both regions.
+    bool has_both_regions() const { return down_sparse_ && down_dense_; }
 
     // A serving engine that runs n tokens per call keeps only the 2:4 format its sparse GEMMs
     // choose for rows_for(n) (SparseGemm::keep_backend_for), halving their memory.
@@ -138,6 +142,9 @@ private:
     struct Regions;  // the four weights before the GEMMs take them
     void build(Regions&& r, cudaStream_t stream);
     void reserve(int64_t rows);  // workspace of forward()
+
+    // The dense region's columns of an intermediate activation z [rows, s_p + k_p].
+    const void* dense_part(const void* z) const;
 
     GpuContext* ctx_;
     SpenseMlpLayout layout_;
