@@ -15,6 +15,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <memory>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -125,6 +127,71 @@ TEST(GpuDecode, SmolLM2MatchesCpu) {
 
 // Rows of a batch are independent sequences: each row of a batch-3 engine decodes what a batch-1
 // engine decodes for that row's tokens, at a different cache length per row.
+// A random Qwen3 model of hidden size 2048, wider than the fixtures and the real test models (its
+// norms run on clusters of several CTAs), with Spense MLPs whose two regions' GEMMs run side by
+// side (a quarter of the intermediate indices dense, rows 2:4 along the rest), built in memory:
+// checked against the CPU forward like the real models.
+TEST(GpuDecode, WideSpenseModelMatchesCpu) {
+    SKIP_WITHOUT_GPU();
+    const nlohmann::json config = {{"architectures", {"Qwen3ForCausalLM"}}, {"hidden_size", 2048}, {"intermediate_size", 512},
+                                   {"num_attention_heads", 16}, {"num_key_value_heads", 4}, {"head_dim", 128}, {"num_hidden_layers", 2},
+                                   {"vocab_size", 320}, {"max_position_embeddings", 256}};
+    const ModelConfig cfg = ModelConfig::from_hf(config, "random qwen3");
+    std::mt19937_64 rng(5);
+    auto random = [&](int64_t rows, int64_t cols, double scale) {
+        std::normal_distribution<float> nd(0.0f, float(scale));
+        Matrix m(rows, cols);
+        for (float& v : m.data) v = nd(rng);
+        return m;
+    };
+    auto norm = [&](int64_t n) {
+        std::uniform_real_distribution<float> u(0.8f, 1.2f);
+        std::vector<float> v(static_cast<size_t>(n));
+        for (float& x : v) x = u(rng);
+        return v;
+    };
+    const int64_t d = cfg.hidden, f = cfg.intermediate, hd = cfg.head_dim, dense = f / 4;
+    ModelWeights w;
+    w.embed = random(cfg.vocab, d, 1.0);
+    w.lm_head = random(cfg.vocab, d, 1.0 / std::sqrt(double(d)));
+    w.final_norm = norm(d);
+    for (int64_t l = 0; l < cfg.n_layers; ++l) {
+        LayerWeights lw;
+        lw.input_norm = norm(d);
+        lw.post_norm = norm(d);
+        const double s = 1.0 / std::sqrt(double(d));
+        lw.attn.q = random(cfg.n_heads * hd, d, s);
+        lw.attn.k = random(cfg.n_kv_heads * hd, d, s);
+        lw.attn.v = random(cfg.n_kv_heads * hd, d, s);
+        lw.attn.o = random(d, cfg.n_heads * hd, 1.0 / std::sqrt(double(cfg.n_heads * hd)));
+        lw.attn.q_norm = norm(hd);
+        lw.attn.k_norm = norm(hd);
+        Matrix gate = random(f, d, s), up = random(f, d, s), down = random(d, f, 1.0 / std::sqrt(double(f)));
+        // The runtime layout: the first f - dense intermediate indices sparse (gate and up rows 2:4
+        // along the hidden size, down rows 2:4 along those indices), the last `dense` dense.
+        auto prune_2to4 = [](Matrix& m, int64_t rows, int64_t cols) {
+            for (int64_t r = 0; r < rows; ++r)
+                for (int64_t c = 0; c < cols; c += 4) m.row(r)[c + 1] = m.row(r)[c + 2] = 0.0f;
+        };
+        prune_2to4(gate, f - dense, d);
+        prune_2to4(up, f - dense, d);
+        prune_2to4(down, d, f - dense);
+        lw.mlp = std::make_unique<DenseMlp>(std::move(gate), std::move(up), std::move(down));
+        w.layers.push_back(std::move(lw));
+    }
+    const Transformer cpu(cfg, std::move(w));
+    const auto prompt = some_tokens(24, int32_t(cfg.vocab), 1);
+    for (GemmDType dtype : {GemmDType::BF16, GemmDType::FP8}) {
+        gpu::GpuContext ctx;
+        auto engine = gpu::DecodeEngine::from_model(ctx, cpu, std::vector<int64_t>(size_t(cfg.n_layers), dense), {dtype, 1, 32}, "random qwen3");
+        const gpu::CpuComparison c = gpu::compare_with_cpu(*engine, cpu, prompt, 8);
+        std::printf("[ engine   ] random qwen3 (hidden 2048, Spense MLPs) %s: logit error %.3e (L2) %.3e (largest element), "
+                    "greedy %lld/8\n",
+                    gpu::gemm_dtype_name(dtype), c.rel_logit_error, c.max_logit_error, (long long)c.matching_tokens);
+        EXPECT_LT(c.max_logit_error, dtype == GemmDType::BF16 ? kBf16FixtureTolerance : kFp8Bound);
+    }
+}
+
 TEST(GpuDecode, BatchRowsAreIndependentSequences) {
     SKIP_WITHOUT_GPU();
     const fs::path model = test::fixtures_dir() / "models" / "qwen3_untied";

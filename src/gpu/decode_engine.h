@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
 #include <cuda_runtime.h>
@@ -31,6 +32,10 @@
 #include "gpu/gemm_dtype.h"
 #include "io/checkpoint.h"
 #include "model/config.h"
+
+namespace spense {
+class Transformer;
+}
 
 namespace spense::gpu {
 
@@ -46,6 +51,10 @@ class DecodeEngine {
 public:
     // A dense HF checkpoint, or spense prune's output (spense.json beside the weights: Spense MLPs).
     static std::unique_ptr<DecodeEngine> load(GpuContext& ctx, const Checkpoint& ckpt, const DecodeOptions& opt);
+    // A model in memory, each layer's MLP in the runtime layout with the last dense_counts[l]
+    // intermediate indices dense; `source` names it in errors.
+    static std::unique_ptr<DecodeEngine> from_model(GpuContext& ctx, const Transformer& model, const std::vector<int64_t>& dense_counts,
+                                                    const DecodeOptions& opt, const std::string& source);
     // Random weights on the GPU for a configuration whose weights we do not have; every MLP keeps
     // `dense` dense intermediate indices (cfg.intermediate: a dense MLP, 0: all 2:4).
     static std::unique_ptr<DecodeEngine> random(GpuContext& ctx, const ModelConfig& cfg, int64_t dense, const DecodeOptions& opt,
