@@ -2,6 +2,7 @@
 // malformed files (each an Error whose one-line message names the file).
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <fstream>
 
 #include "core/error.h"
@@ -74,8 +75,10 @@ TEST(Safetensors, WriteReadRoundTripIsExact) {
     std::vector<float> a = {1.5f, -2.25f, 3e-5f, 7.0f, -0.0f, 1e30f};
     std::vector<uint16_t> h = {0x3c00, 0xbc00, 0x0001, 0x7bff};
     std::vector<uint16_t> b = {0x3f80, 0xc000, 0x0001, 0x7f7f};
+    auto copy_of = [](const void* src) { return [src](std::span<uint8_t> out) { std::memcpy(out.data(), src, out.size()); }; };
     write_safetensors(dir / "x.safetensors",
-                      {{"a", DType::F32, {2, 3}, a.data()}, {"h", DType::F16, {4}, h.data()}, {"b", DType::BF16, {2, 2}, b.data()}},
+                      {{"a", DType::F32, {2, 3}, copy_of(a.data())}, {"h", DType::F16, {4}, copy_of(h.data())},
+                       {"b", DType::BF16, {2, 2}, copy_of(b.data())}},
                       {{"format", "pt"}});
     SafetensorsFile st = read_safetensors(dir / "x.safetensors");
     EXPECT_EQ(st.metadata["format"], "pt");

@@ -41,6 +41,9 @@ public:
     Matrix gate, up, down;
 };
 
+// DenseMlp's three weights, in the order checkpoints and pruning states store them.
+enum class MlpProj { Gate, Up, Down };
+
 struct AttentionWeights {
     Matrix q, k, v, o;  // [heads*hd, hidden], [kv*hd, hidden], [kv*hd, hidden], [hidden, heads*hd]
     std::vector<float> q_bias, k_bias, v_bias, o_bias;  // empty when the architecture has none
