@@ -46,8 +46,10 @@ struct Checkpoint {
 
     // The tensor, or an error naming the checkpoint and the missing tensor.
     const TensorRef& tensor(const std::string& name) const;
+    // The same after checking its shape; the error names tensor, file and both shapes.
+    const TensorRef& tensor(const std::string& name, const std::vector<int64_t>& expected_shape) const;
     bool has(const std::string& name) const { return tensors.count(name) != 0; }
-    // Decode to float32 after checking the shape; the error names tensor, file and both shapes.
+    // Decode to float32 after checking the shape as tensor(name, expected_shape) does.
     std::vector<float> load_f32(const std::string& name, const std::vector<int64_t>& expected_shape) const;
 };
 
