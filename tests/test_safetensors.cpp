@@ -1,5 +1,5 @@
-// safetensors reading of every dtype, sharded checkpoints, exact write/read round trips, and
-// malformed files (each an Error whose one-line message names the file).
+// safetensors reading of every dtype, sharded checkpoints, exact write/read round trips, decoding
+// after released pages, and malformed files (each an Error whose one-line message names the file).
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -100,6 +100,17 @@ TEST(Safetensors, ShardedCheckpointHasEveryTensorOfTheIndex) {
         const TensorRef& s = sharded.tensor(name);
         ASSERT_EQ(s.nbytes, t.nbytes);
         EXPECT_EQ(0, std::memcmp(s.data, t.data, t.nbytes)) << name;
+    }
+}
+
+TEST(Checkpoint, DecodingAgainAfterItsPagesAreReleasedGivesTheSameValues) {
+    // load_f32 drops a tensor's mapped pages once decoded; they must come back as the file's.
+    for (const char* name : {"qwen3_untied_sharded", "gguf_llama/model.gguf"}) {
+        const Checkpoint ckpt = open_checkpoint(test::fixtures_dir() / "models" / name);
+        for (const auto& [tensor, t] : ckpt.tensors) {
+            const std::vector<float> first = ckpt.load_f32(tensor, t.shape), again = ckpt.load_f32(tensor, t.shape);
+            ASSERT_EQ(0, std::memcmp(first.data(), again.data(), first.size() * sizeof(float))) << name << ": " << tensor;
+        }
     }
 }
 

@@ -64,6 +64,8 @@ std::vector<float> Checkpoint::load_f32(const std::string& name, const std::vect
     const TensorRef& t = tensor(name, expected_shape);
     std::vector<float> out(size_t(t.numel()));
     to_f32(t.dtype, t.data, t.numel(), out.data());
+    for (const auto& f : files)
+        if (t.data >= f->data() && t.data + t.nbytes <= f->data() + f->size()) f->release(t.data, t.nbytes);
     if (t.rope_heads > 0) unpermute_rope_rows(out, t.shape[0], t.numel() / t.shape[0], t.rope_heads);
     return out;
 }
