@@ -2,6 +2,7 @@
 // an HF checkpoint plus spense.json.
 #include <sys/resource.h>
 
+#include <cmath>
 #include <cstdio>
 #include <iostream>
 #include <memory>
@@ -141,7 +142,10 @@ int cmd_prune(int argc, char** argv) {
                  prune_method_name(opt.method), opt.sparsity, (long long)k, (long long)copt.nsamples, (long long)copt.seqlen,
                  (long long)calib.stream_tokens);
 
-    Transformer model = load_transformer(ckpt);
+    // The MLPs, the bulk of the weights, are loaded one layer at a time by the pipeline and the
+    // pruned ones kept in the state until written: host memory holds the rest of the model and
+    // one layer's MLP, so that models whose float32 weights exceed it can be pruned.
+    Transformer model = load_transformer(ckpt, MlpWeights::Skip);
     round_weights(model.weights(), opt.weight_dtype);
     std::unique_ptr<PruneBackend> backend =
         make_backend(device, model, *args.get("precision"), args.get("activation-gb") ? args.get_double("activation-gb") : -1.0);
@@ -152,22 +156,20 @@ int cmd_prune(int argc, char** argv) {
                                         {"device", device},
                                         {"precision", *args.get("precision")}};
     PruneState state(out + ".partial", fingerprint.dump(), opt.weight_dtype, resume);
-    PruneReport report = prune_model(model, calib, opt, *backend, &state);
-    const int64_t host_peak = peak_host_bytes();
+    PruneReport report = prune_model(model, ckpt, calib, opt, *backend, state);
+    const int64_t host_peak = peak_host_bytes();  // of the pruning, for spense.json (written after it)
 
     nlohmann::json layers = nlohmann::json::array();
+    // Zeros in the MLP weights, counted from each weight's fraction (its three weights have
+    // d_ff x hidden elements each).
+    const int64_t per_weight = cfg.intermediate * cfg.hidden;
     int64_t zeros = 0, total = 0;
     for (const auto& l : report.layers) {
         nlohmann::json j = l.to_json();
         j["dense_region"] = {cfg.intermediate - l.dense, cfg.intermediate};
         layers.push_back(j);
-    }
-    for (const auto& lw : model.weights().layers) {
-        const auto& mlp = dynamic_cast<const DenseMlp&>(*lw.mlp);
-        for (const Matrix* m : {&mlp.gate, &mlp.up, &mlp.down}) {
-            for (float v : m->data) zeros += v == 0.0f;
-            total += int64_t(m->data.size());
-        }
+        for (const LinearReport* r : {&l.gate, &l.up, &l.down}) zeros += std::llround(r->sparsity * double(per_weight));
+        total += 3 * per_weight;
     }
     nlohmann::json spense_json = {{"format", "spense"},
                                   {"version", 1},
@@ -183,7 +185,10 @@ int cmd_prune(int argc, char** argv) {
                                   {"peak_host_bytes", host_peak},
                                   {"layers", layers},
                                   {"run", run_info()}};
-    write_hf_checkpoint(out, ckpt, model, opt.weight_dtype, spense_json);
+    // The pruned MLPs are copied from the state as saved (already in the output dtype); the state
+    // is removed only once the checkpoint is complete.
+    const MlpBytes from_state = [&state](int64_t l, MlpProj p, std::span<uint8_t> bytes) { state.read_weight(l, p, bytes); };
+    write_hf_checkpoint(out, ckpt, cfg, hf_tensors(model, opt.weight_dtype, from_state), opt.weight_dtype, spense_json);
     state.remove();
 
     std::printf("| layer | dense k | gate err (mask -> final) | up err | down err | mlp err | time |\n|---|---|---|---|---|---|---|\n");
@@ -194,7 +199,7 @@ int cmd_prune(int argc, char** argv) {
     std::printf("\n%s: %s at MLP sparsity %.4f (zeros in MLP weights), pruned in %s on %s, written to %s\n", model_path.c_str(),
                 prune_method_name(opt.method), double(zeros) / double(total), format_duration(report.seconds).c_str(), device.c_str(),
                 out.c_str());
-    std::printf("peak memory: host %.2f GiB", double(host_peak) / double(1ull << 30));
+    std::printf("peak memory: host %.2f GiB", double(peak_host_bytes()) / double(1ull << 30));  // of the whole run
     if (report.backend.contains("peak_device_bytes"))
         std::printf(", GPU %.2f GiB", report.backend["peak_device_bytes"].get<double>() / double(1ull << 30));
     std::printf("\n");

@@ -36,6 +36,15 @@ std::shared_ptr<const MappedFile> MappedFile::open(const std::filesystem::path& 
     return std::shared_ptr<const MappedFile>(new MappedFile(p, data, size));
 }
 
+void MappedFile::release(const uint8_t* p, size_t n) const {
+    SPENSE_CHECK(p >= data_ && p + n <= data_ + size_, path_, ": release of a range outside the map");
+    const uintptr_t page = uintptr_t(::sysconf(_SC_PAGESIZE));
+    const uintptr_t begin = uintptr_t(p) / page * page, end = (uintptr_t(p) + n + page - 1) / page * page;
+    // The map is private and read-only, so its dropped pages can only come back as the file's.
+    // Advice that fails only leaves the pages resident.
+    ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
 MappedFile::~MappedFile() {
     if (data_ != nullptr) ::munmap(const_cast<uint8_t*>(data_), size_);
 }

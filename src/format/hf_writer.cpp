@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstring>
 
 #include "core/atomic_file.h"
@@ -13,8 +14,6 @@ namespace spense {
 
 namespace {
 
-constexpr uint64_t kShardBytes = uint64_t(5) << 30;
-
 const char* torch_dtype_name(DType t) {
     switch (t) {
         case DType::F32: return "float32";
@@ -24,65 +23,17 @@ const char* torch_dtype_name(DType t) {
     }
 }
 
-// A tensor's bytes in the output dtype.
-struct OutTensor {
-    std::string name;
-    std::vector<int64_t> shape;
-    std::vector<uint8_t> bytes;
-};
-
-OutTensor encode(std::string name, std::vector<int64_t> shape, const std::vector<float>& v, DType dtype) {
-    OutTensor t{std::move(name), std::move(shape), {}};
-    if (dtype == DType::F32) {
-        t.bytes.resize(v.size() * 4);
-        std::memcpy(t.bytes.data(), v.data(), t.bytes.size());
-        return t;
-    }
-    t.bytes.resize(v.size() * 2);
-    auto* out = reinterpret_cast<uint16_t*>(t.bytes.data());
-    for (size_t i = 0; i < v.size(); ++i) out[i] = dtype == DType::BF16 ? f32_to_bf16(v[i]) : f32_to_f16(v[i]);
-    return t;
-}
-
-std::vector<OutTensor> model_tensors(const Transformer& model, DType dtype) {
-    const ModelConfig& c = model.config();
-    const ModelWeights& w = model.weights();
-    std::vector<OutTensor> out;
-    auto mat = [&](const std::string& name, const Matrix& m) { out.push_back(encode(name, {m.rows, m.cols}, m.data, dtype)); };
-    auto vec = [&](const std::string& name, const std::vector<float>& v) {
-        if (!v.empty()) out.push_back(encode(name, {int64_t(v.size())}, v, dtype));
+// Fills a tensor's bytes with `v` encoded as `dtype`.
+std::function<void(std::span<uint8_t>)> encoder(const std::vector<float>& v, DType dtype) {
+    return [&v, dtype](std::span<uint8_t> out) {
+        if (dtype == DType::F32) {
+            std::memcpy(out.data(), v.data(), out.size());
+            return;
+        }
+        auto* o = reinterpret_cast<uint16_t*>(out.data());
+#pragma omp parallel for
+        for (int64_t i = 0; i < int64_t(v.size()); ++i) o[i] = dtype == DType::BF16 ? f32_to_bf16(v[size_t(i)]) : f32_to_f16(v[size_t(i)]);
     };
-    mat("model.embed_tokens.weight", w.embed);
-    for (int64_t l = 0; l < c.n_layers; ++l) {
-        const LayerWeights& lw = w.layers[size_t(l)];
-        auto n = [l](const char* s) { return layer_tensor(l, s); };
-        vec(n("input_layernorm.weight"), lw.input_norm);
-        mat(n("self_attn.q_proj.weight"), lw.attn.q);
-        mat(n("self_attn.k_proj.weight"), lw.attn.k);
-        mat(n("self_attn.v_proj.weight"), lw.attn.v);
-        mat(n("self_attn.o_proj.weight"), lw.attn.o);
-        vec(n("self_attn.q_proj.bias"), lw.attn.q_bias);
-        vec(n("self_attn.k_proj.bias"), lw.attn.k_bias);
-        vec(n("self_attn.v_proj.bias"), lw.attn.v_bias);
-        vec(n("self_attn.o_proj.bias"), lw.attn.o_bias);
-        vec(n("self_attn.q_norm.weight"), lw.attn.q_norm);
-        vec(n("self_attn.k_norm.weight"), lw.attn.k_norm);
-        vec(n("post_attention_layernorm.weight"), lw.post_norm);
-        const auto* mlp = dynamic_cast<const DenseMlp*>(lw.mlp.get());
-        SPENSE_CHECK(mlp != nullptr, "layer ", l, ": only dense MLP weights can be written");
-        mat(n("mlp.gate_proj.weight"), mlp->gate);
-        mat(n("mlp.up_proj.weight"), mlp->up);
-        mat(n("mlp.down_proj.weight"), mlp->down);
-    }
-    vec("model.norm.weight", w.final_norm);
-    if (!c.tie_embeddings) mat("lm_head.weight", w.lm_head);
-    return out;
-}
-
-std::vector<TensorData> as_tensor_data(const std::vector<const OutTensor*>& ts, DType dtype) {
-    std::vector<TensorData> out;
-    for (const auto* t : ts) out.push_back({t->name, dtype, t->shape, t->bytes.data()});
-    return out;
 }
 
 // The token text of `id` in an HF tokenizer.json (added tokens first, then the model's vocab).
@@ -131,9 +82,60 @@ void check_new_output_dir(const std::filesystem::path& out_dir) {
     if (!std::filesystem::is_directory(parent, ec)) fail(out_dir.string(), ": parent directory ", parent.string(), " does not exist");
 }
 
+std::vector<TensorData> hf_tensors(const Transformer& model, DType dtype, const MlpBytes& mlp_bytes) {
+    torch_dtype_name(dtype);  // refuses the types a checkpoint cannot hold
+    const ModelConfig& c = model.config();
+    const ModelWeights& w = model.weights();
+    std::vector<TensorData> out;
+    auto mat = [&](const std::string& name, const Matrix& m) { out.push_back({name, dtype, {m.rows, m.cols}, encoder(m.data, dtype)}); };
+    auto vec = [&](const std::string& name, const std::vector<float>& v) {
+        if (!v.empty()) out.push_back({name, dtype, {int64_t(v.size())}, encoder(v, dtype)});
+    };
+    mat("model.embed_tokens.weight", w.embed);
+    for (int64_t l = 0; l < c.n_layers; ++l) {
+        const LayerWeights& lw = w.layers[size_t(l)];
+        auto n = [l](const char* s) { return layer_tensor(l, s); };
+        vec(n("input_layernorm.weight"), lw.input_norm);
+        mat(n("self_attn.q_proj.weight"), lw.attn.q);
+        mat(n("self_attn.k_proj.weight"), lw.attn.k);
+        mat(n("self_attn.v_proj.weight"), lw.attn.v);
+        mat(n("self_attn.o_proj.weight"), lw.attn.o);
+        vec(n("self_attn.q_proj.bias"), lw.attn.q_bias);
+        vec(n("self_attn.k_proj.bias"), lw.attn.k_bias);
+        vec(n("self_attn.v_proj.bias"), lw.attn.v_bias);
+        vec(n("self_attn.o_proj.bias"), lw.attn.o_bias);
+        vec(n("self_attn.q_norm.weight"), lw.attn.q_norm);
+        vec(n("self_attn.k_norm.weight"), lw.attn.k_norm);
+        vec(n("post_attention_layernorm.weight"), lw.post_norm);
+        if (lw.mlp) {
+            const auto* mlp = dynamic_cast<const DenseMlp*>(lw.mlp.get());
+            SPENSE_CHECK(mlp != nullptr, "layer ", l, ": only dense MLP weights can be written");
+            mat(n("mlp.gate_proj.weight"), mlp->gate);
+            mat(n("mlp.up_proj.weight"), mlp->up);
+            mat(n("mlp.down_proj.weight"), mlp->down);
+            continue;
+        }
+        if (!mlp_bytes) fail("layer ", l, ": the MLP weights are neither loaded nor given, so they cannot be written");
+        auto from = [&mlp_bytes, l](MlpProj p) { return [mlp_bytes, l, p](std::span<uint8_t> b) { mlp_bytes(l, p, b); }; };
+        out.push_back({n("mlp.gate_proj.weight"), dtype, {c.intermediate, c.hidden}, from(MlpProj::Gate)});
+        out.push_back({n("mlp.up_proj.weight"), dtype, {c.intermediate, c.hidden}, from(MlpProj::Up)});
+        out.push_back({n("mlp.down_proj.weight"), dtype, {c.hidden, c.intermediate}, from(MlpProj::Down)});
+    }
+    vec("model.norm.weight", w.final_norm);
+    if (!c.tie_embeddings) mat("lm_head.weight", w.lm_head);
+    return out;
+}
+
 void write_hf_checkpoint(const std::filesystem::path& out_dir, const Checkpoint& source, const Transformer& model, DType dtype,
                          const nlohmann::json& spense_json) {
+    write_hf_checkpoint(out_dir, source, model.config(), hf_tensors(model, dtype), dtype, spense_json);
+}
+
+void write_hf_checkpoint(const std::filesystem::path& out_dir, const Checkpoint& source, const ModelConfig& cfg,
+                         const std::vector<TensorData>& tensors, DType dtype, const nlohmann::json& spense_json, uint64_t shard_bytes) {
     check_new_output_dir(out_dir);
+    for (const auto& t : tensors)
+        SPENSE_CHECK(t.dtype == dtype, "tensor '", t.name, "' is ", dtype_name(t.dtype), " in a checkpoint written as ", dtype_name(dtype));
     const std::filesystem::path parent = out_dir.has_parent_path() ? out_dir.parent_path() : std::filesystem::path(".");
     const std::filesystem::path tmp = parent / cat(".", out_dir.filename().string(), ".partial-", ::getpid());
     std::filesystem::remove_all(tmp);
@@ -152,35 +154,32 @@ void write_hf_checkpoint(const std::filesystem::path& out_dir, const Checkpoint&
     if (config.contains("dtype")) config["dtype"] = torch_dtype_name(dtype);
     write_file_atomic(tmp / "config.json", config.dump(2) + "\n");
 
-    std::vector<OutTensor> tensors = model_tensors(model, dtype);
     uint64_t total = 0;
-    for (const auto& t : tensors) total += t.bytes.size();
+    for (const auto& t : tensors) total += t.nbytes();
     const nlohmann::json st_meta = {{"format", "pt"}};
-    if (total <= kShardBytes) {
-        std::vector<const OutTensor*> all;
-        for (const auto& t : tensors) all.push_back(&t);
-        write_safetensors(tmp / "model.safetensors", as_tensor_data(all, dtype), st_meta);
+    if (total <= shard_bytes) {
+        write_safetensors(tmp / "model.safetensors", tensors, st_meta);
     } else {
-        std::vector<std::vector<const OutTensor*>> shards(1);
+        std::vector<std::vector<TensorData>> shards(1);
         uint64_t in_shard = 0;
         for (const auto& t : tensors) {
-            if (in_shard > 0 && in_shard + t.bytes.size() > kShardBytes) {
+            if (in_shard > 0 && in_shard + t.nbytes() > shard_bytes) {
                 shards.emplace_back();
                 in_shard = 0;
             }
-            shards.back().push_back(&t);
-            in_shard += t.bytes.size();
+            shards.back().push_back(t);
+            in_shard += t.nbytes();
         }
         nlohmann::json index = {{"metadata", {{"total_size", total}}}, {"weight_map", nlohmann::json::object()}};
         for (size_t i = 0; i < shards.size(); ++i) {
             char name[64];
             std::snprintf(name, sizeof name, "model-%05zu-of-%05zu.safetensors", i + 1, shards.size());
-            write_safetensors(tmp / name, as_tensor_data(shards[i], dtype), st_meta);
-            for (const auto* t : shards[i]) index["weight_map"][t->name] = name;
+            write_safetensors(tmp / name, shards[i], st_meta);
+            for (const auto& t : shards[i]) index["weight_map"][t.name] = name;
         }
         write_file_atomic(tmp / "model.safetensors.index.json", index.dump(2) + "\n");
     }
-    write_tokenizer(tmp, source, model.config());
+    write_tokenizer(tmp, source, cfg);
     write_file_atomic(tmp / "spense.json", spense_json.dump(2) + "\n");
     sync_dir(tmp);
 

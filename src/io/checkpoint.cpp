@@ -52,13 +52,20 @@ void unpermute_rope_rows(std::vector<float>& w, int64_t rows, int64_t cols, int6
 
 }  // namespace
 
-std::vector<float> Checkpoint::load_f32(const std::string& name, const std::vector<int64_t>& expected_shape) const {
+const TensorRef& Checkpoint::tensor(const std::string& name, const std::vector<int64_t>& expected_shape) const {
     const TensorRef& t = tensor(name);
     if (t.shape != expected_shape)
         fail(t.file, ": tensor '", name, "' has shape ", shape_str(t.shape), " but the config implies ",
              shape_str(expected_shape));
+    return t;
+}
+
+std::vector<float> Checkpoint::load_f32(const std::string& name, const std::vector<int64_t>& expected_shape) const {
+    const TensorRef& t = tensor(name, expected_shape);
     std::vector<float> out(size_t(t.numel()));
     to_f32(t.dtype, t.data, t.numel(), out.data());
+    for (const auto& f : files)
+        if (t.data >= f->data() && t.data + t.nbytes <= f->data() + f->size()) f->release(t.data, t.nbytes);
     if (t.rope_heads > 0) unpermute_rope_rows(out, t.shape[0], t.numel() / t.shape[0], t.rope_heads);
     return out;
 }

@@ -46,8 +46,12 @@ struct Checkpoint {
 
     // The tensor, or an error naming the checkpoint and the missing tensor.
     const TensorRef& tensor(const std::string& name) const;
+    // The same after checking its shape; the error names tensor, file and both shapes.
+    const TensorRef& tensor(const std::string& name, const std::vector<int64_t>& expected_shape) const;
     bool has(const std::string& name) const { return tensors.count(name) != 0; }
-    // Decode to float32 after checking the shape; the error names tensor, file and both shapes.
+    // Decode to float32 after checking the shape as tensor(name, expected_shape) does. The
+    // tensor's mapped pages are released (MappedFile::release): decoding a whole model, or a large
+    // one layer at a time, does not leave the source resident beside its decoded copy.
     std::vector<float> load_f32(const std::string& name, const std::vector<int64_t>& expected_shape) const;
 };
 

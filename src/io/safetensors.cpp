@@ -107,17 +107,22 @@ SafetensorsFile read_safetensors(const std::filesystem::path& path) {
     return st;
 }
 
+uint64_t TensorData::nbytes() const {
+    int64_t numel = 1;
+    for (int64_t d : shape) numel *= d;
+    return dtype_bytes(dtype, numel);
+}
+
 void write_safetensors(const std::filesystem::path& path, const std::vector<TensorData>& tensors,
                        const nlohmann::json& metadata) {
     nlohmann::ordered_json header = nlohmann::ordered_json::object();
     if (!metadata.is_null()) header["__metadata__"] = metadata;
-    uint64_t offset = 0;
+    uint64_t offset = 0, largest = 0;
     for (const auto& t : tensors) {
-        int64_t numel = 1;
-        for (int64_t d : t.shape) numel *= d;
-        uint64_t n = dtype_bytes(t.dtype, numel);
+        const uint64_t n = t.nbytes();
         header[t.name] = {{"dtype", safetensors_dtype(t.dtype)}, {"shape", t.shape}, {"data_offsets", {offset, offset + n}}};
         offset += n;
+        largest = std::max(largest, n);
     }
     std::string h = header.dump();
     h.append((8 - h.size() % 8) % 8, ' ');  // align the data section to 8 bytes, as the reference writer does
@@ -125,10 +130,11 @@ void write_safetensors(const std::filesystem::path& path, const std::vector<Tens
     AtomicFile out(path);
     out.write(&hs, 8);
     out.write(h);
+    std::vector<uint8_t> bytes(static_cast<size_t>(largest));
     for (const auto& t : tensors) {
-        int64_t numel = 1;
-        for (int64_t d : t.shape) numel *= d;
-        out.write(t.data, dtype_bytes(t.dtype, numel));
+        const std::span<uint8_t> b(bytes.data(), size_t(t.nbytes()));
+        t.fill(b);
+        out.write(b.data(), b.size());
     }
     out.commit();
 }

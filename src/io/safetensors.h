@@ -8,8 +8,11 @@
 //  3. the data section, each tensor row-major, little endian
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -29,11 +32,16 @@ struct SafetensorsFile {
 // JSON or lies about sizes or offsets, an unsupported dtype (naming the tensor).
 SafetensorsFile read_safetensors(const std::filesystem::path& path);
 
+// A tensor to write. Its bytes (numel * element size, row-major) are asked of `fill` only when the
+// writer reaches the tensor, so that one tensor's bytes at a time need be in memory, however large
+// the file.
 struct TensorData {
     std::string name;
     DType dtype;  // F32, F16 or BF16
     std::vector<int64_t> shape;
-    const void* data;  // numel * element size bytes
+    std::function<void(std::span<uint8_t> bytes)> fill;
+
+    uint64_t nbytes() const;
 };
 
 // Writes `path` atomically (a temporary file beside it, then rename), tensors in the order given.

@@ -97,7 +97,7 @@ std::unique_ptr<DenseMlp> load_dense_mlp(const Checkpoint& ck, const ModelConfig
                                       load_mat(ck, layer_tensor(l, "mlp.down_proj.weight"), c.hidden, c.intermediate));
 }
 
-ModelWeights load_weights(const Checkpoint& ck, const ModelConfig& c) {
+ModelWeights load_weights(const Checkpoint& ck, const ModelConfig& c, MlpWeights mlps) {
     ModelWeights w;
     const int64_t d = c.hidden, q_dim = c.n_heads * c.head_dim, kv_dim = c.n_kv_heads * c.head_dim;
     w.embed = load_mat(ck, "model.embed_tokens.weight", c.vocab, d);
@@ -123,15 +123,21 @@ ModelWeights load_weights(const Checkpoint& ck, const ModelConfig& c) {
             a.q_norm = load_vec(ck, name("self_attn.q_norm.weight"), c.head_dim);
             a.k_norm = load_vec(ck, name("self_attn.k_norm.weight"), c.head_dim);
         }
-        lw.mlp = load_dense_mlp(ck, c, l);
+        if (mlps == MlpWeights::Load) {
+            lw.mlp = load_dense_mlp(ck, c, l);
+        } else {
+            ck.tensor(name("mlp.gate_proj.weight"), {c.intermediate, d});
+            ck.tensor(name("mlp.up_proj.weight"), {c.intermediate, d});
+            ck.tensor(name("mlp.down_proj.weight"), {d, c.intermediate});
+        }
         w.layers.push_back(std::move(lw));
     }
     return w;
 }
 
-Transformer load_transformer(const Checkpoint& ckpt) {
+Transformer load_transformer(const Checkpoint& ckpt, MlpWeights mlps) {
     ModelConfig cfg = ModelConfig::from_hf(ckpt.config, ckpt.path.string());
-    ModelWeights w = load_weights(ckpt, cfg);
+    ModelWeights w = load_weights(ckpt, cfg, mlps);
     return Transformer(std::move(cfg), std::move(w));
 }
 
@@ -210,8 +216,10 @@ Matrix Transformer::mlp_input(int64_t l, const Matrix& x) const {
 }
 
 void Transformer::mlp_block(int64_t l, Matrix& x) const {
+    const Mlp* mlp = w_.layers[size_t(l)].mlp.get();
+    if (mlp == nullptr) fail("layer ", l, ": the MLP weights are not loaded (the model was loaded without them, MlpWeights::Skip)");
     Matrix y;
-    w_.layers[size_t(l)].mlp->forward(mlp_input(l, x), y);
+    mlp->forward(mlp_input(l, x), y);
 #pragma omp parallel for
     for (int64_t i = 0; i < int64_t(x.data.size()); ++i) x.data[size_t(i)] += y.data[size_t(i)];
 }

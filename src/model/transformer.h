@@ -41,6 +41,9 @@ public:
     Matrix gate, up, down;
 };
 
+// DenseMlp's three weights, in the order checkpoints and pruning states store them.
+enum class MlpProj { Gate, Up, Down };
+
 struct AttentionWeights {
     Matrix q, k, v, o;  // [heads*hd, hidden], [kv*hd, hidden], [kv*hd, hidden], [hidden, heads*hd]
     std::vector<float> q_bias, k_bias, v_bias, o_bias;  // empty when the architecture has none
@@ -50,7 +53,7 @@ struct AttentionWeights {
 struct LayerWeights {
     std::vector<float> input_norm, post_norm;  // [hidden]
     AttentionWeights attn;
-    std::unique_ptr<Mlp> mlp;
+    std::unique_ptr<Mlp> mlp;  // null while not loaded (MlpWeights::Skip)
 };
 
 struct ModelWeights {
@@ -60,9 +63,16 @@ struct ModelWeights {
     std::vector<LayerWeights> layers;
 };
 
-// Decodes every weight to float32, checking each shape against the config.
-ModelWeights load_weights(const Checkpoint& ckpt, const ModelConfig& cfg);
-// The MLP weights of one layer only (for pipelines that stream layers).
+// Whether loading decodes the MLPs, or leaves them null for a pipeline that loads one layer's MLP
+// at a time (load_dense_mlp): they are the bulk of a model (3 x d_ff x hidden per layer), and a
+// large model's float32 MLPs need not fit in host memory.
+enum class MlpWeights { Load, Skip };
+
+// Decodes every weight to float32 (with Skip, all but the MLPs), checking each shape against the
+// config; skipped MLP tensors are checked for presence and shape, so that a damaged checkpoint
+// fails before any work rather than at its layer.
+ModelWeights load_weights(const Checkpoint& ckpt, const ModelConfig& cfg, MlpWeights mlps = MlpWeights::Load);
+// The MLP weights of one layer only.
 std::unique_ptr<DenseMlp> load_dense_mlp(const Checkpoint& ckpt, const ModelConfig& cfg, int64_t layer);
 
 class Transformer {
@@ -79,7 +89,7 @@ public:
     void attention_block(int64_t l, Matrix& x) const;
     // The MLP input of layer l: rmsnorm(x) * post_norm.
     Matrix mlp_input(int64_t l, const Matrix& x) const;
-    // x += mlp(mlp_input(x)) for layer l.
+    // x += mlp(mlp_input(x)) for layer l; an error naming the layer if its MLP is not loaded.
     void mlp_block(int64_t l, Matrix& x) const;
     // One whole decoder layer: attention_block then mlp_block.
     void layer(int64_t l, Matrix& x) const;
@@ -97,8 +107,9 @@ private:
     std::vector<double> inv_freq_;
 };
 
-// The float32 model of a checkpoint: config parsed and checked, every weight decoded.
-Transformer load_transformer(const Checkpoint& ckpt);
+// The float32 model of a checkpoint: config parsed and checked, every weight (with Skip, all but
+// the MLPs) decoded.
+Transformer load_transformer(const Checkpoint& ckpt, MlpWeights mlps = MlpWeights::Load);
 
 // y = x / sqrt(mean(x^2) + eps) * weight, per row.
 void rms_norm(const Matrix& x, const std::vector<float>& weight, double eps, Matrix& y);

@@ -194,30 +194,14 @@ void test_abort(const char* point, int64_t l) {
         fail("aborted by SPENSE_TEST_ABORT=", env, " (a test hook)");
 }
 
-}  // namespace
-
-void round_weights(ModelWeights& w, DType dtype) {
-    if (dtype == DType::F32) return;
-    round_to(w.embed.data, dtype);
-    round_to(w.lm_head.data, dtype);
-    round_to(w.final_norm, dtype);
-    for (auto& l : w.layers) {
-        for (auto* v : {&l.input_norm, &l.post_norm, &l.attn.q_bias, &l.attn.k_bias, &l.attn.v_bias, &l.attn.o_bias, &l.attn.q_norm,
-                        &l.attn.k_norm})
-            round_to(*v, dtype);
-        for (auto* m : {&l.attn.q, &l.attn.k, &l.attn.v, &l.attn.o}) round_to(m->data, dtype);
-        if (auto* mlp = dynamic_cast<DenseMlp*>(l.mlp.get()))
-            for (auto* m : {&mlp->gate, &mlp->up, &mlp->down}) round_to(m->data, dtype);
-    }
+void round_mlp(DenseMlp& mlp, DType dtype) {
+    for (auto* m : {&mlp.gate, &mlp.up, &mlp.down}) round_to(m->data, dtype);
 }
 
-PruneReport prune_model(Transformer& model, const CalibrationSet& calib, const PruneOptions& opt) {
-    CpuPruneBackend backend(model);
-    return prune_model(model, calib, opt, backend, nullptr);
-}
-
-PruneReport prune_model(Transformer& model, const CalibrationSet& calib, const PruneOptions& opt, PruneBackend& backend,
-                        PruneState* state) {
+// The pipeline of every prune_model form: the model's own MLPs, or with a `source` each loaded
+// from it when reached and released once committed to the state.
+PruneReport prune_layers(Transformer& model, const Checkpoint* source, const CalibrationSet& calib, const PruneOptions& opt,
+                         PruneBackend& backend, PruneState* state) {
     const ModelConfig& cfg = model.config();
     const int64_t k = opt.validate(cfg), d = cfg.hidden, f = cfg.intermediate;
     SPENSE_CHECK(!calib.samples.empty(), "pruning needs calibration samples");
@@ -238,12 +222,19 @@ PruneReport prune_model(Transformer& model, const CalibrationSet& calib, const P
         mlp = std::make_unique<DenseMlp>(state->load_layer(l, cfg));
         backend.attention(l);
         backend.mlp_forward(l, dynamic_cast<const DenseMlp&>(*mlp));
+        if (source) mlp.reset();
         report.layers.push_back(state->reports()[size_t(l)]);
         progress.update(l + 1, "restored");
     }
 
     for (int64_t l = first; l < cfg.n_layers; ++l) {
         const double t0 = progress.elapsed();
+        if (source) {
+            // Rounded as round_weights rounds a model loaded whole.
+            std::unique_ptr<DenseMlp> loaded = load_dense_mlp(*source, cfg, l);
+            round_mlp(*loaded, opt.weight_dtype);
+            model.weights().layers[size_t(l)].mlp = std::move(loaded);
+        }
         auto* mlp = dynamic_cast<DenseMlp*>(model.weights().layers[size_t(l)].mlp.get());
         SPENSE_CHECK(mlp != nullptr, "layer ", l, ": only dense MLPs can be pruned");
         const std::string where = "layer " + std::to_string(l);
@@ -310,6 +301,7 @@ PruneReport prune_model(Transformer& model, const CalibrationSet& calib, const P
         lr.mlp_error = backend.apply_mlp(l, *mlp, original);
         lr.seconds = progress.elapsed() - t0;
         if (state) state->commit_layer(lr, *mlp);
+        if (source) model.weights().layers[size_t(l)].mlp.reset();
         report.layers.push_back(lr);
         char detail[96];
         std::snprintf(detail, sizeof detail, "mlp error %.4f", lr.mlp_error);
@@ -319,6 +311,40 @@ PruneReport prune_model(Transformer& model, const CalibrationSet& calib, const P
     report.seconds = progress.finish();
     report.backend = backend.describe();
     return report;
+}
+
+}  // namespace
+
+void round_weights(ModelWeights& w, DType dtype) {
+    if (dtype == DType::F32) return;
+    round_to(w.embed.data, dtype);
+    round_to(w.lm_head.data, dtype);
+    round_to(w.final_norm, dtype);
+    for (auto& l : w.layers) {
+        for (auto* v : {&l.input_norm, &l.post_norm, &l.attn.q_bias, &l.attn.k_bias, &l.attn.v_bias, &l.attn.o_bias, &l.attn.q_norm,
+                        &l.attn.k_norm})
+            round_to(*v, dtype);
+        for (auto* m : {&l.attn.q, &l.attn.k, &l.attn.v, &l.attn.o}) round_to(m->data, dtype);
+        if (auto* mlp = dynamic_cast<DenseMlp*>(l.mlp.get())) round_mlp(*mlp, dtype);
+    }
+}
+
+PruneReport prune_model(Transformer& model, const CalibrationSet& calib, const PruneOptions& opt) {
+    CpuPruneBackend backend(model);
+    return prune_layers(model, nullptr, calib, opt, backend, nullptr);
+}
+
+PruneReport prune_model(Transformer& model, const CalibrationSet& calib, const PruneOptions& opt, PruneBackend& backend,
+                        PruneState* state) {
+    return prune_layers(model, nullptr, calib, opt, backend, state);
+}
+
+PruneReport prune_model(Transformer& model, const Checkpoint& source, const CalibrationSet& calib, const PruneOptions& opt,
+                        PruneBackend& backend, PruneState& state) {
+    for (int64_t l = 0; l < model.config().n_layers; ++l)
+        SPENSE_CHECK(model.weights().layers[size_t(l)].mlp == nullptr, "layer ", l,
+                     ": pruning with the MLPs streamed from the checkpoint needs a model loaded without them (MlpWeights::Skip)");
+    return prune_layers(model, &source, calib, opt, backend, &state);
 }
 
 }  // namespace spense

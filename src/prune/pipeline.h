@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/dtype.h"
+#include "io/checkpoint.h"
 #include "model/transformer.h"
 #include "prune/calibration.h"
 #include "prune/dense_select.h"
@@ -79,8 +80,16 @@ PruneReport prune_model(Transformer& model, const CalibrationSet& calib, const P
                         PruneState* state);
 // The same on the CPU, without state.
 PruneReport prune_model(Transformer& model, const CalibrationSet& calib, const PruneOptions& opt);
+// The same with the MLPs streamed, for models whose MLPs do not fit in memory together: `model`
+// is loaded without them (MlpWeights::Skip); layer l's MLP is loaded from `source` (and rounded to
+// opt.weight_dtype) when the pipeline reaches it, committed to `state`, and released, so that one
+// layer's MLP at a time is in memory and the pruned model ends in `state` (PruneState::read_weight),
+// its MLPs null in `model`. The layers `state` already holds are read back one at a time for
+// their forward. The result is the same, bit for bit, as pruning the whole model in memory.
+PruneReport prune_model(Transformer& model, const Checkpoint& source, const CalibrationSet& calib, const PruneOptions& opt,
+                        PruneBackend& backend, PruneState& state);
 
-// Rounds every weight of the model to `dtype` (exact for F32).
+// Rounds every weight of the model (its MLPs where loaded) to `dtype` (exact for F32).
 void round_weights(ModelWeights& w, DType dtype);
 
 }  // namespace spense

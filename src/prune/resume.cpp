@@ -76,6 +76,20 @@ DenseMlp PruneState::load_layer(int64_t l, const ModelConfig& cfg) const {
     return DenseMlp(Matrix(f, d, std::move(v[0])), Matrix(f, d, std::move(v[1])), Matrix(d, f, std::move(v[2])));
 }
 
+void PruneState::read_weight(int64_t l, MlpProj proj, std::span<uint8_t> bytes) const {
+    SPENSE_CHECK(l >= 0 && l < layers_done(), "pruning state: layer ", l, " was not saved");
+    const auto path = layer_file(dir_, l);
+    const uint64_t each = bytes.size(), expected = 3 * each;
+    std::error_code ec;
+    const uint64_t size = std::filesystem::file_size(path, ec);
+    if (ec) fail(path.string(), ": cannot read the saved layer (", ec.message(), ")");
+    if (size != expected) fail(path.string(), ": ", size, " bytes, expected ", expected, " for three weights of ", each, " bytes");
+    std::ifstream in(path, std::ios::binary);
+    in.seekg(std::streamoff(uint64_t(proj) * each));
+    in.read(reinterpret_cast<char*>(bytes.data()), std::streamsize(each));
+    if (!in) fail(path.string(), ": cannot read the saved layer");
+}
+
 void PruneState::commit_layer(const LayerReport& report, const DenseMlp& mlp) {
     SPENSE_CHECK(report.layer == layers_done(), "pruning state: layer ", report.layer, " saved after ", layers_done(), " layers");
     AtomicFile f(layer_file(dir_, report.layer));

@@ -11,11 +11,13 @@
 //                      the runtime layout, row-major, as T (the weights are already rounded to T)
 //
 // A kill between the two writes leaves a layer file that state.json does not count; it is
-// rewritten when the layer is pruned again.
+// rewritten when the layer is pruned again. When the pipeline streams the MLPs (pipeline.h), the
+// layer files are the only copy of the pruned MLPs, and the written checkpoint's come from them.
 #pragma once
 
 #include <cstdint>
 #include <filesystem>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -39,6 +41,10 @@ public:
 
     // The saved MLP of layer l < layers_done().
     DenseMlp load_layer(int64_t l, const ModelConfig& cfg) const;
+    // Copies the saved bytes of one weight of layer l < layers_done() (as stored: T, the runtime
+    // layout) into `bytes`, which must be exactly its size: for writing the output without
+    // decoding the layer.
+    void read_weight(int64_t l, MlpProj proj, std::span<uint8_t> bytes) const;
     // Saves layer `report.layer` == layers_done() and commits it.
     void commit_layer(const LayerReport& report, const DenseMlp& mlp);
     // Deletes the directory (once the output is written).
