@@ -10,9 +10,11 @@
 #include "io/safetensors.h"
 #include "model/config.h"
 #include "model/transformer.h"
+#include "test_errors.h"
 #include "test_paths.h"
 
 using namespace spense;
+using test::error_of;
 
 namespace {
 
@@ -49,15 +51,6 @@ struct GgufBuilder {
 std::filesystem::path write_temp(const std::filesystem::path& dir, const std::string& name, const std::string& bytes) {
     std::ofstream(dir / name, std::ios::binary).write(bytes.data(), std::streamsize(bytes.size()));
     return dir / name;
-}
-
-std::string error_of(const std::function<void()>& f) {
-    try {
-        f();
-    } catch (const Error& e) {
-        return e.what();
-    }
-    return "<no error>";
 }
 
 }  // namespace

@@ -19,9 +19,11 @@
 #include "prune/pipeline.h"
 #include "prune/resume.h"
 #include "test_calibration.h"
+#include "test_errors.h"
 #include "test_paths.h"
 
 using namespace spense;
+using test::error_of;
 
 namespace {
 
@@ -157,15 +159,6 @@ size_t expect_same_files(const std::filesystem::path& a, const std::filesystem::
     EXPECT_EQ(n, size_t(std::distance(std::filesystem::directory_iterator(b), std::filesystem::directory_iterator())))
         << what << ": the streamed output has other files";
     return n;
-}
-
-std::string error_of(const std::function<void()>& f) {
-    try {
-        f();
-    } catch (const Error& e) {
-        return e.what();
-    }
-    return "<no error>";
 }
 
 class Streamed : public ::testing::TestWithParam<Case> {};
