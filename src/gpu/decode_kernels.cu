@@ -72,6 +72,19 @@ __device__ __forceinline__ float row_scale_of(float amax) { return amax > 0.0f ?
 
 __device__ __forceinline__ uint8_t to_e4m3(float v) { return __nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3); }
 
+// Columns [c0, c1) of padding row r of `out` written as zeros, and its scale as 1 by the CTA that
+// holds column 0 (a row past the n tokens: the sparse GEMMs' row granule).
+__device__ void zero_columns(const ActOut& out, int64_t r, int64_t c0, int64_t c1) {
+    if (out.dtype == GemmDType::FP8) {
+        uint8_t* o = static_cast<uint8_t*>(out.data) + r * out.ld;
+        for (int64_t c = c0 + threadIdx.x; c < c1; c += blockDim.x) o[c] = 0;
+        if (threadIdx.x == 0 && c0 == 0) out.row_scale[r] = 1.0f;
+    } else {
+        bf16* o = static_cast<bf16*>(out.data) + r * out.ld;
+        for (int64_t c = c0 + threadIdx.x; c < c1; c += blockDim.x) o[c] = __float2bfloat16(0.0f);
+    }
+}
+
 __global__ void embed_kernel(const int32_t* tokens, const bf16* table, float* x, int64_t d) {
     const int64_t r = blockIdx.x;
     const bf16* e = table + int64_t(tokens[r]) * d;
@@ -129,17 +142,7 @@ __global__ void add_norm_quantize_kernel(float* x, ScaledRows add, const float* 
     const int64_t r = blockIdx.y, d4 = d / 4;
     const RowSlice sl = row_slice(d4);
     wait_for_predecessor();
-    if (r >= n) {
-        if (out.dtype == GemmDType::FP8) {
-            uint8_t* o = static_cast<uint8_t*>(out.data) + r * out.ld;
-            for (int64_t c = 4 * sl.begin + threadIdx.x; c < 4 * sl.end; c += blockDim.x) o[c] = 0;
-            if (threadIdx.x == 0 && sl.begin == 0) out.row_scale[r] = 1.0f;
-        } else {
-            bf16* o = static_cast<bf16*>(out.data) + r * out.ld;
-            for (int64_t c = 4 * sl.begin + threadIdx.x; c < 4 * sl.end; c += blockDim.x) o[c] = __float2bfloat16(0.0f);
-        }
-        return;
-    }
+    if (r >= n) return zero_columns(out, r, 4 * sl.begin, 4 * sl.end);
     cluster_arrive_relaxed();
     float4* x4 = reinterpret_cast<float4*>(x + r * d);
     const float4* w4 = reinterpret_cast<const float4*>(weight);
@@ -233,17 +236,7 @@ __global__ void swiglu_quantize_kernel(ScaledRows h, SwigluLayout L, int64_t n, 
     const int64_t r = blockIdx.y, width = L.z_width();
     const RowSlice sl = row_slice(width / 8);
     wait_for_predecessor();
-    if (r >= n) {
-        if (z.dtype == GemmDType::FP8) {
-            uint2* o = reinterpret_cast<uint2*>(static_cast<uint8_t*>(z.data) + r * z.ld);
-            for (int64_t c8 = sl.begin + threadIdx.x; c8 < sl.end; c8 += blockDim.x) o[c8] = make_uint2(0, 0);
-            if (threadIdx.x == 0 && sl.begin == 0) z.row_scale[r] = 1.0f;
-        } else {
-            uint4* o = reinterpret_cast<uint4*>(static_cast<bf16*>(z.data) + r * z.ld);
-            for (int64_t c8 = sl.begin + threadIdx.x; c8 < sl.end; c8 += blockDim.x) o[c8] = make_uint4(0, 0, 0, 0);
-        }
-        return;
-    }
+    if (r >= n) return zero_columns(z, r, 8 * sl.begin, 8 * sl.end);
     const bool fp8 = z.dtype == GemmDType::FP8;  // only the FP8 scale needs the cluster
     if (fp8) cluster_arrive_relaxed();
     float amax = 0;
