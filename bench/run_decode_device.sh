@@ -13,7 +13,7 @@
 #   stash     keep this call's SmolLM2 parts
 #   tests     the engine and attention GPU tests (SmolLM2's too when it is assembled)
 #   smollm2   issue 6's check on SmolLM2 (SpenseGPT+ 25% pruned on the GPU and on the CPU from the same
-#             tokens, masks compared, both evaluated), then `generate` below
+#             tokens, masks compared, both evaluated)
 #   generate  spense generate --compare-cpu on SmolLM2, dense and pruned on the GPU, BF16 and FP8, and
 #             the engine's SmolLM2 test
 #   bench     spense bench decode with the Qwen3-32B config
@@ -21,6 +21,10 @@
 #             Spense MLPs at 37.5% sparsity, contexts 0 and 4096), to set against the step time (bench/tools/ncu_summary.py)
 #   prune     issue 6's check on stories260K: prune on the CPU and on the GPU from the same tokens,
 #             compare the masks (bench/tools/compare_pruned.py) and evaluate both (SmolLM2 in `smollm2`)
+#   bigprune  issue 6's bounded memory: a random Llama-shaped checkpoint (hidden 4096, d_ff 11008, 40
+#             layers: 7.1 B parameters, 13.2 GiB of BF16) pruned on the GPU while another process
+#             holds all but 8 GiB of its memory
+#   prunetests the GPU pruning and streaming tests against the CPU reference
 # usage: bench/run_decode_device.sh STEP...
 set -uo pipefail
 carry=${CARRY:-.carry-decode}
@@ -58,13 +62,41 @@ for step in "$@"; do
         [ -f "$smol" ] || { echo "SmolLM2 is not assembled in /tmp/smol"; continue; }
         calib=(--calib /work/shared/data/wikitext2-test.raw --range 0:0.5 --nsamples 64 --seqlen 512 --method spensegpt+ --sparsity 0.25)
         for dev in cuda cpu; do
-            timeout 300 "$cli" prune --model "$smol" "${calib[@]}" --device $dev --out /tmp/smol-$dev 2>&1 | tail -2
+            rm -rf /tmp/smol-$dev
+            timeout 400 "$cli" prune --model "$smol" "${calib[@]}" --device $dev --out /tmp/smol-$dev 2>&1 | tail -2
         done
         python3 bench/tools/compare_pruned.py /tmp/smol-cuda /tmp/smol-cpu --json "$OUT/smollm2-agreement.json" | tail -2
         for m in /tmp/smol-cuda /tmp/smol-cpu; do
             "$cli" eval --model "$m" --data /work/shared/data/wikitext2-test.raw --range 0.875:1 --ctx 1024 2>/dev/null | tail -1
         done
-        "$0" generate
+        ;;
+    prunetests)
+        (cd /work/main/build && timeout 400 ./spense_tests --gtest_filter='GpuPrune*:*GpuPruneVsCpu*:*Streamed*') 2>&1 |
+            tee "$OUT/gpu-prune-tests.log" | grep -v '^\[ *\(RUN\|OK\) '
+        ;;
+    bigprune)
+        rm -rf /tmp/big /tmp/big-pruned /tmp/hog.ready
+        python3 bench/tools/make_random_checkpoint.py /tmp/big --hidden 4096 --intermediate 11008 --layers 40 --heads 32 \
+            --kv-heads 8 --vocab 512 | tail -1
+        /opt/torch/.venv/bin/python -c '
+import sys, time, torch
+free, total = torch.cuda.mem_get_info()
+keep = 8 << 30
+hold = torch.empty(free - keep, dtype=torch.uint8, device="cuda")
+print(f"another process holds {(free - keep) / 2**30:.1f} GiB of the {total / 2**30:.1f} GiB GPU, leaving 8 GiB", flush=True)
+open("/tmp/hog.ready", "w").close()
+time.sleep(900)' &
+        hog=$!
+        while [ ! -f /tmp/hog.ready ] && kill -0 $hog 2>/dev/null; do sleep 1; done
+        nvidia-smi --query-gpu=memory.used,memory.total --format=csv,noheader
+        timeout 420 "$cli" prune --model /tmp/big --tokenizer /work/shared/models/stories260K/tok512.bin \
+            --calib /work/shared/data/tinystories-valid-1k.txt --nsamples 32 --seqlen 512 --method spensegpt+ --sparsity 0.25 \
+            --device cuda --out /tmp/big-pruned > "$OUT/bigprune.log" 2>&1
+        echo "prune exit $?"
+        kill $hog
+        grep -v '^|' "$OUT/bigprune.log" | tail -4
+        "$cli" inspect /tmp/big-pruned 2>&1 | tail -3
+        du -sh /tmp/big /tmp/big-pruned
         ;;
     generate)
         [ -f "$smol" ] || { echo "SmolLM2 is not assembled in /tmp/smol"; continue; }

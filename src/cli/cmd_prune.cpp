@@ -200,8 +200,11 @@ int cmd_prune(int argc, char** argv) {
                 prune_method_name(opt.method), double(zeros) / double(total), format_duration(report.seconds).c_str(), device.c_str(),
                 out.c_str());
     std::printf("peak memory: host %.2f GiB", double(peak_host_bytes()) / double(1ull << 30));  // of the whole run
-    if (report.backend.contains("peak_device_bytes"))
-        std::printf(", GPU %.2f GiB", report.backend["peak_device_bytes"].get<double>() / double(1ull << 30));
+    if (report.backend.contains("peak_device_bytes")) {
+        const double gib = double(1ull << 30), peak = report.backend["peak_device_bytes"].get<double>() / gib,
+                     start = report.backend["device_bytes_in_use_at_start"].get<double>() / gib;
+        std::printf(", GPU %.2f GiB (device-wide peak %.2f GiB, of which %.2f GiB were in use at the start)", peak - start, peak, start);
+    }
     std::printf("\n");
     return 0;
 }

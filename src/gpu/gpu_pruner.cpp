@@ -124,7 +124,9 @@ struct GpuPruneBackend::Impl {
     DeviceStat input, z0, z;
     Z0Stats z0_kind = Z0Stats::None;
     std::vector<double> z0_norms;
-    int64_t peak_used = 0;
+    // Device-wide bytes in use (cudaMemGetInfo): when this backend started (other processes and this
+    // process's context), and the largest seen since.
+    int64_t used_at_start = 0, peak_used = 0;
     std::map<std::string, double> stages;
 
     Impl(const Transformer& m, GpuPruneOptions o) : model(m), cfg(m.config()), opt(o) {
@@ -132,6 +134,8 @@ struct GpuPruneBackend::Impl {
         int dev = 0;
         SPENSE_CUDA_CHECK(cudaGetDevice(&dev));
         SPENSE_CUDA_CHECK(cudaGetDeviceProperties(&props, dev));
+        note_memory();
+        used_at_start = peak_used;
         SPENSE_CUBLAS_CHECK(cublasCreate(&blas), "pruning backend");
         SPENSE_CUSOLVER_CHECK(cusolverDnCreate(&solver), "pruning backend");
         note_memory();
@@ -179,24 +183,30 @@ struct GpuPruneBackend::Impl {
                             "linear [", n, ", ", in, "] x [", out, ", ", in, "]^T");
     }
 
-    // stat.sum += x^T x for x [n, dim], as the CPU reference sums it (hessian.h): a float32 product
-    // per calibration sequence (T rows), the products summed in float64. One float32 product over a
-    // whole chunk (tens of thousands of rows) loses enough precision to move near-tied 2:4 and dense
-    // choices, which then cascade through the later layers (SmolLM2: 83% of groups agreed with the CPU).
+    // stat.sum += x^T x for x [n, dim], one calibration sequence (T rows) per product. In f32 mode
+    // as the CPU reference forms it (hessian.h): products and sums in float64, so that the two
+    // differ only by their activations, not by the rounding of each product's summation order
+    // (float32 products agreed with the CPU on 98.2% of SmolLM2's groups). tf32 and bf16 form each
+    // product in float32 on tensor cores and sum the products in float64.
     void add_gram(DeviceStat& st, const float* xp, int64_t n) {
-        float* batch = buffer<float>("gram", st.dim * st.dim);
-        const float one = 1.0f, zero = 0.0f;
         const int d = int(st.dim);
+        const float one = 1.0f, zero = 0.0f;
+        const double one_d = 1.0;
         for (int64_t r0 = 0; r0 < n; r0 += T) {
             const int rows = int(std::min(T, n - r0));
             const float* xb = xp + r0 * st.dim;
-            if (opt.math == GpuMath::F32)
-                SPENSE_CUBLAS_CHECK(cublasSsyrk(blas, CUBLAS_FILL_MODE_UPPER, CUBLAS_OP_N, d, rows, &one, xb, d, &zero, batch, d),
+            if (opt.math == GpuMath::F32) {
+                double* wide = buffer<double>("gram rows", T * st.dim);
+                launch_diff_f64(xb, nullptr, wide, int64_t(rows) * st.dim, nullptr);
+                SPENSE_CUBLAS_CHECK(cublasDsyrk(blas, CUBLAS_FILL_MODE_UPPER, CUBLAS_OP_N, d, rows, &one_d, wide, d, &one_d,
+                                                st.sum.as<double>(), d),
                                     "X^T X of [", rows, ", ", d, "]");
-            else
-                SPENSE_CUBLAS_CHECK(cublasGemmEx(blas, CUBLAS_OP_N, CUBLAS_OP_T, d, d, rows, &one, xb, CUDA_R_32F, d, xb, CUDA_R_32F, d,
-                                                 &zero, batch, CUDA_R_32F, d, compute(), CUBLAS_GEMM_DEFAULT),
-                                    "X^T X of [", rows, ", ", d, "]");
+                continue;
+            }
+            float* batch = buffer<float>("gram", st.dim * st.dim);
+            SPENSE_CUBLAS_CHECK(cublasGemmEx(blas, CUBLAS_OP_N, CUBLAS_OP_T, d, d, rows, &one, xb, CUDA_R_32F, d, xb, CUDA_R_32F, d, &zero,
+                                             batch, CUDA_R_32F, d, compute(), CUBLAS_GEMM_DEFAULT),
+                                "X^T X of [", rows, ", ", d, "]");
             launch_add_lower_f64(batch, st.sum.as<double>(), st.dim, nullptr);
         }
         st.tokens += n;
@@ -681,6 +691,7 @@ nlohmann::json GpuPruneBackend::describe() const {
             {"activations", m.x && !m.x->on_device() ? "host" : "device"},
             {"chunk_samples", m.x ? m.x->chunk_samples() : 0},
             {"peak_device_bytes", m.peak_used},
+            {"device_bytes_in_use_at_start", m.used_at_start},
             {"stage_seconds", m.stages}};
 }
 

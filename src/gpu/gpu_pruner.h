@@ -53,7 +53,8 @@ public:
     double relative_error(Stat s, const Matrix& w, const Matrix& w_new) override;
     double apply_mlp(int64_t l, const DenseMlp& pruned, const DenseMlp& original) override;
     // {"device": "cuda", "gpu", "math", "activations": "device" | "host", "chunk_samples",
-    //  "peak_device_bytes" (device memory in use, sampled after each stage), "stage_seconds"}
+    //  "peak_device_bytes" (device-wide memory in use, sampled after each stage),
+    //  "device_bytes_in_use_at_start" (the same before this backend allocated anything), "stage_seconds"}
     nlohmann::json describe() const override;
 
     // Seconds per stage so far (forward, hessian, index_selection, sparsegpt, errors), then zeroed.

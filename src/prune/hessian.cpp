@@ -9,7 +9,7 @@
 namespace spense {
 
 HessianAccumulator::HessianAccumulator(int64_t dim, std::string what)
-    : dim_(dim), what_(std::move(what)), sum_(size_t(dim * dim), 0.0), batch_(dim, dim) {}
+    : dim_(dim), what_(std::move(what)), sum_(size_t(dim * dim), 0.0) {}
 
 void HessianAccumulator::add(const Matrix& x) {
     SPENSE_CHECK(x.cols == dim_, what_, ": batch has ", x.cols, " features, expected ", dim_);
@@ -18,12 +18,9 @@ void HessianAccumulator::add(const Matrix& x) {
             fail("non-finite value (", x.data[i], ") in the calibration activations of ", what_, " at token ",
                  int64_t(i) / x.cols, ", feature ", int64_t(i) % x.cols,
                  "; the model overflows on the calibration text (check the checkpoint's dtype and weights)");
-    // Upper triangle of x^T x, mirrored while accumulating.
-    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, blasint(dim_), blasint(x.rows), 1.0f, x.data.data(), blasint(dim_),
-                0.0f, batch_.data.data(), blasint(dim_));
-#pragma omp parallel for
-    for (int64_t r = 0; r < dim_; ++r)
-        for (int64_t c = r; c < dim_; ++c) sum_[size_t(r * dim_ + c)] += double(batch_(r, c));
+    batch_.assign(x.data.begin(), x.data.end());
+    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, blasint(dim_), blasint(x.rows), 1.0, batch_.data(), blasint(dim_), 1.0,
+                sum_.data(), blasint(dim_));
     tokens_ += x.rows;
 }
 

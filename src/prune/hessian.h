@@ -1,7 +1,14 @@
 // Calibration statistics of one linear layer's input X [tokens, d_in], accumulated batch by batch:
 //   H = 2 X^T X / tokens   (SPEC.md, SparseGPT step 1)
-// Each batch's X^T X is formed in float32 by BLAS and summed into float64, so that many batches
-// of many tokens do not lose the small ones to rounding.
+// The products are formed and summed in float64 (BLAS dsyrk on the float32 activations widened),
+// and the GPU backend forms them the same way (gpu_pruner.cpp): then the two differ only by their
+// activations. Near-tied 2:4 choices in a model's later layers move at perturbations of H of about
+// 1e-6 relative and cascade (a CPU run of SmolLM2 with the activations entering H perturbed by 1e-6
+// agreed with the unperturbed run on 97.2% of groups; by 6e-8, or the float32 forward perturbed by
+// 1.2e-7 at every layer: 100%). With float32 products on the GPU (cuBLAS), the GPU and the CPU
+// agreed on 98.2%; with float64 on both, 99.5%. On the CPU, float64 products left SmolLM2's masks
+// unchanged (OpenBLAS's float32 ones were already close enough); its prune took 2m47s instead of
+// 2m31s on 16 cores.
 #pragma once
 
 #include <cstdint>
@@ -32,8 +39,8 @@ private:
     int64_t dim_;
     std::string what_;
     int64_t tokens_ = 0;
-    std::vector<double> sum_;  // X^T X
-    Matrix batch_;             // scratch for one batch's product
+    std::vector<double> sum_;    // X^T X, upper triangle
+    std::vector<double> batch_;  // one batch of x, widened
 };
 
 // acc[j] += ||x[:, j]||^2 (float64): the Wanda column norms, without the full X^T X.
