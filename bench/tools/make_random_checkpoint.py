@@ -6,7 +6,7 @@ for instance a model larger than the GPU memory that the pruning run is given.
         --layers 32 --heads 32 --kv-heads 8 --vocab 512 [--shard-gb 4] [--seed 0]
 
 Weights are N(0, std^2) with std = 0.02 (norm weights 1), which keeps the residual stream of a
-random model finite over many layers. Values come from one pool of random numbers, rotated per
+random model finite over many layers. Values come from one pool of random numbers, a window at a pseudo-random offset per
 tensor: the test is about sizes and memory, and drawing billions of fresh normals would take
 minutes. The directory is written under OUT_DIR.partial and renamed when complete. Needs numpy.
 """
