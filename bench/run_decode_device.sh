@@ -6,12 +6,17 @@
 #   bin.tar.xz, libs.tar.xz             bench/pack_device_carry.sh build
 #   shared/                             stories260K.bin, tok512.bin, tok512.model (its normalizer
 #                                       flags change the tokens), tinystories-valid-1k.txt, wikitext2-test.raw
-#   smollm2.part-*                      optional: the SmolLM2 GGUF split in two, since with the
-#                                       binaries it exceeds one call's carry; `stash` keeps the parts of
-#                                       one call in /tmp/smol for the next call on the same machine
+#   smollm2.part-*                      optional: the SmolLM2 GGUF split in parts (split -n 3), since
+#                                       with the binaries it exceeds one call's carry; `stash` keeps the
+#                                       parts of one call in /tmp/smol for the next calls on the same
+#                                       machine (other carry folders bring the other parts)
 # Steps:
 #   stash     keep this call's SmolLM2 parts
 #   tests     the engine and attention GPU tests (SmolLM2's too when it is assembled)
+#   gputests  every GPU test (GEMMs, native 2:4 kernel, Spense MLP, pruning, engine, attention)
+#   gemm      spense bench gemm at Qwen3-32B's MLP shapes, N 1 to 128, with the machine's cuSPARSELt
+#   ncunative Nsight Compute's speed-of-light, occupancy and warp-stall sections of the native 2:4
+#             kernel at N = 32 and 64, BF16 and FP8 (the first launches: the split-K search's)
 #   smollm2   issue 6's check on SmolLM2 (SpenseGPT+ 25% pruned on the GPU and on the CPU from the same
 #             tokens, masks compared, both evaluated)
 #   generate  spense generate --compare-cpu on SmolLM2, dense and pruned on the GPU, BF16 and FP8, and
@@ -29,11 +34,10 @@
 set -uo pipefail
 carry=${CARRY:-.carry-decode}
 OUT=${OUT:-/tmp/out}
-export LD_LIBRARY_PATH=/tmp/libs:/opt/torch/.venv/lib/python3.12/site-packages/nvidia/cusparselt/lib:/usr/local/cuda/lib64:/opt/torch/.venv/lib/python3.12/site-packages/nvidia/cu13/lib
+source "$(dirname "$0")/device_env.sh"
 smol=/tmp/smol/SmolLM2-135M-Instruct.Q4_1.gguf
 root=$PWD
 
-unxz_to() { python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$1" "$2"; }
 if [ "$(readlink -f /work/main)" != "$root" ]; then mkdir -p /work && ln -sfn "$root" /work/main; fi
 if [ -f "$carry/bin.tar.xz" ]; then
     mkdir -p build /tmp/unpack /work/shared/models/stories260K /work/shared/data
@@ -42,13 +46,19 @@ if [ -f "$carry/bin.tar.xz" ]; then
     cp "$carry"/shared/stories260K.bin "$carry"/shared/tok512.bin "$carry"/shared/tok512.model /work/shared/models/stories260K/
     cp "$carry"/shared/*.txt "$carry"/shared/*.raw /work/shared/data/
     nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader
+    echo "cuSPARSELt: $(ls "$SYSTEM_CSLT"/libcusparseLt.so* | xargs -n1 basename | tr '\n' ' ')($SYSTEM_CSLT)"
 fi
 mkdir -p /tmp/smol "$OUT"
 ls "$carry"/smollm2.part-* > /dev/null 2>&1 && cp "$carry"/smollm2.part-* /tmp/smol/
-if [ ! -f "$smol" ] && [ "$(ls /tmp/smol/smollm2.part-* 2>/dev/null | wc -l)" -ge 2 ]; then
-    cat /tmp/smol/smollm2.part-* > "$smol"
+# Assembled once the parts carried so far give the file scripts/fetch_models.sh checks.
+if [ ! -f "$smol" ] && ls /tmp/smol/smollm2.part-* > /dev/null 2>&1; then
+    cat /tmp/smol/smollm2.part-* > "$smol.tmp"
+    sum=$(sed -n 's/^model_sha256="\(.*\)"$/\1/p' scripts/fetch_models.sh)
+    if echo "$sum  $smol.tmp" | sha256sum --check --status; then mv "$smol.tmp" "$smol"; else rm "$smol.tmp"; fi
 fi
 cli=/work/main/build/spense
+gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | grep -o -m1 'H[0-9]\{3\}' | tr 'H' 'h')
+gpu=${gpu:-gpu}  # names the result files: decode-h200.json, ...
 
 for step in "$@"; do
     start=$(date +%s)
@@ -57,6 +67,22 @@ for step in "$@"; do
     tests)
         (cd /work/main/build && SPENSE_CACHE=/tmp/smol timeout 400 ./spense_tests --gtest_filter='GpuDecode*:*DecodeAttention*') 2>&1 |
             tee "$OUT/decode-tests.log" | grep -v '^\[ *\(RUN\|OK\) '
+        ;;
+    gputests)
+        (cd /work/main/build && SPENSE_CACHE=/tmp/smol timeout 400 ./spense_tests --gtest_filter='*Gpu*:*Native*:*SparseGemm*:*DecodeAttention*') 2>&1 |
+            grep -v '^prune: ' | tee "$OUT/gpu-tests.log" | grep -v '^\[ *\(RUN\|OK\) '
+        ;;
+    gemm)
+        timeout 400 "$cli" bench gemm --models qwen3-32b --n 1,8,16,32,64,128 --budget-ms 20 --json "$OUT/gemm-$gpu.json" | tee "$OUT/gemm-$gpu.md"
+        ;;
+    ncunative)
+        for t in bf16 fp8; do
+            timeout 200 ncu --clock-control none -k regex:native_sparse_kernel --launch-count 6 --section SpeedOfLight \
+                --section Occupancy --section LaunchStats --section WarpStateStats --section MemoryWorkloadAnalysis \
+                "$cli" bench gemm --models qwen3-32b --n 32,64 --dtypes $t --ratios 0 --budget-ms 5 > "$OUT/ncu-native-$t.txt" 2>&1
+            grep -E 'native_sparse_kernel|Duration|Memory Throughput|DRAM Throughput|Registers Per|Achieved Occupancy|Grid Size|Stall' \
+                "$OUT/ncu-native-$t.txt" | head -60
+        done
         ;;
     smollm2)
         [ -f "$smol" ] || { echo "SmolLM2 is not assembled in /tmp/smol"; continue; }
@@ -78,7 +104,7 @@ for step in "$@"; do
         rm -rf /tmp/big /tmp/big-pruned /tmp/hog.ready
         python3 bench/tools/make_random_checkpoint.py /tmp/big --hidden 4096 --intermediate 11008 --layers 40 --heads 32 \
             --kv-heads 8 --vocab 512 | tail -1
-        /opt/torch/.venv/bin/python -c '
+        "$PY" -c '
 import sys, time, torch
 free, total = torch.cuda.mem_get_info()
 keep = 8 << 30
@@ -131,7 +157,7 @@ time.sleep(900)' &
         done
         ;;
     bench)
-        timeout 480 "$cli" bench decode --config configs/qwen3-32b.json --json "$OUT/decode-h100.json" | tee "$OUT/decode-h100.md"
+        timeout 480 "$cli" bench decode --config configs/qwen3-32b.json --json "$OUT/decode-$gpu.json" | tee "$OUT/decode-$gpu.md"
         ;;
     esac
     echo "step $step: $(($(date +%s) - start)) s"

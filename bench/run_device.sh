@@ -6,7 +6,7 @@
 #   libs.tar.xz         a folder libs/ of shared libraries the GPU machine may lack (OpenBLAS, PCRE2, utf8proc)
 #   libcusparseLt-VERSION.so.xz   a cuSPARSELt release from PyPI, reduced to its sm_90 code by
 #                       bench/tools/strip_cusparselt_sm90.py so that it fits the carry limit
-# The GPU machine's own cuSPARSELt (0.8.0) is the one in PyTorch's environment.
+# The GPU machine's own cuSPARSELt is the one in its PyTorch environment (bench/device_env.sh).
 #
 # usage: bench/run_device.sh setup
 #        bench/run_device.sh tests
@@ -17,9 +17,7 @@
 set -euo pipefail
 CARRY=${CARRY:-.carry-gpu}
 OUT=${OUT:-/tmp/out}
-SYSTEM_CSLT=/opt/torch/.venv/lib/python3.12/site-packages/nvidia/cusparselt/lib
-unxz_to() { python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$1" "$2"; }
-libpath() { echo "/tmp/libs:$1:/usr/local/cuda/lib64:/opt/torch/.venv/lib/python3.12/site-packages/nvidia/cu13/lib"; }
+source "$(dirname "$0")/device_env.sh"
 
 case "$1" in
 setup)
@@ -30,13 +28,13 @@ setup)
     {
         nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total,clocks.sm,clocks.max.sm --format=csv
         echo "system cuSPARSELt: $(ls $SYSTEM_CSLT)"
-        LD_LIBRARY_PATH=$(libpath $SYSTEM_CSLT) ldd /tmp/sp/build/spense
+        LD_LIBRARY_PATH=$(device_libpath $SYSTEM_CSLT) ldd /tmp/sp/build/spense
     } > "$OUT/env.txt" 2>&1
     cat "$OUT/env.txt"
     ;;
 tests)
     cd /tmp/sp/build
-    LD_LIBRARY_PATH=$(libpath $SYSTEM_CSLT) ./spense_tests --gtest_filter='*Gpu*:*Native*:*SparseGemm*' 2>&1 | tee "$OUT/gpu-tests.log" | grep -v '^\[ *\(RUN\|OK\) '
+    LD_LIBRARY_PATH=$(device_libpath $SYSTEM_CSLT) ./spense_tests --gtest_filter='*Gpu*:*Native*:*SparseGemm*' 2>&1 | tee "$OUT/gpu-tests.log" | grep -v '^\[ *\(RUN\|OK\) '
     ;;
 bench)
     version=$2 name=$3
@@ -49,7 +47,7 @@ bench)
     fi
     start=$(date +%s)
     dest=${DEST:-$OUT}
-    LD_LIBRARY_PATH=$(libpath "$dir") /tmp/sp/build/spense bench gemm --json "$dest/$name.json" "$@" | tee "$dest/$name.md"
+    LD_LIBRARY_PATH=$(device_libpath "$dir") /tmp/sp/build/spense bench gemm --json "$dest/$name.json" "$@" | tee "$dest/$name.md"
     echo "bench $name ($version): $(($(date +%s) - start)) s wall"
     ;;
 *)

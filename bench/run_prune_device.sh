@@ -16,14 +16,13 @@ set -uo pipefail
 carry=${CARRY:-.carry-prune}
 OUT=${OUT:-/tmp/out}
 steps=${*:-tests e2e bench}
-unxz_to() { python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$1" "$2"; }
+source "$(dirname "$0")/device_env.sh"
 
 root=$PWD
 if [ "$(readlink -f /work/main)" != "$root" ]; then mkdir -p /work && ln -sfn "$root" /work/main; fi
 mkdir -p build /tmp/unpack "$OUT"
 unxz_to "$carry/bin.tar.xz" /tmp/unpack/bin.tar && tar -C build -xf /tmp/unpack/bin.tar
 unxz_to "$carry/libs.tar.xz" /tmp/unpack/libs.tar && tar -C /tmp -xf /tmp/unpack/libs.tar
-export LD_LIBRARY_PATH=/tmp/libs:/opt/torch/.venv/lib/python3.12/site-packages/nvidia/cusparselt/lib:/usr/local/cuda/lib64:/opt/torch/.venv/lib/python3.12/site-packages/nvidia/cu13/lib
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
 
 calib=(--calib "$carry/tinystories-valid-1k.txt" --range 0:0.5 --nsamples 128 --seqlen 256 --align 4 --method spensegpt+ --sparsity 0.25)
