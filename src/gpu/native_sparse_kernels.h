@@ -33,8 +33,9 @@
 // A group with fewer than 2 non-zeros keeps zeros at free positions. block_bytes = 2048 + 256
 // (BF16) or 1024 + 256 (FP8): 1.125 or 0.625 bytes per weight, 0.5625x / 0.625x of dense.
 //
-// The kernel (native_sparse_kernels.cu). A CTA of 8 warps owns 256 rows (2 tiles a warp, so that each x
-// fragment read from shared memory feeds two products) and a range of k (split-K). x for up to 64
+// The kernel (native_sparse_kernels.cu). A CTA owns 256 rows and a range of k (split-K): 16 warps of
+// one tile up to 16 tokens, 8 warps of two tiles from 32 tokens on (each x fragment read from shared
+// memory then feeds two products). x fragments are read with ldmatrix. x for up to 64
 // tokens is staged in shared memory by cp.async in chunks of k (BF16 double-buffered; FP8 into a
 // raw buffer that is widened to F16 while the next chunk lands); the weight is read
 // straight into registers, several blocks ahead (a register ring), so that loads stay in flight
