@@ -259,10 +259,9 @@ __device__ __forceinline__ void compute_block(const Frag<T> (&f)[TPW], const uin
     }
     // B fragments: token nt * 8 + g, words 4 i + q of the k-step's 16 (columns 8 i + 2 q, +1): the
     // four 8x8 matrices (8 tokens by 8 columns) i = 0..3 of one ldmatrix.x4, whose lanes 8 i + j give
-    // the address of token j's row of matrix i: one instruction instead of four ld.shared, which
-    // matters at 32 and 64 tokens, where the kernel streams its weight well below bandwidth with few
-    // warps (8 per SM, an instruction every 7 cycles each, by Nsight Compute). Read one k-step at a time, in program order
-    // (volatile), so that the compiler does not hoist every read of the block into registers and spill.
+    // the address of token j's row of matrix i: one instruction instead of four ld.shared. Read one
+    // k-step at a time, in program order (volatile), so that the compiler does not hoist every read
+    // of the block into registers and spill.
     const uint32_t base = uint32_t(__cvta_generic_to_shared(buf + (lane % 8) * rw + col_word + 4 * (lane / 8)));
 #pragma unroll
     for (int s = 0; s < 4; ++s) {
