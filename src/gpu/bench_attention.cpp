@@ -7,7 +7,6 @@
 #include <vector>
 
 #include "core/error.h"
-#include "core/run_info.h"
 #include "gpu/bandwidth.h"
 #include "gpu/bench_util.h"
 #include "gpu/check.h"
@@ -51,6 +50,8 @@ nlohmann::json run_attention_bench(const AttentionBenchOptions& opt, std::ostrea
     for (int64_t len : opt.lengths)
         SPENSE_CHECK(len >= 1 && len <= s.max_ctx, "bench attention: length ", len, " is outside [1, max_ctx = ", s.max_ctx, "]");
     GpuContext ctx;
+    const nlohmann::json run = bench_run_info(ctx);
+    print_run_header(out, "bench attention", run);
     const BenchStream owned_stream;
     const cudaStream_t stream = owned_stream.get();
 
@@ -114,8 +115,6 @@ nlohmann::json run_attention_bench(const AttentionBenchOptions& opt, std::ostrea
         }
     }
     out.flush();
-    nlohmann::json run = run_info();
-    run.update(ctx.describe());
     return {{"run", run},
             {"shape",
              {{"batch", s.batch}, {"n_heads", s.n_heads}, {"n_kv_heads", s.n_kv_heads}, {"head_dim", s.head_dim}, {"max_ctx", s.max_ctx}, {"window", s.window}}},

@@ -11,7 +11,6 @@
 #include <string>
 
 #include "core/error.h"
-#include "core/run_info.h"
 #include "gpu/bandwidth.h"
 #include "gpu/bench_util.h"
 #include "gpu/check.h"
@@ -61,6 +60,8 @@ nlohmann::json run_decode_bench(const DecodeBenchOptions& opt, std::ostream& out
     std::sort(sparsities.begin(), sparsities.end());
 
     GpuContext ctx;
+    const nlohmann::json run = bench_run_info(ctx);
+    print_run_header(out, "bench decode", run);
     double read_bw = 0, copy_bw = 0;
     {
         const BenchStream st;
@@ -143,8 +144,6 @@ nlohmann::json run_decode_bench(const DecodeBenchOptions& opt, std::ostream& out
             << " | " << fmt("%.3f", r["step_ms"].get<double>() - g - a - e) << " |\n";
     }
 
-    nlohmann::json run = run_info();
-    run.update(ctx.describe());
     return {{"command", "bench decode"},
             {"run", run},
             {"config", opt.config_name},

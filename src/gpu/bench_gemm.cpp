@@ -10,7 +10,6 @@
 
 #include "core/error.h"
 #include "core/progress.h"
-#include "core/run_info.h"
 #include "gpu/bandwidth.h"
 #include "gpu/bench_util.h"
 #include "gpu/check.h"
@@ -103,6 +102,8 @@ nlohmann::json run_gemm_bench(const GemmBenchOptions& opt, std::ostream& out) {
     SPENSE_CHECK(!opt.shapes.empty() && !opt.tokens.empty() && !opt.dtypes.empty(), "bench gemm: nothing to measure");
     const auto t_start = std::chrono::steady_clock::now();
     GpuContext ctx;
+    const nlohmann::json run = bench_run_info(ctx);
+    print_run_header(out, "bench gemm", run);
     const BenchStream owned_stream;
     const cudaStream_t stream = owned_stream.get();
 
@@ -243,8 +244,6 @@ nlohmann::json run_gemm_bench(const GemmBenchOptions& opt, std::ostream& out) {
         out << "\n";
     }
 
-    nlohmann::json run = run_info();
-    run.update(ctx.describe());
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
     return {{"run", run},
             {"options",

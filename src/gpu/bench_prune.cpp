@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "core/progress.h"
 #include "core/run_info.h"
+#include "gpu/bench_util.h"
 #include "gpu/context.h"
 
 namespace spense::gpu {
@@ -83,6 +84,7 @@ nlohmann::json run_prune_bench(const PruneBenchOptions& opt, std::ostream& out) 
     {
         GpuContext ctx;
         report["gpu"] = ctx.describe();
+        print_run_header(out, "bench prune", bench_run_info(ctx));
     }
     for (const int64_t seqlen : opt.seqlens) {
         Transformer model = random_model(opt, seqlen);

@@ -1,7 +1,8 @@
-// What the GPU benchmarks share: the summary of repeated timings and the number format of their
-// tables.
+// What the GPU benchmarks share: the run description that heads their reports, the summary of
+// repeated timings and the number format of their tables.
 #pragma once
 
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -9,6 +10,14 @@
 #include <nlohmann/json.hpp>
 
 namespace spense::gpu {
+
+class GpuContext;
+
+// A report's "run": spense's commit, the time and the machine (core/run_info.h), with the GPU,
+// driver and library versions and paths as loaded (GpuContext::describe).
+nlohmann::json bench_run_info(const GpuContext& ctx);
+// The lines that open a benchmark's markdown: what ran, on which GPU and libraries, from which commit.
+void print_run_header(std::ostream& out, const std::string& command, const nlohmann::json& run);
 
 struct Timing {
     double median = 0, min = 0, max = 0;
