@@ -77,10 +77,10 @@ for step in "$@"; do
         ;;
     ncunative)
         for t in bf16 fp8; do
-            timeout 200 ncu --clock-control none -k regex:native_sparse_kernel --launch-count 6 --section SpeedOfLight \
+            timeout 200 ncu --clock-control none -k regex:"mma_sync_kernel|wgmma_kernel" --launch-count 6 --section SpeedOfLight \
                 --section Occupancy --section LaunchStats --section WarpStateStats --section MemoryWorkloadAnalysis \
                 "$cli" bench gemm --models qwen3-32b --n 32,64 --dtypes $t --ratios 0 --budget-ms 5 > "$OUT/ncu-native-$t.txt" 2>&1
-            grep -E 'native_sparse_kernel|Duration|Memory Throughput|DRAM Throughput|Registers Per|Achieved Occupancy|Grid Size|Stall' \
+            grep -E 'mma_sync_kernel|wgmma_kernel|Duration|Memory Throughput|DRAM Throughput|Registers Per|Achieved Occupancy|Grid Size|Stall' \
                 "$OUT/ncu-native-$t.txt" | head -60
         done
         ;;

@@ -193,7 +193,7 @@ TEST_P(GpuMlpOperators, MatchTheCpuReference) {
         }
         GpuSpenseMlp mlp = GpuSpenseMlp::upload(context(), w, opt, nullptr);
         const SpenseMlpLayout& L = mlp.layout();
-        const int64_t rows = mlp.rows_for(n), hw = 2 * L.width(), zw = L.width();
+        const int64_t rows = mlp.rows_for(n, nullptr), hw = 2 * L.width(), zw = L.width();
         const size_t e = fp8 ? 1 : 2;
 
         DeviceBuffer xd(size_t(n * d) * 2, "x");

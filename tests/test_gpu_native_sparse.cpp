@@ -2,7 +2,7 @@
 // fragment mapping (no GPU needed), and the kernel against a CPU double reference on random inputs
 // of awkward sizes (N = 1, 7, 33, 1000; m odd multiples of 16; k not a multiple of any tile), for
 // output-split (a column block of a wider y) and accumulate (input-split) with the per-channel
-// epilogue factor, every split count; outputs poisoned with NaN first and checked to be fully
+// epilogue factor, every kernel and split count; outputs poisoned with NaN first and checked to be fully
 // written and nothing else touched. GPU tests skip themselves where no CUDA device is present.
 #include <gtest/gtest.h>
 
@@ -79,40 +79,52 @@ Weight random_weight(GemmDType t, int64_t m, int64_t k, uint64_t seed) {
     return w;
 }
 
-// The weight back from the layout, read the way PTX's sparse mma.m16n8k32 reads its fragments:
-// lane 4g + q, register r = row g + 8 (r & 1), group q + 4 (r >> 1) of the k-step; metadata of
-// (row half h, group c) in role p = c / 4, bits 16 h + 4 (c - 4p), on lane 4g + p for k-steps 0, 1
-// and lane 4g + p + 2 for k-steps 2, 3 (word s % 2).
+// The weight back from the layout, read the way the sparse tensor-core instructions read their
+// fragments (CUTLASS's SM90 sparse GMMA layouts give the same per warp). Lane 4g + q, register r,
+// row g + 8 (r & 1):
+//   BF16 (mma.sp m16n8k32, wgmma m64nNk32): 4 k-steps of 32 columns, register r = group
+//     q + 4 (r >> 1); metadata of (row half h, group c) in role p = c / 4, bits 16 h + 4 (c - 4p), on
+//     lane 4g + p for k-steps 0, 1 and lane 4g + p + 2 for k-steps 2, 3 (word s % 2);
+//   E4M3 (wgmma m64nNk64): 2 k-steps of 64 columns, register r = groups 2q + 8 (r >> 1) and the
+//     next; metadata of (row g + 8 h, group c) in word s of lane 4g + h + 2 (c / 8), bits 4 (c % 8).
 std::vector<double> decode(const NativeSparseLayout& L, const std::vector<uint8_t>& bytes) {
     const bool bf16 = L.dtype == GemmDType::BF16;
+    const int steps = bf16 ? 4 : 2, step_cols = bf16 ? 32 : 64, groups_per_reg = bf16 ? 1 : 2;
     std::vector<double> w(size_t(L.m * L.k), 0.0);
     auto u32 = [&](size_t at) { return uint32_t(bytes[at]) | uint32_t(bytes[at + 1]) << 8 | uint32_t(bytes[at + 2]) << 16 | uint32_t(bytes[at + 3]) << 24; };
     for (int64_t t = 0; t < L.tiles; ++t)
         for (int64_t b = 0; b < L.k_blocks; ++b) {
             const size_t blk = size_t((t * L.k_blocks + b) * L.block_bytes());
             const size_t meta = blk + size_t(L.block_bytes() - 256);
-            for (int s = 0; s < 4; ++s)
+            for (int s = 0; s < steps; ++s)
                 for (int lane = 0; lane < 32; ++lane)
-                    for (int r = 0; r < 4; ++r) {
-                        const int g = lane / 4, q = lane % 4, h = r & 1, c = q + 4 * (r >> 1), p = c / 4;
-                        const int holder = 4 * g + p + (s < 2 ? 0 : 2);
-                        const uint32_t nib = (u32(meta + size_t(holder * 8 + 4 * (s % 2))) >> (16 * h + 4 * (c - 4 * p))) & 0xf;
-                        const int idx[2] = {int(nib & 3), int(nib >> 2)};
-                        EXPECT_LT(idx[0], idx[1]) << "metadata not ordered";
-                        const int64_t row = t * 16 + g + 8 * h, col = b * 128 + s * 32 + 4 * c;
-                        for (int v = 0; v < 2; ++v) {
-                            double x;
+                    for (int r = 0; r < 4; ++r)
+                        for (int i = 0; i < groups_per_reg; ++i) {
+                            const int g = lane / 4, q = lane % 4, h = r & 1;
+                            const int c = bf16 ? q + 4 * (r >> 1) : 2 * q + 8 * (r >> 1) + i;
+                            uint32_t word;
+                            int shift;
                             if (bf16) {
-                                const size_t at = blk + size_t(s * 512 + lane * 16 + r * 4 + 2 * v);
-                                x = bf16_to_f32(uint16_t(bytes[at] | bytes[at + 1] << 8));
+                                const int p = c / 4;
+                                word = u32(meta + size_t((4 * g + p + (s < 2 ? 0 : 2)) * 8 + 4 * (s % 2)));
+                                shift = 16 * h + 4 * (c - 4 * p);
                             } else {
-                                x = test::e4m3_decode(bytes[blk + size_t((s / 2) * 512 + lane * 16 + (s % 2) * 8 + r * 2 + v)]);
+                                word = u32(meta + size_t((4 * g + h + 2 * (c / 8)) * 8 + 4 * s));
+                                shift = 4 * (c % 8);
                             }
-                            if (x == 0) continue;
-                            EXPECT_TRUE(row < L.m && col + idx[v] < L.k) << "a non-zero in the padding at " << row << ", " << col + idx[v];
-                            if (row < L.m && col + idx[v] < L.k) w[size_t(row * L.k + col + idx[v])] = x;
+                            const uint32_t nib = (word >> shift) & 0xf;
+                            const int idx[2] = {int(nib & 3), int(nib >> 2)};
+                            EXPECT_LT(idx[0], idx[1]) << "metadata not ordered";
+                            const int64_t row = t * 16 + g + 8 * h, col = b * 128 + s * step_cols + 4 * c;
+                            for (int v = 0; v < 2; ++v) {
+                                const size_t at = blk + size_t(s * 512 + lane * 16 + r * 4);
+                                const double x = bf16 ? bf16_to_f32(uint16_t(bytes[at + 2 * v] | bytes[at + 2 * v + 1] << 8))
+                                                      : test::e4m3_decode(bytes[at + 2 * i + v]);
+                                if (x == 0) continue;
+                                EXPECT_TRUE(row < L.m && col + idx[v] < L.k) << "a non-zero in the padding at " << row << ", " << col + idx[v];
+                                if (row < L.m && col + idx[v] < L.k) w[size_t(row * L.k + col + idx[v])] = x;
+                            }
                         }
-                    }
         }
     return w;
 }
@@ -207,10 +219,12 @@ TEST_P(NativeSparseGemmTest, MatchesTheCpuReference) {
                 expect[size_t(r * c.m + j)] = float(acc * (fp8 ? scale[size_t(j)] : 1.0f));
             }
         const float* sp = fp8 ? scale_d.as<float>() : nullptr;
-        std::vector<int> splits = gemm.split_candidates(n);
-        splits.push_back(0);  // 0: run(), the searched choice
-        for (int sk : splits) {
-            SCOPED_TRACE(cat(gpu::gemm_dtype_name(c.dtype), " m=", c.m, " k=", c.k, " N=", n, " accumulate=", c.accumulate, " splits=", sk));
+        std::vector<gpu::NativeConfig> configs = gemm.candidates(n);
+        configs.push_back({gpu::NativeKernel::Wgmma, 0});  // splits 0: run(), the searched choice
+        for (const gpu::NativeConfig& config : configs) {
+            const int sk = config.splits;
+            SCOPED_TRACE(cat(gpu::gemm_dtype_name(c.dtype), " m=", c.m, " k=", c.k, " N=", n, " accumulate=", c.accumulate, " kernel=",
+                             gpu::native_kernel_name(config.kernel), " splits=", sk));
             DeviceBuffer yd(y0.size() * 2, "y");
             yd.upload(y0.data(), y0.size() * 2);
             gpu::bf16* out = yd.as<gpu::bf16>() + col0;
@@ -219,7 +233,7 @@ TEST_P(NativeSparseGemmTest, MatchesTheCpuReference) {
                 if (sk == 0)
                     gemm.run(xd.get(), out, n, sp, nullptr);
                 else
-                    gemm.run_with(sk, xd.get(), out, n, sp, nullptr);
+                    gemm.run_with(config, xd.get(), out, n, sp, nullptr);
             }
             SPENSE_CUDA_CHECK(cudaDeviceSynchronize());
             std::vector<uint16_t> yb(y0.size());

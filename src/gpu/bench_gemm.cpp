@@ -15,6 +15,7 @@
 #include "gpu/check.h"
 #include "gpu/context.h"
 #include "gpu/kernels.h"
+#include "gpu/native_sparse.h"
 #include "gpu/spense_mlp.h"
 
 namespace spense::gpu {
@@ -34,6 +35,8 @@ BenchShape parse_bench_shape(const std::string& s) {
 }
 
 namespace {
+
+int64_t padded_rows(int64_t n) { return (n + SparseGemm::kRowGranule - 1) / SparseGemm::kRowGranule * SparseGemm::kRowGranule; }
 
 // Times device work with CUDA events, each repetition after an L2 eviction (bench_gemm.h).
 class Timer {
@@ -133,7 +136,7 @@ nlohmann::json run_gemm_bench(const GemmBenchOptions& opt, std::ostream& out) {
                                                                               mo, opt.seed + uint64_t(r * 1000), stream));
             build_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t_build).count();
             const SpenseMlpLayout& wide = mlps.at(1.0)->layout();
-            const int64_t rows_max = mlps.at(0.0)->rows_for(n_max), d = shape.hidden, f = wide.width();
+            const int64_t rows_max = padded_rows(n_max), d = shape.hidden, f = wide.width();
             const size_t e = gemm_dtype_bytes(dtype);
             DeviceBuffer x(size_t(n_max * d) * 2, "benchmark input"), y(size_t(rows_max * d) * 2, "benchmark output");
             DeviceBuffer xq(size_t(rows_max * d) * e, "benchmark quantized input"), h(size_t(rows_max * 2 * f) * 2, "benchmark gate_up output"),
@@ -150,7 +153,7 @@ nlohmann::json run_gemm_bench(const GemmBenchOptions& opt, std::ostream& out) {
                 }
                 for (double r : ratios) {
                     const GpuSpenseMlp& m = *mlps.at(r);
-                    const double bytes = m.traffic(n).forward, floor_ms = bytes / bw * 1e3;
+                    const double bytes = m.traffic(n, m.rows_for(n, stream)).forward, floor_ms = bytes / bw * 1e3;
                     mlp_rows.push_back({{"model", shape.name},
                                         {"hidden", d},
                                         {"d_ff", shape.d_ff},
@@ -168,7 +171,7 @@ nlohmann::json run_gemm_bench(const GemmBenchOptions& opt, std::ostream& out) {
                 // GEMM of the rho = 0 MLP by each backend: cuSPARSELt on the 16-token padded rows it
                 // needs, ours on the n tokens, and the one the selection picks for the MLP's rows.
                 const GpuSpenseMlp &dm = *mlps.at(1.0), &sm = *mlps.at(0.0);
-                const int64_t rows = sm.rows_for(n);
+                const int64_t rows = sm.rows_for(n, stream), padded = padded_rows(n);
                 launch_random_activations(dtype, xq.get(), rows_max * d, 1.0f, opt.seed + 7, stream);
                 launch_random_activations(dtype, z.get(), rows_max * f, 1.0f, opt.seed + 8, stream);
                 for (const char* layer : {"gate_up", "down"}) {
@@ -180,8 +183,9 @@ nlohmann::json run_gemm_bench(const GemmBenchOptions& opt, std::ostream& out) {
                     const Timing td = timer.measure([&] { dg.run(in, outp, n, stream); });
                     const Timing tn = timer.measure([&] { sg.run_backend(SparseBackend::Native, in, outp, n, stream); });
                     Timing tc;
-                    if (sg.has_cusparselt()) tc = timer.measure([&] { sg.run_backend(SparseBackend::CuSparseLt, in, outp, rows, stream); });
+                    if (sg.has_cusparselt()) tc = timer.measure([&] { sg.run_backend(SparseBackend::CuSparseLt, in, outp, padded, stream); });
                     const SparseBackend chosen = sg.backend_for(rows, stream);
+                    const NativeConfig nc = sg.native()->choice(n, stream).config;
                     const double chosen_ms = chosen == SparseBackend::Native ? tn.median : tc.median;
                     progress.update(++done, where);
                     const int64_t gm = sg.shape().m, gk = sg.shape().k;
@@ -195,8 +199,11 @@ nlohmann::json run_gemm_bench(const GemmBenchOptions& opt, std::ostream& out) {
                                          {"k", gk},
                                          {"dense_ms", td.json()},
                                          {"native_ms", tn.json()},
+                                         {"native_kernel", native_kernel_name(nc.kernel)},
+                                         {"native_split_k", nc.splits},
                                          {"cusparselt_ms", sg.has_cusparselt() ? tc.json() : nlohmann::json()},
-                                         {"cusparselt_rows", rows},
+                                         {"cusparselt_rows", padded},
+                                         {"mlp_rows", rows},
                                          {"chosen", sparse_backend_name(chosen)},
                                          {"chosen_ms", chosen_ms},
                                          {"native_speedup_vs_dense", td.median / tn.median},
@@ -213,17 +220,18 @@ nlohmann::json run_gemm_bench(const GemmBenchOptions& opt, std::ostream& out) {
 
     // Tables: the GEMMs (as DEVICE-NOTES.md), then the MLPs.
     out << "GEMMs alone (random inputs), ms, median. Dense: cuBLASLt. 2:4: cuSPARSELt (on N rounded up to 16) and native; "
-           "x = dense / 2:4; chosen: the backend the selection picks for the MLP. GB/s: weight + x + y bytes / time; copy "
+           "x = dense / 2:4; native kernel: the one searched, x split-K; chosen: the backend the selection picks for the MLP. GB/s: weight + x + y bytes / time; copy "
         << fmt("%.0f", bw * 1e-9) << " GB/s\n\n"
-        << "| model | dtype | N | layer | dense ms | cuSPARSELt ms | native ms | cuSPARSELt x | native x | chosen | chosen x | dense GB/s | "
-           "native GB/s |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+        << "| model | dtype | N | layer | dense ms | cuSPARSELt ms | native ms | native kernel | cuSPARSELt x | native x | chosen | chosen x | "
+           "dense GB/s | native GB/s |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
     for (const auto& r : gemm_rows) {
         const double dn = r["dense_ms"]["median"], nv = r["native_ms"]["median"];
         const bool has_cslt = !r["cusparselt_ms"].is_null();
         const double cs = has_cslt ? r["cusparselt_ms"]["median"].get<double>() : 0.0;
         out << "| " << r["model"].get<std::string>() << " | " << r["dtype"].get<std::string>() << " | " << r["n"] << " | "
             << r["layer"].get<std::string>() << " | " << fmt("%.4f", dn) << " | " << (has_cslt ? fmt("%.4f", cs) : "-") << " | "
-            << fmt("%.4f", nv) << " | " << (has_cslt ? fmt("%.2fx", dn / cs) : "-") << " | " << fmt("%.2fx", dn / nv) << " | "
+            << fmt("%.4f", nv) << " | " << r["native_kernel"].get<std::string>() << " x" << r["native_split_k"] << " | "
+            << (has_cslt ? fmt("%.2fx", dn / cs) : "-") << " | " << fmt("%.2fx", dn / nv) << " | "
             << r["chosen"].get<std::string>() << " | " << fmt("%.2fx", r["chosen_speedup_vs_dense"]) << " | "
             << fmt("%.0f", r["dense_gb_per_s"]) << " | " << fmt("%.0f", r["native_gb_per_s"]) << " |\n";
     }

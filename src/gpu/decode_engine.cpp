@@ -150,7 +150,7 @@ struct DecodeEngine::State {
         const int64_t B = opt.batch, d = cfg.hidden;
         rows = B;
         for (const Layer& l : layers) {
-            rows = std::max(rows, l.mlp->rows_for(B));
+            rows = std::max(rows, l.mlp->rows_for(B, stream));
             mlp_width = std::max(mlp_width, l.mlp->layout().width());
         }
         const size_t e = gemm_dtype_bytes(opt.dtype);
@@ -322,7 +322,7 @@ void DecodeEngine::enqueue_step(unsigned parts) {
                                  B, rows, d, act, st);
         GpuSpenseMlp& mlp = *L.mlp;
         const SpenseMlpLayout& ml = mlp.layout();
-        const int64_t mrows = mlp.rows_for(B);
+        const int64_t mrows = mlp.rows_for(B, st);
         if (gemms) mlp.gate_up(s.act.get(), s.h.as<bf16>(), B, mrows, st);
         const ScaledRows h{s.h.as<bf16>(), 2 * ml.width(), s.fp8_only(s.act_scale), mlp.gate_up_weight_scale(), nullptr};
         if (elementwise) launch_swiglu_quantize(h, ml.swiglu(), B, mrows, s.act_out(s.z.get(), ml.width(), s.z_scale.as<float>()), st);

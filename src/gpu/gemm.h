@@ -102,9 +102,13 @@ public:
     // The backend run() uses for n (searching both on first use of n's bucket), and one backend
     // forced (benchmarks, tests; cuSPARSELt must be available and n a multiple of kRowGranule).
     SparseBackend backend_for(int64_t n, cudaStream_t stream) const;
+    // The rows to run n tokens on: n itself (our kernel takes any n), or n rounded up to
+    // kRowGranule where cuSPARSELt is faster on those than our kernel on n (searched as above).
+    int64_t rows_for(int64_t n, cudaStream_t stream) const;
     void run_backend(SparseBackend b, const void* x, void* y, int64_t n, cudaStream_t stream) const;
     bool has_cusparselt() const { return compressed_.bytes() > 0; }
     bool has_native() const { return native_ != nullptr; }
+    const NativeSparseGemm* native() const { return native_.get(); }
     // Keeps only the format of the backend chosen for n (a serving engine knows its batch) and frees
     // the other; every later run uses the kept backend (cuSPARSELt then needs n a multiple of
     // kRowGranule for every call). Returns the kept backend.

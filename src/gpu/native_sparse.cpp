@@ -32,20 +32,25 @@ NativeSparseGemm::NativeSparseGemm(GpuContext& ctx, GemmShape shape, const Devic
              " lanes of the native conversion met a group of 4 with more than 2 non-zeros");
 }
 
-std::vector<int> NativeSparseGemm::split_candidates(int64_t n) const {
+std::vector<NativeConfig> NativeSparseGemm::candidates(int64_t n) const {
     // Split k only while the CTAs (one per SM: the kernel holds up to 255 registers a thread) fit in a
     // few waves. A partial last wave costs less than splitting finer: stream-K (equal ranges of row
     // groups x k units for whole waves of 132 to 528 CTAs) was measured on the H200 and never chosen
     // over these (gate_up BF16 N = 1: 200 CTAs, 1.5 waves, 80.4 us) and left the decode step unchanged.
     const int64_t ctas = layout_.row_groups() * NativeSparseLayout::slices(n), sms = ctx_->props().multiProcessorCount;
-    std::vector<int> out;
-    for (int sk : {1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32})
-        if (sk <= layout_.k_units() && (sk == 1 || ctas * sk <= 8 * sms)) out.push_back(sk);
+    std::vector<NativeConfig> out;
+    for (NativeKernel kernel : {NativeKernel::Wgmma, NativeKernel::MmaSync}) {
+        if (kernel == NativeKernel::MmaSync && shape_.dtype != GemmDType::BF16) continue;
+        for (int sk : {1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32})
+            if (sk <= layout_.k_units() && (sk == 1 || ctas * sk <= 8 * sms)) out.push_back({kernel, sk});
+    }
     return out;
 }
 
-void NativeSparseGemm::run_with(int splits, const void* x, void* y, int64_t n, const float* out_scale, cudaStream_t stream) const {
+void NativeSparseGemm::run_with(NativeConfig config, const void* x, void* y, int64_t n, const float* out_scale, cudaStream_t stream) const {
+    const int splits = config.splits;
     NativeGemmArgs a;
+    a.kernel = config.kernel;
     a.layout = layout_;
     a.w = weights_.get();
     a.x = x;
@@ -86,12 +91,12 @@ const NativeChoice& NativeSparseGemm::choice(int64_t n, cudaStream_t stream) con
     SPENSE_CUDA_CHECK(cudaMemsetAsync(base + x_bytes, 0, y_bytes, stream));
     NativeChoice best;
     best.ms = -1;
-    for (int sk : split_candidates(bucket)) {
-        const double ms = ctx_->time_ms([&] { run_with(sk, base, base + x_bytes, bucket, nullptr, stream); }, stream);
+    for (const NativeConfig& config : candidates(bucket)) {
+        const double ms = ctx_->time_ms([&] { run_with(config, base, base + x_bytes, bucket, nullptr, stream); }, stream);
         ++best.candidates;
         if (best.ms < 0 || ms < best.ms) {
             best.ms = ms;
-            best.splits = sk;
+            best.config = config;
         }
     }
     ctx_->stats().searches++;
@@ -100,7 +105,7 @@ const NativeChoice& NativeSparseGemm::choice(int64_t n, cudaStream_t stream) con
 }
 
 void NativeSparseGemm::run(const void* x, void* y, int64_t n, const float* out_scale, cudaStream_t stream) const {
-    run_with(choice(n, stream).splits, x, y, n, out_scale, stream);
+    run_with(choice(n, stream).config, x, y, n, out_scale, stream);
 }
 
 }  // namespace spense::gpu

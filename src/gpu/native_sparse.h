@@ -2,7 +2,8 @@
 // kernel and its weight layout), with gemm.h's convention y (+)= x W^T, any n >= 1, and an optional
 // per-output-channel factor applied in the epilogue:
 //   y[r, j] = out_scale[j] * (sum_c x[r, c] W[j, c] + (accumulate ? y[r, j] : 0)).
-// The split-K count is searched per (shape, token bucket) by timing (cached in the context).
+// The kernel and the split-K count are searched per (shape, token bucket) by timing (cached in the
+// context).
 #pragma once
 
 #include <cstddef>
@@ -17,9 +18,15 @@
 
 namespace spense::gpu {
 
-// The searched tuning of a (shape, token bucket): how many CTAs split k.
-struct NativeChoice {
+// A launch configuration: the kernel, and how many CTAs split k.
+struct NativeConfig {
+    NativeKernel kernel = NativeKernel::Wgmma;
     int splits = 1;
+};
+
+// The searched tuning of a (shape, token bucket).
+struct NativeChoice {
+    NativeConfig config;
     double ms = 0;
     int candidates = 0;
 };
@@ -33,11 +40,11 @@ public:
     // x must be 16-byte aligned with rows (ldb) of a multiple of 16 bytes (checked). out_scale: null
     // or [m] device floats. Not for concurrent use on several streams (one split-K workspace).
     void run(const void* x, void* y, int64_t n, const float* out_scale, cudaStream_t stream) const;
-    // The same with an explicit split count (searches and tests).
-    void run_with(int splits, const void* x, void* y, int64_t n, const float* out_scale, cudaStream_t stream) const;
+    // The same with an explicit configuration (searches and tests).
+    void run_with(NativeConfig config, const void* x, void* y, int64_t n, const float* out_scale, cudaStream_t stream) const;
 
-    // The split counts worth timing for n tokens, and the searched choice of n's bucket.
-    std::vector<int> split_candidates(int64_t n) const;
+    // The configurations worth timing for n tokens, and the searched choice of n's bucket.
+    std::vector<NativeConfig> candidates(int64_t n) const;
     const NativeChoice& choice(int64_t n, cudaStream_t stream) const;
 
     const GemmShape& shape() const { return shape_; }

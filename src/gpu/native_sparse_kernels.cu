@@ -71,39 +71,54 @@ SPENSE_HOST_DEVICE bool encode_group(const Source& s, int64_t row, int64_t col, 
     return true;
 }
 
-// One lane's part of (tile, block): for each of the block's 4 k-steps of 32 columns, its four A
-// registers r (row g + 8 (r & 1), group q + 4 (r >> 1) of the k-step), and its two metadata words.
+// One lane's part of (tile, block), in the fragments of the k-steps of the block
+// (native_sparse_kernels.h): its value registers, and its two metadata words.
 SPENSE_HOST_DEVICE bool encode_lane(const Source& s, const NativeSparseLayout& L, int64_t tile, int64_t block, int lane, uint8_t* base) {
-    const bool bf16 = L.dtype == GemmDType::BF16;
     const int g = lane / 4, q = lane % 4;
     uint8_t* blk = base + (tile * L.k_blocks + block) * L.block_bytes();
-    const int64_t col0 = block * NativeSparseLayout::kBlockK;
-    for (int st = 0; st < 4; ++st)
-        for (int r = 0; r < 4; ++r) {
-            Group grp;
-            if (!encode_group(s, tile * 16 + g + 8 * (r & 1), col0 + 32 * st + 4 * (q + 4 * (r >> 1)), &grp)) return false;
-            if (bf16) {
+    const int64_t row0 = tile * 16 + g, col0 = block * NativeSparseLayout::kBlockK;
+    uint8_t* meta = blk + L.block_bytes() - 256 + lane * 8;
+    Group grp;
+    if (L.dtype == GemmDType::BF16) {
+        // 4 k-steps of 32 columns; register r: row g + 8 (r & 1), group q + 4 (r >> 1).
+        for (int st = 0; st < 4; ++st)
+            for (int r = 0; r < 4; ++r) {
+                if (!encode_group(s, row0 + 8 * (r & 1), col0 + 32 * st + 4 * (q + 4 * (r >> 1)), &grp)) return false;
                 uint8_t* p = blk + st * 512 + lane * 16 + r * 4;
                 for (int i = 0; i < 4; ++i) p[i] = uint8_t(grp.values >> (8 * i));
-            } else {
-                uint8_t* p = blk + (st / 2) * 512 + lane * 16 + (st % 2) * 8 + r * 2;
+            }
+        // Lanes q < 2 hold k-steps 0, 1 of role q; lanes q >= 2 k-steps 2, 3 of role q - 2. The word of
+        // role p: groups 4p + c, c < 4, of row g in bits 4c, of row g + 8 in bits 16 + 4c.
+        for (int i = 0; i < 2; ++i) {
+            const int st = q < 2 ? i : 2 + i, role = q % 2;
+            uint32_t w = 0;
+            for (int half = 0; half < 2; ++half)
+                for (int c = 0; c < 4; ++c) {
+                    if (!encode_group(s, row0 + 8 * half, col0 + 32 * st + 4 * (4 * role + c), &grp)) return false;
+                    w |= grp.meta << (16 * half + 4 * c);
+                }
+            for (int j = 0; j < 4; ++j) meta[4 * i + j] = uint8_t(w >> (8 * j));
+        }
+        return true;
+    }
+    // FP8: 2 k-steps of 64 columns; register r: row g + 8 (r & 1), groups 2q + 8 (r >> 1) and the
+    // next (2 codes each).
+    for (int st = 0; st < 2; ++st)
+        for (int r = 0; r < 4; ++r)
+            for (int i = 0; i < 2; ++i) {
+                if (!encode_group(s, row0 + 8 * (r & 1), col0 + 64 * st + 4 * (2 * q + 8 * (r >> 1) + i), &grp)) return false;
+                uint8_t* p = blk + st * 512 + lane * 16 + r * 4 + 2 * i;
                 p[0] = uint8_t(grp.values);
                 p[1] = uint8_t(grp.values >> 8);
             }
-        }
-    // Metadata: lanes q < 2 hold k-steps 0, 1 of role q; lanes q >= 2 k-steps 2, 3 of role q - 2.
-    uint8_t* meta = blk + L.block_bytes() - 256 + lane * 8;
-    const int role = q % 2;
-    for (int i = 0; i < 2; ++i) {
-        const int st = q < 2 ? i : 2 + i;
+    // Word i (k-step i): row g + 8 (q % 2), groups 8 (q / 2) + c, c < 8, in bits 4c.
+    for (int st = 0; st < 2; ++st) {
         uint32_t w = 0;
-        for (int half = 0; half < 2; ++half)
-            for (int c = 0; c < 4; ++c) {
-                Group grp;
-                if (!encode_group(s, tile * 16 + g + 8 * half, col0 + 32 * st + 4 * (4 * role + c), &grp)) return false;
-                w |= grp.meta << (16 * half + 4 * c);
-            }
-        for (int j = 0; j < 4; ++j) meta[4 * i + j] = uint8_t(w >> (8 * j));
+        for (int c = 0; c < 8; ++c) {
+            if (!encode_group(s, row0 + 8 * (q % 2), col0 + 64 * st + 4 * (8 * (q / 2) + c), &grp)) return false;
+            w |= grp.meta << (4 * c);
+        }
+        for (int j = 0; j < 4; ++j) meta[4 * st + j] = uint8_t(w >> (8 * j));
     }
     return true;
 }
@@ -116,27 +131,23 @@ __global__ void convert_kernel(Source s, NativeSparseLayout L, uint8_t* out, uns
     if (!encode_lane(s, L, tb / L.k_blocks, tb % L.k_blocks, lane, out)) atomicAdd(bad, 1u);
 }
 
-// ---- the GEMM kernel ----
+// ---- the GEMM kernels ----
 
-// BF16 weights feed the BF16 product directly. E4M3 weights are widened to F16 in registers (exact:
-// every E4M3 value is an F16 value) for the F16 product, because sm_90 has no native FP8 mma.sync
-// (ptxas emulates it, at twice the registers); x is widened once, when staged.
+// Per dtype: uint4 of values per lane and block, k-steps per block.
 template <GemmDType T>
 struct Traits;
 template <>
 struct Traits<GemmDType::BF16> {
-    static constexpr int kVecs = 4, kStages = 2;  // uint4 of values per lane and block; register ring depth
+    static constexpr int kVecs = 4, kSteps = 4;  // k-steps of 32 columns
 };
 template <>
 struct Traits<GemmDType::FP8> {
-    static constexpr int kVecs = 2, kStages = 4;
+    static constexpr int kVecs = 2, kSteps = 2;  // k-steps of 64 columns
 };
-// (Twice these stages for warps of one tile, at the same registers a thread, were measured on the
-// H200 and were no faster: the stalls at N = 1 are not for want of loads in flight.)
 
 template <GemmDType T>
 struct Frag {
-    uint4 v[Traits<T>::kVecs];
+    uint4 v[Traits<T>::kVecs];  // v[s]: k-step s
     uint2 meta;
 };
 
@@ -149,26 +160,6 @@ __device__ __forceinline__ uint2 load_stream8(const uint8_t* p) {
     uint2 r;
     asm volatile("ld.global.nc.L1::no_allocate.v2.u32 {%0, %1}, [%2];" : "=r"(r.x), "=r"(r.y) : "l"(p));
     return r;
-}
-
-__device__ __forceinline__ uint32_t e4m3x2_to_f16x2(uint32_t two) {
-    const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(two), __NV_E4M3);
-    return uint32_t(h.x) | uint32_t(h.y) << 16;
-}
-
-// d += A B for one k-step of 32 columns: a = the 4 A registers, b = the 4 B registers (2 elements each).
-template <GemmDType T>
-__device__ __forceinline__ void mma_sp(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[4], uint32_t meta) {
-    if constexpr (T == GemmDType::BF16)
-        asm volatile("mma.sp::ordered_metadata.sync.aligned.m16n8k32.row.col.f32.bf16.bf16.f32 "
-                     "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9, %10, %11}, {%0, %1, %2, %3}, %12, 0x0;"
-                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "r"(b[2]), "r"(b[3]), "r"(meta));
-    else
-        asm volatile("mma.sp::ordered_metadata.sync.aligned.m16n8k32.row.col.f32.f16.f16.f32 "
-                     "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9, %10, %11}, {%0, %1, %2, %3}, %12, 0x0;"
-                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "r"(b[2]), "r"(b[3]), "r"(meta));
 }
 
 struct KernelArgs {
@@ -185,39 +176,6 @@ struct KernelArgs {
     bool accumulate;
 };
 
-// cp.async of x rows [n0, n0 + rows) x columns [block0 * 128, + blocks * 128) (E bytes an element)
-// into dst (row stride `stride` bytes), zero past n and k; one commit group.
-template <int E>
-__device__ void stage_x(const KernelArgs& a, int64_t n0, int rows, int64_t block0, int blocks, uint8_t* dst, int stride) {
-    const int segs = blocks * int(NativeSparseLayout::kBlockK) * E / 16;  // 16-byte segments per row
-    for (int i = threadIdx.x; i < rows * segs; i += blockDim.x) {
-        const int r = i / segs, c = i % segs;
-        const int64_t col = block0 * NativeSparseLayout::kBlockK + int64_t(c) * (16 / E);
-        const int64_t row = n0 + r;
-        int bytes = 0;
-        const uint8_t* src = a.x;
-        if (row < a.n && col < a.k) {
-            bytes = int(imin(16, (a.k - col) * E));
-            src = a.x + (row * a.ldb + col) * E;
-        }
-        const uint32_t d = uint32_t(__cvta_generic_to_shared(dst + r * stride + c * 16));
-        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(d), "l"(src), "r"(bytes));
-    }
-    asm volatile("cp.async.commit_group;");
-}
-
-// E4M3 x staged raw -> F16 in the compute buffer (16 bytes at a time).
-__device__ void widen_x(const uint8_t* raw, int raw_stride, uint32_t* out, int rw, int rows, int cols) {
-    const int segs = cols / 16;
-    for (int i = threadIdx.x; i < rows * segs; i += blockDim.x) {
-        const int r = i / segs, c = i % segs;
-        const uint4 v = *reinterpret_cast<const uint4*>(raw + r * raw_stride + c * 16);
-        uint4* o = reinterpret_cast<uint4*>(out + r * rw + c * 8);
-        o[0] = make_uint4(e4m3x2_to_f16x2(v.x & 0xffff), e4m3x2_to_f16x2(v.x >> 16), e4m3x2_to_f16x2(v.y & 0xffff), e4m3x2_to_f16x2(v.y >> 16));
-        o[1] = make_uint4(e4m3x2_to_f16x2(v.z & 0xffff), e4m3x2_to_f16x2(v.z >> 16), e4m3x2_to_f16x2(v.w & 0xffff), e4m3x2_to_f16x2(v.w >> 16));
-    }
-}
-
 template <GemmDType T>
 __device__ __forceinline__ void load_block(const KernelArgs& a, int64_t tile, int64_t block, int lane, Frag<T>& f) {
     constexpr int V = Traits<T>::kVecs;
@@ -227,29 +185,118 @@ __device__ __forceinline__ void load_block(const KernelArgs& a, int64_t tile, in
     f.meta = load_stream8(p + V * 512 + lane * 8);
 }
 
-// The A registers of k-step s (0..3) of a block.
-template <GemmDType T>
-__device__ __forceinline__ void a_regs(const Frag<T>& f, int s, uint32_t (&a)[4]) {
-    if constexpr (T == GemmDType::BF16) {
-        a[0] = f.v[s].x;
-        a[1] = f.v[s].y;
-        a[2] = f.v[s].z;
-        a[3] = f.v[s].w;
-    } else {  // 8 bytes per k-step: registers r = 0..3 as 2 E4M3 each
-        const uint4& v = f.v[s / 2];
-        const uint32_t lo = s % 2 ? v.z : v.x, hi = s % 2 ? v.w : v.y;
-        a[0] = e4m3x2_to_f16x2(lo & 0xffff);
-        a[1] = e4m3x2_to_f16x2(lo >> 16);
-        a[2] = e4m3x2_to_f16x2(hi & 0xffff);
-        a[3] = e4m3x2_to_f16x2(hi >> 16);
+// cp.async of x rows [n0, n0 + rows) x columns [block0 * 128, + blocks * 128) (E bytes an element),
+// 16-byte segment c of row r to dst + at(r, c), zeros past n and k; one commit group. Consecutive
+// threads take consecutive segments of a row or, kRowsFirst, the same segment of consecutive rows.
+template <int E, bool kRowsFirst, class At>
+__device__ void stage_x(const KernelArgs& a, int64_t n0, int rows, int64_t block0, int blocks, uint8_t* dst, At at) {
+    const int segs = blocks * int(NativeSparseLayout::kBlockK) * E / 16;
+    for (int i = threadIdx.x; i < rows * segs; i += blockDim.x) {
+        const int r = kRowsFirst ? i % rows : i / segs, c = kRowsFirst ? i / rows : i % segs;
+        const int64_t col = block0 * NativeSparseLayout::kBlockK + int64_t(c) * (16 / E);
+        const int64_t row = n0 + r;
+        int bytes = 0;
+        const uint8_t* src = a.x;
+        if (row < a.n && col < a.k) {
+            bytes = int(imin(16, (a.k - col) * E));
+            src = a.x + (row * a.ldb + col) * E;
+        }
+        const uint32_t d = uint32_t(__cvta_generic_to_shared(dst + at(r, c)));
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(d), "l"(src), "r"(bytes));
     }
+    asm volatile("cp.async.commit_group;");
 }
 
-// The products of one weight block (the TPW tiles of the warp) with the staged x (16-bit elements,
-// row stride rw words); `col_word` is the block's first word within an x row.
-template <GemmDType T, int NT, int TPW>
-__device__ __forceinline__ void compute_block(const Frag<T> (&f)[TPW], const uint32_t* buf, int rw, int col_word, int lane,
-                                              float (&acc)[TPW][NT][4]) {
+__device__ __forceinline__ void write_out(const KernelArgs& a, int64_t row, int64_t j, float v) {
+    if (row >= a.n || j >= a.m) return;
+    bf16* p = a.y + row * a.ldc + j;
+    if (a.accumulate) v += __bfloat162float(*p);
+    if (a.out_scale) v *= a.out_scale[j];
+    *p = __float2bfloat16(v);
+}
+
+// The epilogue of both kernels, over the accumulators of a warp's TPW tiles from tile0 (rows
+// [16 tile0, + 16 TPW)) by NT 8-token tiles from token n0, in the fragment layout of the tensor-core
+// instructions: acc[t][nt][0..1] = D[row g][tokens 2q, 2q + 1], [2..3] the same of row g + 8.
+// Without split-K, y directly. With it, partial sums into the workspace [slice][tiles * 16 rows]
+// [8 NT tokens] by vector atomics; the last CTA of the row group (a ticket counter) writes y from
+// the sums and clears the workspace. Every thread of the CTA calls it.
+template <int NT, int TPW>
+__device__ void store_acc(const KernelArgs& a, const float (&acc)[TPW][NT][4], int64_t tile0, bool active, int64_t n0) {
+    const int lane = threadIdx.x % 32, g = lane / 4, q = lane % 4;
+    if (a.splits == 1) {
+        if (!active) return;
+#pragma unroll
+        for (int t = 0; t < TPW; ++t)
+#pragma unroll
+            for (int nt = 0; nt < NT; ++nt) {
+                const int64_t j = (tile0 + t) * 16 + g, r = n0 + nt * 8 + 2 * q;
+                write_out(a, r, j, acc[t][nt][0]);
+                write_out(a, r + 1, j, acc[t][nt][1]);
+                write_out(a, r, j + 8, acc[t][nt][2]);
+                write_out(a, r + 1, j + 8, acc[t][nt][3]);
+            }
+        return;
+    }
+    constexpr int width = NT * 8;
+    float* ws = a.workspace + int64_t(blockIdx.z) * a.tiles * 16 * width;
+    if (active)
+#pragma unroll
+        for (int t = 0; t < TPW; ++t)
+#pragma unroll
+            for (int nt = 0; nt < NT; ++nt) {
+                const int64_t j = (tile0 + t) * 16 + g;
+                float* p = ws + j * width + nt * 8 + 2 * q;
+                atomicAdd(reinterpret_cast<float2*>(p), make_float2(acc[t][nt][0], acc[t][nt][1]));
+                atomicAdd(reinterpret_cast<float2*>(p + 8 * width), make_float2(acc[t][nt][2], acc[t][nt][3]));
+            }
+    __threadfence();
+    __syncthreads();
+    __shared__ bool last;
+    unsigned* counter = a.counters + int64_t(blockIdx.z) * gridDim.x + blockIdx.x;
+    if (threadIdx.x == 0) last = atomicAdd(counter, 1u) == unsigned(a.splits - 1);
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    const int64_t j0 = int64_t(blockIdx.x) * kRowsPerCta, rows = imin(kRowsPerCta, a.m - j0);
+    for (int64_t i = threadIdx.x; i < rows * width; i += blockDim.x) {
+        const int64_t r = i / rows, j = j0 + i % rows;  // consecutive threads: consecutive outputs of one token
+        float* p = ws + j * width + r;
+        write_out(a, n0 + r, j, __ldcg(p));
+        __stcg(p, 0.0f);
+    }
+    if (threadIdx.x == 0) *counter = 0;
+}
+
+// This CTA's k-blocks, in whole units of 4 blocks (512 columns), and the blocks of its chunk c
+// from kb: the first chunk is one unit, so that the products start as soon as 512 columns of x have
+// landed (H200, two runs side by side: 1-3% at N <= 16, e.g. BF16 gate_up at N = 1 75.6 -> 74.7 us).
+// Register rings divide a unit, so block i of the range is in ring slot i % depth.
+struct KRange {
+    int64_t kb0, kb1;
+    int chunk_blocks;
+    __device__ KRange(const KernelArgs& a) : chunk_blocks(a.chunk_blocks) {
+        const int64_t units = a.k_blocks / 4;
+        kb0 = units * blockIdx.y / a.splits * 4;
+        kb1 = units * (blockIdx.y + 1) / a.splits * 4;
+    }
+    __device__ int chunk(int c, int64_t kb) const { return int(imin(c == 0 ? 4 : chunk_blocks, kb1 - kb)); }
+};
+
+// ---- mma.sync: BF16, the weight and x fragments in registers ----
+
+__device__ __forceinline__ void mma_sp_bf16(float (&d)[4], const uint4& a, const uint32_t (&b)[4], uint32_t meta) {
+    asm volatile("mma.sp::ordered_metadata.sync.aligned.m16n8k32.row.col.f32.bf16.bf16.f32 "
+                 "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9, %10, %11}, {%0, %1, %2, %3}, %12, 0x0;"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "r"(b[0]), "r"(b[1]), "r"(b[2]), "r"(b[3]), "r"(meta));
+}
+
+// The products of one weight block (the TPW tiles of the warp) with the staged x (row stride rw
+// words); `col_word` is the block's first word within an x row.
+template <int NT, int TPW>
+__device__ __forceinline__ void mma_block(const Frag<GemmDType::BF16> (&f)[TPW], const uint32_t* buf, int rw, int col_word, int lane,
+                                          float (&acc)[TPW][NT][4]) {
     // Metadata: lanes q < 2 hold k-steps 0, 1 and take 2, 3 from lane + 2 (native_sparse_kernels.h).
     uint32_t meta[TPW][4];
 #pragma unroll
@@ -274,44 +321,32 @@ __device__ __forceinline__ void compute_block(const Frag<T> (&f)[TPW], const uin
                          : "=r"(b[nt][0]), "=r"(b[nt][1]), "=r"(b[nt][2]), "=r"(b[nt][3])
                          : "r"(base + 4 * ((nt * 8) * rw + s * 16)));
 #pragma unroll
-        for (int t = 0; t < TPW; ++t) {
-            uint32_t a[4];
-            a_regs<T>(f[t], s, a);
+        for (int t = 0; t < TPW; ++t)
 #pragma unroll
-            for (int nt = 0; nt < NT; ++nt) mma_sp<T>(acc[t][nt], a, b[nt], meta[t][s]);
-        }
+            for (int nt = 0; nt < NT; ++nt) mma_sp_bf16(acc[t][nt], f[t].v[s], b[nt], meta[t][s]);
     }
 }
 
-__device__ __forceinline__ void write_out(const KernelArgs& a, int64_t row, int64_t j, float v) {
-    if (row >= a.n || j >= a.m) return;
-    bf16* p = a.y + row * a.ldc + j;
-    if (a.accumulate) v += __bfloat162float(*p);
-    if (a.out_scale) v *= a.out_scale[j];
-    *p = __float2bfloat16(v);
-}
+// Blocks in a warp's register ring. (Twice as many for warps of one tile, at the same registers a
+// thread, were measured on the H200 and were no faster at N = 1.)
+constexpr int kMmaSyncStages = 2;
 
-// grid: (256-row groups, splits, token slices of 8 NT). Dynamic shared memory: BF16 two x buffers
-// (double-buffered cp.async); FP8 one raw E4M3 buffer (cp.async) and one F16 buffer.
-template <GemmDType T, int NT>
-__global__ void __launch_bounds__(WarpShape<NT>::kThreads, 1) native_sparse_kernel(KernelArgs a) {
-    using Tr = Traits<T>;
-    constexpr int TPW = WarpShape<NT>::kTilesPerWarp;
-    constexpr int R = Tr::kStages, ROWS = NT * 8;
+// grid: (256-row groups, splits, token slices of 8 NT). Dynamic shared memory: two x buffers
+// (double-buffered cp.async) of 8 NT rows, row stride rw words.
+template <int NT>
+__global__ void __launch_bounds__(WarpShape<NT>::kThreads, 1) mma_sync_kernel(KernelArgs a) {
+    constexpr GemmDType T = GemmDType::BF16;
+    constexpr int TPW = WarpShape<NT>::kTilesPerWarp, R = kMmaSyncStages, ROWS = NT * 8;
     extern __shared__ uint4 smem_raw[];
-    const int chunk_cols = a.chunk_blocks * int(NativeSparseLayout::kBlockK);
-    const int rw = chunk_cols / 2 + 4;  // words; == 4 mod 32, so the B reads hit 32 distinct banks
-    uint32_t* buf0 = reinterpret_cast<uint32_t*>(smem_raw);
-    uint32_t* buf1 = buf0 + ROWS * rw;  // BF16: second buffer; FP8: raw E4M3 (row stride chunk_cols + 16 bytes)
-    const int raw_stride = chunk_cols + 16;
+    const int rw = a.chunk_blocks * int(NativeSparseLayout::kBlockK) / 2 + 4;  // words; == 4 mod 32: conflict-free B reads
+    const auto buf = [&](int c) { return reinterpret_cast<uint32_t*>(smem_raw) + (c & 1) * ROWS * rw; };
+    const auto at = [rw](int r, int c) { return r * rw * 4 + c * 16; };
 
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int64_t tile0 = int64_t(blockIdx.x) * (kRowsPerCta / 16) + warp * TPW;
     const bool active = tile0 < a.tiles;  // tiles come in pairs (m padded to 32)
     const int64_t n0 = int64_t(blockIdx.z) * ROWS;
-    // This CTA's k-blocks, in whole units of 4 blocks (512 columns).
-    const int64_t units = a.k_blocks / 4;
-    const int64_t kb0 = units * blockIdx.y / a.splits * 4, kb1 = units * (blockIdx.y + 1) / a.splits * 4;
+    const KRange kr(a);
 
     float acc[TPW][NT][4] = {};
     Frag<T> ring[R][TPW];
@@ -319,120 +354,226 @@ __global__ void __launch_bounds__(WarpShape<NT>::kThreads, 1) native_sparse_kern
 #pragma unroll
         for (int s = 0; s < R; ++s)
 #pragma unroll
-            for (int t = 0; t < TPW; ++t) load_block<T>(a, tile0 + t, kb0 + s, lane, ring[s][t]);
+            for (int t = 0; t < TPW; ++t) load_block<T>(a, tile0 + t, kr.kb0 + s, lane, ring[s][t]);
 
-    // The first chunk is one unit, so that the products start as soon as 512 columns of x have landed
-    // (H200, two runs side by side: 1-3% at N <= 16, e.g. BF16 gate_up at N = 1 75.6 -> 74.7 us).
-    const auto chunk = [&](int c, int64_t kb) { return int(imin(c == 0 ? 4 : a.chunk_blocks, kb1 - kb)); };
-    const int first = chunk(0, kb0);
-    if constexpr (T == GemmDType::BF16)
-        stage_x<2>(a, n0, ROWS, kb0, first, reinterpret_cast<uint8_t*>(buf0), rw * 4);
-    else
-        stage_x<1>(a, n0, ROWS, kb0, first, reinterpret_cast<uint8_t*>(buf1), raw_stride);
+    stage_x<2, false>(a, n0, ROWS, kr.kb0, kr.chunk(0, kr.kb0), reinterpret_cast<uint8_t*>(buf(0)), at);
     int c = 0;
-    for (int64_t kb = kb0; kb < kb1; ++c) {
-        const int blocks = chunk(c, kb);
-        const int next_blocks = chunk(c + 1, kb + blocks);
-        const uint32_t* x;
-        if constexpr (T == GemmDType::BF16) {
-            if (next_blocks > 0)
-                stage_x<2>(a, n0, ROWS, kb + blocks, next_blocks, reinterpret_cast<uint8_t*>(c & 1 ? buf0 : buf1), rw * 4);
-            else
-                asm volatile("cp.async.commit_group;");
-            asm volatile("cp.async.wait_group 1;");
-            __syncthreads();
-            x = c & 1 ? buf1 : buf0;
-        } else {
-            asm volatile("cp.async.wait_group 0;");
-            __syncthreads();  // the raw chunk has landed, and every warp is done with the F16 buffer
-            widen_x(reinterpret_cast<const uint8_t*>(buf1), raw_stride, buf0, rw, ROWS, blocks * int(NativeSparseLayout::kBlockK));
-            __syncthreads();
-            if (next_blocks > 0) stage_x<1>(a, n0, ROWS, kb + blocks, next_blocks, reinterpret_cast<uint8_t*>(buf1), raw_stride);
-            x = buf0;
-        }
+    for (int64_t kb = kr.kb0; kb < kr.kb1; ++c) {
+        const int blocks = kr.chunk(c, kb), next_blocks = kr.chunk(c + 1, kb + blocks);
+        if (next_blocks > 0)
+            stage_x<2, false>(a, n0, ROWS, kb + blocks, next_blocks, reinterpret_cast<uint8_t*>(buf(c + 1)), at);
+        else
+            asm volatile("cp.async.commit_group;");
+        asm volatile("cp.async.wait_group 1;");
+        __syncthreads();
         if (active)
             for (int j = 0; j < blocks; j += R)
 #pragma unroll
                 for (int s = 0; s < R; ++s) {
-                    compute_block<T, NT, TPW>(ring[s], x, rw, (j + s) * int(NativeSparseLayout::kBlockK) / 2, lane, acc);
+                    mma_block<NT, TPW>(ring[s], buf(c), rw, (j + s) * int(NativeSparseLayout::kBlockK) / 2, lane, acc);
                     const int64_t next = kb + j + s + R;
-                    if (next < kb1)
+                    if (next < kr.kb1)
 #pragma unroll
                         for (int t = 0; t < TPW; ++t) load_block<T>(a, tile0 + t, next, lane, ring[s][t]);
                 }
-        if constexpr (T == GemmDType::BF16) __syncthreads();
+        __syncthreads();
         kb += blocks;
     }
-
-    // Accumulator fragment: acc[t][nt][0..1] = D[row g][tokens 2q, 2q + 1], [2..3] the same of row g + 8.
-    const int g = lane / 4, q = lane % 4;
-    if (a.splits == 1) {
-        if (!active) return;
-#pragma unroll
-        for (int t = 0; t < TPW; ++t)
-#pragma unroll
-            for (int nt = 0; nt < NT; ++nt) {
-                const int64_t j = (tile0 + t) * 16 + g, r = n0 + nt * 8 + 2 * q;
-                write_out(a, r, j, acc[t][nt][0]);
-                write_out(a, r + 1, j, acc[t][nt][1]);
-                write_out(a, r, j + 8, acc[t][nt][2]);
-                write_out(a, r + 1, j + 8, acc[t][nt][3]);
-            }
-        return;
-    }
-
-    // Split-K: workspace [slice][tiles * 16 rows][8 NT tokens] of partial sums.
-    constexpr int width = NT * 8;
-    float* ws = a.workspace + int64_t(blockIdx.z) * a.tiles * 16 * width;
-    if (active)
-#pragma unroll
-        for (int t = 0; t < TPW; ++t)
-#pragma unroll
-            for (int nt = 0; nt < NT; ++nt) {
-                const int64_t j = (tile0 + t) * 16 + g;
-                float* p = ws + j * width + nt * 8 + 2 * q;
-                atomicAdd(reinterpret_cast<float2*>(p), make_float2(acc[t][nt][0], acc[t][nt][1]));
-                atomicAdd(reinterpret_cast<float2*>(p + 8 * width), make_float2(acc[t][nt][2], acc[t][nt][3]));
-            }
-    __threadfence();
-    __syncthreads();
-    __shared__ bool last;
-    unsigned* counter = a.counters + int64_t(blockIdx.z) * gridDim.x + blockIdx.x;
-    if (threadIdx.x == 0) last = atomicAdd(counter, 1u) == unsigned(a.splits - 1);
-    __syncthreads();
-    if (!last) return;
-    __threadfence();
-    // The last CTA of this row group: y from the sums, and the workspace back to zero.
-    const int64_t j0 = int64_t(blockIdx.x) * kRowsPerCta, rows = imin(kRowsPerCta, a.m - j0);
-    for (int64_t i = threadIdx.x; i < rows * width; i += blockDim.x) {
-        const int64_t r = i / rows, j = j0 + i % rows;  // consecutive threads: consecutive outputs of one token
-        float* p = ws + j * width + r;
-        write_out(a, n0 + r, j, __ldcg(p));
-        __stcg(p, 0.0f);
-    }
-    if (threadIdx.x == 0) *counter = 0;
+    store_acc<NT, TPW>(a, acc, tile0, active, n0);
 }
 
+// ---- wgmma: BF16 and E4M3, the weight from registers, x from shared memory ----
+//
+// A warpgroup (4 warps, a tile each: 64 rows) issues wgmma.mma_async.sp with A = its weight
+// fragments, which are exactly those of mma.sp for each warp's 16 rows (BF16: m64nNk32, the
+// layout above unchanged; E4M3: m64nNk64, native FP8 products), and B = 8 NT tokens of x read by
+// the tensor cores from shared memory through a matrix descriptor. x is staged there by cp.async in
+// PTX's canonical K-major layout without swizzle: core matrices of 8 tokens x 16 bytes (128
+// contiguous bytes), those of a k-step (64 bytes of a token: 4 along k, 128 bytes apart: the
+// descriptor's leading byte offset) for each group of 8 tokens (512 bytes apart: its stride byte
+// offset). Staging by TMA (one warp issuing the boxes, an mbarrier per buffer) was measured on the
+// H200, FP8 gate_up, side by side: in boxes of 16 bytes x the tokens (this layout) 74 us against 45
+// at N = 1; in boxes of 128 bytes with the 128-byte swizzle 63 against 45 at N = 1, 66 against 55
+// at N = 16, equal at N = 32, and 74 against 85 at N = 64, where cuSPARSELt is faster than both.
+
+constexpr int kWgmmaThreads = 512;  // 4 warpgroups of 64 rows: kRowsPerCta
+
+__device__ __forceinline__ int core_matrix_offset(int nt_tiles, int r, int c) {  // token r, 16-byte segment c of the chunk
+    return ((c / 4 * nt_tiles + r / 8) * 4 + c % 4) * 128 + (r % 8) * 16;
+}
+
+__device__ __forceinline__ uint64_t x_descriptor(uint32_t smem_addr) {
+    return uint64_t((smem_addr & 0x3ffff) >> 4) | uint64_t(128 >> 4) << 16 | uint64_t(512 >> 4) << 32;
+}
+
+// Blocks in a warp's register ring (a divisor of the 4 blocks of a k unit). Twice as deep (FP8 up
+// to 32 tokens, within the 128 registers a thread) was measured slower on the H200: FP8 gate_up at
+// N = 1 62 us against 45.
+template <GemmDType T>
+constexpr int kWgmmaStages = T == GemmDType::FP8 ? 4 : 2;
+constexpr uint32_t kIdleMeta = 0x44444444u;  // positions (0, 1) in every group: a warp past the last tile
+
+#define SPENSE_D4(i) "+f"(d[i][0]), "+f"(d[i][1]), "+f"(d[i][2]), "+f"(d[i][3])
+#define SPENSE_WGMMA_SP(N, DLIST, TAIL, ...)                                                                                       \
+    do {                                                                                                                            \
+        if constexpr (T == GemmDType::BF16)                                                                                         \
+            asm volatile("wgmma.mma_async.sp.sync.aligned.m64n" #N "k32.f32.bf16.bf16 " DLIST ", " TAIL ", 1, 1, 1, 0;"             \
+                         : __VA_ARGS__                                                                                              \
+                         : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "l"(desc), "r"(meta), "n"(SEL));                                \
+        else                                                                                                                        \
+            asm volatile("wgmma.mma_async.sp.sync.aligned.m64n" #N "k64.f32.e4m3.e4m3 " DLIST ", " TAIL ", 1, 1, 1;"                \
+                         : __VA_ARGS__                                                                                              \
+                         : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "l"(desc), "r"(meta), "n"(SEL));                                \
+    } while (0)
+
+// d += A B for one k-step: A = this warp's 16 rows (a), the warpgroup's 64; B = 8 NT tokens at desc.
+// SEL: which lanes of each quad hold the metadata (BF16: 0 for lanes 0, 1 and 1 for lanes 2, 3).
+// The immediates after it: scale-d 1 (accumulate into d), A and B not negated, B (BF16) K-major.
+template <GemmDType T, int NT, int SEL>
+__device__ __forceinline__ void wgmma_sp(float (&d)[NT][4], const uint4& a, uint64_t desc, uint32_t meta) {
+    if constexpr (NT == 1)
+        SPENSE_WGMMA_SP(8, "{%0, %1, %2, %3}", "{%4, %5, %6, %7}, %8, %9, %10", SPENSE_D4(0));
+    else if constexpr (NT == 2)
+        SPENSE_WGMMA_SP(16, "{%0, %1, %2, %3, %4, %5, %6, %7}", "{%8, %9, %10, %11}, %12, %13, %14", SPENSE_D4(0), SPENSE_D4(1));
+    else if constexpr (NT == 4)
+        SPENSE_WGMMA_SP(32, "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}",
+                        "{%16, %17, %18, %19}, %20, %21, %22", SPENSE_D4(0), SPENSE_D4(1), SPENSE_D4(2), SPENSE_D4(3));
+    else
+        SPENSE_WGMMA_SP(64,
+                        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, "
+                        "%23, %24, %25, %26, %27, %28, %29, %30, %31}",
+                        "{%32, %33, %34, %35}, %36, %37, %38", SPENSE_D4(0), SPENSE_D4(1), SPENSE_D4(2), SPENSE_D4(3), SPENSE_D4(4),
+                        SPENSE_D4(5), SPENSE_D4(6), SPENSE_D4(7));
+}
+#undef SPENSE_WGMMA_SP
+#undef SPENSE_D4
+
+// Keeps the compiler from moving accesses of the accumulators across the asynchronous products.
+template <int NT>
+__device__ __forceinline__ void fence_acc(float (&d)[NT][4]) {
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) asm volatile("" : "+f"(d[nt][i])::"memory");
+}
+
+// Issues the products of one weight block, its k-steps from k-step `step0` of the staged chunk at
+// `base`, as one commit group.
 template <GemmDType T, int NT>
-void launch(const KernelArgs& a, dim3 grid, size_t smem, cudaStream_t stream) {
-    static const bool configured = [] {
-        SPENSE_CUDA_CHECK(cudaFuncSetAttribute(native_sparse_kernel<T, NT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                               int(2 * (NT * 8) * (std::max<int64_t>(kXBufferBytes / (NT * 8), 1024) + 16))),
+__device__ __forceinline__ void wgmma_block(const Frag<T>& f, uint32_t base, int step0, float (&d)[NT][4]) {
+    fence_acc<NT>(d);
+    asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
+#pragma unroll
+    for (int s = 0; s < Traits<T>::kSteps; ++s) {
+        const uint64_t desc = x_descriptor(base + uint32_t((step0 + s) * NT * 512));
+        const uint32_t meta = s % 2 ? f.meta.y : f.meta.x;
+        if (T == GemmDType::BF16 && s >= 2)
+            wgmma_sp<T, NT, 1>(d, f.v[s], desc, meta);
+        else
+            wgmma_sp<T, NT, 0>(d, f.v[s], desc, meta);
+    }
+    asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
+    fence_acc<NT>(d);
+}
+
+// Waits for every product issued, so that their A registers may be reloaded.
+template <int NT>
+__device__ __forceinline__ void wgmma_wait_all(float (&d)[NT][4]) {
+    asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
+    fence_acc<NT>(d);
+}
+
+// grid: (256-row groups, splits, token slices of 8 NT). Dynamic shared memory: two x buffers
+// (double-buffered cp.async) in the core-matrix layout.
+template <GemmDType T, int NT>
+__global__ void __launch_bounds__(kWgmmaThreads, 1) wgmma_kernel(KernelArgs a) {
+    constexpr int R = kWgmmaStages<T>, ROWS = NT * 8, E = T == GemmDType::BF16 ? 2 : 1;
+    extern __shared__ uint4 smem_raw[];
+    const int buffer_bytes = ROWS * a.chunk_blocks * int(NativeSparseLayout::kBlockK) * E;
+    const auto buf = [&](int c) { return reinterpret_cast<uint8_t*>(smem_raw) + (c & 1) * buffer_bytes; };
+
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int64_t tile = int64_t(blockIdx.x) * (kRowsPerCta / 16) + warp;
+    const bool active = tile < a.tiles;
+    const int64_t n0 = int64_t(blockIdx.z) * ROWS;
+    const KRange kr(a);
+    const auto at = [](int r, int c) { return core_matrix_offset(NT, r, c); };
+    stage_x<E, true>(a, n0, ROWS, kr.kb0, kr.chunk(0, kr.kb0), buf(0), at);
+
+    float acc[1][NT][4] = {};
+    Frag<T> ring[R];
+#pragma unroll
+    for (int s = 0; s < R; ++s)
+        if (active) {
+            load_block<T>(a, tile, kr.kb0 + s, lane, ring[s]);
+        } else {  // the warpgroup's products need every warp: zeros
+#pragma unroll
+            for (int v = 0; v < Traits<T>::kVecs; ++v) ring[s].v[v] = make_uint4(0, 0, 0, 0);
+            ring[s].meta = make_uint2(kIdleMeta, kIdleMeta);
+        }
+
+    int c = 0;
+    for (int64_t kb = kr.kb0; kb < kr.kb1; ++c) {
+        const int blocks = kr.chunk(c, kb), next_blocks = kr.chunk(c + 1, kb + blocks);
+        // The other buffer was released by the barrier that ended the previous chunk.
+        if (next_blocks > 0)
+            stage_x<E, true>(a, n0, ROWS, kb + blocks, next_blocks, buf(c + 1), at);
+        else
+            asm volatile("cp.async.commit_group;");
+        asm volatile("cp.async.wait_group 1;");
+        // x, written through the generic proxy, is read by the tensor cores through the async proxy.
+        asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+        __syncthreads();
+        const uint32_t base = uint32_t(__cvta_generic_to_shared(buf(c)));
+        // Block kb + j + s is in ring[s]; once its products are done, its registers take the block R
+        // after it. (Reloading the block before instead, while this one's products run, was measured
+        // 12% slower at N = 1 on the H200.)
+        for (int j = 0; j < blocks; j += R)
+#pragma unroll
+            for (int s = 0; s < R; ++s) {
+                wgmma_block<T, NT>(ring[s], base, (j + s) * Traits<T>::kSteps, acc[0]);
+                wgmma_wait_all(acc[0]);
+                const int64_t next = kb + j + s + R;
+                if (active && next < kr.kb1) load_block<T>(a, tile, next, lane, ring[s]);
+            }
+        __syncthreads();
+        kb += blocks;
+    }
+    store_acc<NT, 1>(a, acc, tile, active, n0);
+}
+
+// Shared memory of a launch: two x buffers of `rows` tokens by `cols` columns (the mma.sync kernel's
+// rows padded by 16 bytes against bank conflicts).
+size_t smem_bytes(NativeKernel kernel, GemmDType t, int64_t rows, int64_t cols) {
+    if (kernel == NativeKernel::MmaSync) return size_t(2 * rows * (cols * 2 + 16));
+    return size_t(2 * rows * cols * int64_t(gemm_dtype_bytes(t)));
+}
+
+// Columns of x per buffer: as many 512-column units as fit kXBufferBytes, at least one.
+int64_t max_chunk_cols(NativeKernel kernel, GemmDType t, int64_t rows) {
+    const int64_t unit = rows * 512 * (kernel == NativeKernel::MmaSync ? 2 : int64_t(gemm_dtype_bytes(t)));
+    return 512 * std::max<int64_t>(kXBufferBytes / unit, 1);
+}
+
+template <auto K, class... Params>
+void launch_kernel(unsigned threads, size_t max_smem, dim3 grid, size_t smem, cudaStream_t stream, const Params&... params) {
+    static const bool configured = [&] {
+        SPENSE_CUDA_CHECK(cudaFuncSetAttribute(K, cudaFuncAttributeMaxDynamicSharedMemorySize, int(max_smem)),
                           "native 2:4 kernel shared memory");
         return true;
     }();
     (void)configured;
-    native_sparse_kernel<T, NT><<<grid, WarpShape<NT>::kThreads, smem, stream>>>(a);
+    K<<<grid, threads, smem, stream>>>(params...);
 }
 
-template <GemmDType T>
-void launch_nt(int nt, const KernelArgs& a, dim3 grid, size_t smem, cudaStream_t stream) {
-    switch (nt) {
-    case 1: return launch<T, 1>(a, grid, smem, stream);
-    case 2: return launch<T, 2>(a, grid, smem, stream);
-    case 4: return launch<T, 4>(a, grid, smem, stream);
-    default: return launch<T, 8>(a, grid, smem, stream);
-    }
+template <int NT>
+void launch_nt(NativeKernel kernel, GemmDType t, const KernelArgs& a, dim3 grid, size_t smem, cudaStream_t stream) {
+    constexpr int64_t rows = NT * 8;
+    const size_t max_smem = smem_bytes(kernel, t, rows, max_chunk_cols(kernel, t, rows));
+    if (kernel == NativeKernel::MmaSync) return launch_kernel<mma_sync_kernel<NT>>(WarpShape<NT>::kThreads, max_smem, grid, smem, stream, a);
+    if (t == GemmDType::BF16)
+        return launch_kernel<wgmma_kernel<GemmDType::BF16, NT>>(kWgmmaThreads, max_smem, grid, smem, stream, a);
+    launch_kernel<wgmma_kernel<GemmDType::FP8, NT>>(kWgmmaThreads, max_smem, grid, smem, stream, a);
 }
 
 int tiles_for_tokens(int64_t n) {  // 8-token tiles per slice: 1, 2, 4 or 8
@@ -442,6 +583,8 @@ int tiles_for_tokens(int64_t n) {  // 8-token tiles per slice: 1, 2, 4 or 8
 }
 
 }  // namespace
+
+const char* native_kernel_name(NativeKernel kernel) { return kernel == NativeKernel::MmaSync ? "mma.sync" : "wgmma"; }
 
 NativeSparseLayout NativeSparseLayout::make(GemmDType dtype, int64_t m, int64_t k) {
     SPENSE_CHECK(m > 0 && k > 0, "native 2:4 layout of an empty weight [", m, ", ", k, "]");
@@ -491,6 +634,8 @@ void launch_native_2to4_gemm(const NativeGemmArgs& g, cudaStream_t stream) {
                  "native 2:4 GEMM: x must be 16-byte aligned with rows of a multiple of 16 bytes, ", where());
     SPENSE_CHECK(g.splits >= 1 && g.splits <= L.k_units(), "native 2:4 GEMM: split count out of 1..", L.k_units(), ", ", where());
     SPENSE_CHECK(g.splits == 1 || (g.workspace && g.counters), "native 2:4 GEMM: split-K without a workspace, ", where());
+    SPENSE_CHECK(g.kernel == NativeKernel::Wgmma || L.dtype == GemmDType::BF16, "native 2:4 GEMM: the mma.sync kernel is BF16 only, ",
+                 where());
     const int nt = tiles_for_tokens(g.n);
     KernelArgs a{};
     a.w = static_cast<const uint8_t*>(g.w);
@@ -508,19 +653,16 @@ void launch_native_2to4_gemm(const NativeGemmArgs& g, cudaStream_t stream) {
     a.k_blocks = L.k_blocks;
     a.splits = g.splits;
     a.accumulate = g.accumulate;
-    // Columns of x per buffer (staged as 16-bit elements): as many 512-column units as fit
-    // kXBufferBytes, at least one, at most the CTA's range.
-    const int64_t per_unit = int64_t(nt) * 8 * 512 * 2;
-    const int64_t cta_units = (L.k_units() + g.splits - 1) / g.splits;
-    a.chunk_blocks = int(4 * std::clamp<int64_t>(kXBufferBytes / per_unit, 1, cta_units));
-    const int64_t cols = a.chunk_blocks * NativeSparseLayout::kBlockK, rows = int64_t(nt) * 8;
-    const int64_t buffer = rows * (cols * 2 + 16);  // one 16-bit buffer
-    const size_t smem = size_t(L.dtype == GemmDType::BF16 ? 2 * buffer : buffer + rows * (cols + 16));
+    const int64_t rows = int64_t(nt) * 8, cols = max_chunk_cols(g.kernel, L.dtype, rows);
+    a.chunk_blocks = int(cols / NativeSparseLayout::kBlockK);
+    const size_t smem = smem_bytes(g.kernel, L.dtype, rows, cols);
     const dim3 grid(unsigned(L.row_groups()), unsigned(g.splits), unsigned(NativeSparseLayout::slices(g.n)));
-    if (L.dtype == GemmDType::BF16)
-        launch_nt<GemmDType::BF16>(nt, a, grid, smem, stream);
-    else
-        launch_nt<GemmDType::FP8>(nt, a, grid, smem, stream);
+    switch (nt) {
+    case 1: launch_nt<1>(g.kernel, L.dtype, a, grid, smem, stream); break;
+    case 2: launch_nt<2>(g.kernel, L.dtype, a, grid, smem, stream); break;
+    case 4: launch_nt<4>(g.kernel, L.dtype, a, grid, smem, stream); break;
+    default: launch_nt<8>(g.kernel, L.dtype, a, grid, smem, stream); break;
+    }
     SPENSE_CUDA_CHECK(cudaGetLastError(), "native 2:4 GEMM ", where());
 }
 

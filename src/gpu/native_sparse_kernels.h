@@ -1,48 +1,50 @@
-// Our own 2:4 sparse GEMM kernel for decode sizes (the class using it: native_sparse.h): y = x W^T
-// (gemm.h's convention) with W 2:4 along k, streamed from a layout that is exactly the register fragments of the sparse tensor-core
-// instruction, so that each warp reads its weight with 16-byte fully coalesced loads and no shared
-// memory, and no other kernel runs before or after it.
+// Our own 2:4 sparse GEMM kernels for decode sizes (the class using them: native_sparse.h): y = x W^T
+// (gemm.h's convention) with W 2:4 along k, streamed from a layout that is exactly the register
+// fragments of the sparse tensor-core instructions, so that each warp reads its weight with 16-byte
+// fully coalesced loads and no shared memory, and no other kernel runs before or after them.
 //
 // Why: at decode (N up to a few hundred tokens) a GEMM is bound by the bytes of its weight. A 2:4
 // weight moves 0.5625x (BF16: values plus 2-bit indices) or 0.625x (FP8) of the dense bytes, but
 // cuSPARSELt's sm_90 kernels stream it at half the copy bandwidth there (bench/README.md).
 //
-// The instruction. A warp computes D[16, 8] += A[16, 32] B[32, 8] with A 2:4 along its 32 columns,
-// stored compressed (the 2 kept values of each group of 4) plus 2 bits per kept value (its position):
-//   mma.sp::ordered_metadata.sync.aligned.m16n8k32.row.col.f32.{bf16,f16}.{bf16,f16}.f32
-// A = 16 weight rows (output channels), B = 8 tokens of x^T, FP32 accumulators: a "k-step". FP8
-// weights run as F16: sm_90 has no native FP8 mma.sync (ptxas emulates m16n8k64.e4m3 with twice the
-// registers), and every E4M3 value is exactly an F16 value, so the kernel widens the E4M3 codes in
-// registers (cvt.rn.f16x2.e4m3x2) and x once as it is staged. FP32 accumulation either way.
+// The instructions. The weight is operand A of the sparse tensor-core instructions, x^T operand B,
+// FP32 accumulators; A is 16 weight rows (output channels) of a warp, 2:4 along k, stored
+// compressed (the 2 kept values of each group of 4) plus 2 bits per kept value (its position):
+//   BF16: k-steps of 32 columns, the fragments of mma.sp m16n8k32 (mma.sync) and of
+//         wgmma.mma_async.sp m64nNk32 (4 warps: 64 rows), which are the same for each warp's rows;
+//   E4M3: k-steps of 64 columns, the fragments of wgmma.mma_async.sp m64nNk64.e4m3 (native FP8
+//         products: sm_90 has no native FP8 mma.sync, ptxas emulates it).
 //
 // Byte layout (NativeSparseLayout). The weight [m, k] is cut into tiles of 16 rows (m padded to a
-// multiple of 32, rows past m zero) and blocks of 128 columns = 4 k-steps (k padded to a multiple
-// of 512, columns past k zero). Tile t, block b starts at byte (t * k_blocks + b) * block_bytes:
-//   values: lane L = 4 g + q (g = L / 4, q = L % 4) owns, per k-step s, the four A registers r =
-//           0..3 of PTX's fragment: the kept values, in column order, of row g + 8 (r & 1), group
-//           q + 4 (r >> 1) of the k-step.
-//             BF16: 512 bytes per k-step, lane L's 16 bytes at s * 512 + 16 L (register r at 4 r).
-//             FP8: 512 bytes per two k-steps, lane L's 16 bytes at (s / 2) * 512 + 16 L, k-step s
-//             in bytes 8 (s % 2) + 2 r, +1 (E4M3 codes).
-//   metadata: 256 bytes, 8 per lane: two 32-bit words. The instruction reads metadata from lanes
-//           q = 0, 1 (sparsity selector 0); the word of role p (= q) covers groups 4p .. 4p + 3 of a
-//           k-step: bits 4 (c - 4p) + [0, 4) group c of row g (first kept index in bits 0-1, second
-//           in 2-3, first < second), bits 16 + 4 (c - 4p) + [0, 4) the same of row g + 8. Lane
-//           4g + p holds k-steps 0 and 1 of role p, lane 4g + p + 2 k-steps 2 and 3 (moved to lane
-//           4g + p by a shuffle), so that every lane loads 8 bytes.
+// multiple of 32, rows past m zero) and blocks of 128 columns (k padded to a multiple of 512,
+// columns past k zero). Tile t, block b starts at byte (t * k_blocks + b) * block_bytes. Lane
+// L = 4 g + q (g = L / 4, q = L % 4) owns 16 bytes of values per k-step s, at s * 512 + 16 L, as the
+// four A registers r = 0..3 (register r at 4 r), all of row g + 8 (r & 1):
+//   BF16: the kept values, in column order, of group q + 4 (r >> 1) of the k-step (4 k-steps);
+//   E4M3: the kept codes of groups 2q + 8 (r >> 1) and the next one (2 k-steps);
+// then 256 bytes of metadata, 8 per lane: two 32-bit words, the 4 bits of a group being its first
+// kept index in bits 0-1 and its second in 2-3 (first < second):
+//   BF16: lanes q < 2 hold k-steps 0 and 1 (word i: k-step i) of role p = q, lanes q >= 2 k-steps 2
+//         and 3 of role p = q - 2; the word of role p covers groups 4p .. 4p + 3 of the k-step, those
+//         of row g in bits 4 (c - 4p), those of row g + 8 in bits 16 + 4 (c - 4p). mma.sp reads
+//         lanes q < 2 (the kernel shuffles k-steps 2, 3 there); wgmma's sparsity selector 1 reads
+//         lanes q >= 2 directly.
+//   E4M3: word i (k-step i) of lane q: row g + 8 (q % 2), groups 8 (q / 2) + c, c < 8, in bits 4c.
 // A group with fewer than 2 non-zeros keeps zeros at free positions. block_bytes = 2048 + 256
 // (BF16) or 1024 + 256 (FP8): 1.125 or 0.625 bytes per weight, 0.5625x / 0.625x of dense.
 //
-// The kernel (native_sparse_kernels.cu). A CTA owns 256 rows and a range of k (split-K): 16 warps of
-// one tile up to 16 tokens, 8 warps of two tiles from 32 tokens on (each x fragment read from shared
-// memory then feeds two products). x fragments are read with ldmatrix. x for up to 64
-// tokens is staged in shared memory by cp.async in chunks of k (BF16 double-buffered; FP8 into a
-// raw buffer that is widened to F16 while the next chunk lands); the weight is read
-// straight into registers, several blocks ahead (a register ring), so that loads stay in flight
-// across the chunk barriers. With split-K, partial sums go to an FP32 workspace by vector atomics
-// and the last CTA of each 256-row group (a ticket counter) writes y and clears the workspace, so
-// one launch does everything. More than 64 tokens run as slices of 64 (each re-streams the weight:
-// the library kernels win there). The epilogue computes
+// The kernels (native_sparse_kernels.cu). A CTA owns 256 rows and a range of k (split-K); the
+// weight is read straight into registers, several blocks ahead (a register ring), so that loads stay
+// in flight across the barriers; x for up to 64 tokens is staged in shared memory by cp.async,
+// double-buffered, in chunks of k.
+//   mma.sync (BF16): 16 warps of one tile up to 16 tokens, 8 warps of two tiles from 32 tokens on
+//     (each x fragment read from shared memory then feeds two products); x fragments by ldmatrix.
+//   wgmma (BF16, E4M3): 4 warpgroups of 64 rows; x staged in PTX's canonical K-major layout, read
+//     by the tensor cores through a matrix descriptor.
+// With split-K, partial sums go to an FP32 workspace by vector atomics and the last CTA of each
+// 256-row group (a ticket counter) writes y and clears the workspace, so one launch does
+// everything. More than 64 tokens run as slices of 64 (each re-streams the weight: the library
+// kernels win there). The epilogue computes
 //   y[r, j] = out_scale[j] * (acc[r, j] + (accumulate ? y[r, j] : 0))   (out_scale optional)
 // so that an FP8 GEMM that runs last on an output applies the per-output-channel factor itself.
 #pragma once
@@ -87,7 +89,12 @@ std::vector<uint8_t> encode_native_2to4_host(const NativeSparseLayout& layout, c
 // *bad (zeroed first) counts lanes that met a group with more than 2 non-zeros.
 void launch_native_2to4_convert(const NativeSparseLayout& layout, const void* pruned, void* out, unsigned* bad, cudaStream_t stream);
 
+// The kernel of a launch: both serve BF16, only wgmma serves E4M3.
+enum class NativeKernel { MmaSync, Wgmma };
+const char* native_kernel_name(NativeKernel kernel);
+
 struct NativeGemmArgs {
+    NativeKernel kernel = NativeKernel::Wgmma;
     NativeSparseLayout layout;
     const void* w = nullptr;  // layout.bytes() on the device
     const void* x = nullptr;  // [n, ldb], 16-byte aligned, ldb * element bytes a multiple of 16

@@ -232,6 +232,14 @@ SparseBackend SparseGemm::backend_for(int64_t n, cudaStream_t stream) const {
     return cache.emplace(key, c).first->second.backend;
 }
 
+int64_t SparseGemm::rows_for(int64_t n, cudaStream_t stream) const {
+    const int64_t padded = (n + kRowGranule - 1) / kRowGranule * kRowGranule;
+    if (!has_native()) return padded;
+    if (padded == n || !has_cusparselt() || backend_for(padded, stream) == SparseBackend::Native) return n;
+    const double cusparselt_ms = ctx_->caches().sparse_backends.at({shape_, token_bucket(padded)}).cusparselt_ms;
+    return native_->choice(n, stream).ms < cusparselt_ms ? n : padded;
+}
+
 void SparseGemm::run_backend(SparseBackend b, const void* x, void* y, int64_t n, cudaStream_t stream) const {
     if (b == SparseBackend::Native) {
         SPENSE_CHECK(has_native(), "the native 2:4 format of ", shape_.describe(), " was freed (keep_backend_for kept cuSPARSELt's)");

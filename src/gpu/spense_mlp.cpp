@@ -154,7 +154,11 @@ void GpuSpenseMlp::build(Regions&& r, cudaStream_t stream) {
 
 const float* GpuSpenseMlp::gate_up_column_scale() const { return gate_up_column_scale_.as<float>(); }
 
-int64_t GpuSpenseMlp::rows_for(int64_t n) const { return gate_up_sparse_ ? round_up(n, SparseGemm::kRowGranule) : n; }
+int64_t GpuSpenseMlp::rows_for(int64_t n, cudaStream_t stream) const {
+    if (!gate_up_sparse_) return n;
+    const bool unpadded = gate_up_sparse_->rows_for(n, stream) == n && down_sparse_->rows_for(n, stream) == n;
+    return unpadded ? n : round_up(n, SparseGemm::kRowGranule);
+}
 
 void GpuSpenseMlp::reserve(int64_t rows) {
     if (rows <= capacity_) return;
@@ -237,8 +241,9 @@ void GpuSpenseMlp::down_products(const void* z, bf16* y, bf16* y_dense, int64_t 
 }
 
 void GpuSpenseMlp::keep_sparse_backends_for(int64_t n, cudaStream_t stream) {
-    if (gate_up_sparse_) gate_up_sparse_->keep_backend_for(rows_for(n), stream);
-    if (down_sparse_) down_sparse_->keep_backend_for(rows_for(n), stream);
+    const int64_t rows = rows_for(n, stream);
+    if (gate_up_sparse_) gate_up_sparse_->keep_backend_for(rows, stream);
+    if (down_sparse_) down_sparse_->keep_backend_for(rows, stream);
 }
 
 size_t GpuSpenseMlp::weight_bytes() const {
@@ -250,7 +255,7 @@ size_t GpuSpenseMlp::weight_bytes() const {
 
 void GpuSpenseMlp::forward(const bf16* x, bf16* y, int64_t n, cudaStream_t stream) {
     SPENSE_CHECK(n >= 1, "GpuSpenseMlp::forward: ", n, " tokens");
-    const int64_t rows = rows_for(n);
+    const int64_t rows = rows_for(n, stream);
     reserve(rows);
     const void* in = x;
     if (opt_.dtype == GemmDType::FP8 || rows != n) {
@@ -273,8 +278,8 @@ std::pair<float, float> GpuSpenseMlp::last_scales(cudaStream_t stream) const {
     return {v[2], v[3]};
 }
 
-GpuSpenseMlp::Traffic GpuSpenseMlp::traffic(int64_t n) const {
-    const int64_t rows = rows_for(n), d = layout_.hidden, sp = layout_.sparse_padded, kp = layout_.dense_padded, f = layout_.width();
+GpuSpenseMlp::Traffic GpuSpenseMlp::traffic(int64_t n, int64_t rows) const {
+    const int64_t d = layout_.hidden, sp = layout_.sparse_padded, kp = layout_.dense_padded, f = layout_.width();
     const double e = double(gemm_dtype_bytes(opt_.dtype));
     const bool fp8 = opt_.dtype == GemmDType::FP8;
     const double passes = fp8 && opt_.dynamic_scales ? 2 : 1;  // dynamic scaling reads its input once more for the amax

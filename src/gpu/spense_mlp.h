@@ -89,13 +89,17 @@ public:
                                cudaStream_t stream);
 
     const SpenseMlpLayout& layout() const { return layout_; }
-    int64_t rows_for(int64_t n) const;
+    // The rows n tokens run on (activations padded with zero rows): n, or n rounded up to
+    // SparseGemm::kRowGranule where the 2:4 GEMMs are faster so (SparseGemm::rows_for; both take
+    // the padding if either wants it). Searches on first use of n's token bucket: call it once
+    // outside a stream capture.
+    int64_t rows_for(int64_t n, cudaStream_t stream) const;
 
     // y = mlp(x) for x, y [n, d] BF16 row-major on the device, any n >= 1. Uses workspace owned by
     // this MLP, grown on demand.
     void forward(const bf16* x, bf16* y, int64_t n, cudaStream_t stream);
 
-    // The operators (see the top of this file); rows = rows_for(n).
+    // The operators (see the top of this file); rows = rows_for(n, stream).
     void quantize(const bf16* x, void* xq, int64_t n, int64_t rows, cudaStream_t stream);
     void gate_up(const void* xq, bf16* h, int64_t n, int64_t rows, cudaStream_t stream);
     void activate(const bf16* h, void* z, int64_t n, int64_t rows, cudaStream_t stream);
@@ -109,7 +113,7 @@ public:
     bool has_both_regions() const { return down_sparse_ && down_dense_; }
 
     // A serving engine that runs n tokens per call keeps only the 2:4 format its sparse GEMMs
-    // choose for rows_for(n) (SparseGemm::keep_backend_for), halving their memory.
+    // choose for rows_for(n, stream) (SparseGemm::keep_backend_for), halving their memory.
     void keep_sparse_backends_for(int64_t n, cudaStream_t stream);
 
     // FP8: the activation scales (s_x, s_z) the last quantize and activate used (synchronizes).
@@ -135,7 +139,7 @@ public:
     struct Traffic {
         double quantize = 0, gate_up = 0, activate = 0, down = 0, forward = 0;
     };
-    Traffic traffic(int64_t n) const;
+    Traffic traffic(int64_t n, int64_t rows) const;  // rows = rows_for(n, .)
 
 private:
     GpuSpenseMlp(GpuContext& ctx, SpenseMlpLayout layout, GpuMlpOptions opt) : ctx_(&ctx), layout_(layout), opt_(opt) {}
