@@ -36,8 +36,6 @@ BenchShape parse_bench_shape(const std::string& s) {
 
 namespace {
 
-int64_t padded_rows(int64_t n) { return (n + SparseGemm::kRowGranule - 1) / SparseGemm::kRowGranule * SparseGemm::kRowGranule; }
-
 // Times device work with CUDA events, each repetition after an L2 eviction (bench_gemm.h).
 class Timer {
 public:
@@ -136,7 +134,7 @@ nlohmann::json run_gemm_bench(const GemmBenchOptions& opt, std::ostream& out) {
                                                                               mo, opt.seed + uint64_t(r * 1000), stream));
             build_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t_build).count();
             const SpenseMlpLayout& wide = mlps.at(1.0)->layout();
-            const int64_t rows_max = padded_rows(n_max), d = shape.hidden, f = wide.width();
+            const int64_t rows_max = SparseGemm::padded_rows(n_max), d = shape.hidden, f = wide.width();
             const size_t e = gemm_dtype_bytes(dtype);
             DeviceBuffer x(size_t(n_max * d) * 2, "benchmark input"), y(size_t(rows_max * d) * 2, "benchmark output");
             DeviceBuffer xq(size_t(rows_max * d) * e, "benchmark quantized input"), h(size_t(rows_max * 2 * f) * 2, "benchmark gate_up output"),
@@ -171,7 +169,7 @@ nlohmann::json run_gemm_bench(const GemmBenchOptions& opt, std::ostream& out) {
                 // GEMM of the rho = 0 MLP by each backend: cuSPARSELt on the 16-token padded rows it
                 // needs, ours on the n tokens, and the one the selection picks for the MLP's rows.
                 const GpuSpenseMlp &dm = *mlps.at(1.0), &sm = *mlps.at(0.0);
-                const int64_t rows = sm.rows_for(n, stream), padded = padded_rows(n);
+                const int64_t rows = sm.rows_for(n, stream), padded = SparseGemm::padded_rows(n);
                 launch_random_activations(dtype, xq.get(), rows_max * d, 1.0f, opt.seed + 7, stream);
                 launch_random_activations(dtype, z.get(), rows_max * f, 1.0f, opt.seed + 8, stream);
                 for (const char* layer : {"gate_up", "down"}) {

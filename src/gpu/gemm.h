@@ -89,6 +89,7 @@ public:
     // cuSPARSELt's shape rules (PyTorch's table; checked here): m and k multiples of 32 (FP8) or 16
     // (BF16), and the token count n a multiple of kRowGranule.
     static constexpr int64_t kRowGranule = 16;
+    static constexpr int64_t padded_rows(int64_t n) { return (n + kRowGranule - 1) / kRowGranule * kRowGranule; }
 
     // `pruned`: W [m, k] row-major on the device, 2:4 along k (checked on the device: a group with
     // more than 2 non-zero values is an error), converted here; the caller may free it afterwards.

@@ -1,7 +1,5 @@
-// The native 2:4 GEMM kernel and its layout conversion (native_sparse_kernels.h).
+// The native 2:4 GEMM kernels and their layout conversion (native_sparse_kernels.h).
 #include "gpu/native_sparse_kernels.h"
-
-#include <cuda_fp8.h>
 
 #include <algorithm>
 

@@ -233,7 +233,7 @@ SparseBackend SparseGemm::backend_for(int64_t n, cudaStream_t stream) const {
 }
 
 int64_t SparseGemm::rows_for(int64_t n, cudaStream_t stream) const {
-    const int64_t padded = (n + kRowGranule - 1) / kRowGranule * kRowGranule;
+    const int64_t padded = padded_rows(n);
     if (!has_native()) return padded;
     if (padded == n || !has_cusparselt() || backend_for(padded, stream) == SparseBackend::Native) return n;
     const double cusparselt_ms = ctx_->caches().sparse_backends.at({shape_, token_bucket(padded)}).cusparselt_ms;

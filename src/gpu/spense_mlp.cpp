@@ -157,7 +157,7 @@ const float* GpuSpenseMlp::gate_up_column_scale() const { return gate_up_column_
 int64_t GpuSpenseMlp::rows_for(int64_t n, cudaStream_t stream) const {
     if (!gate_up_sparse_) return n;
     const bool unpadded = gate_up_sparse_->rows_for(n, stream) == n && down_sparse_->rows_for(n, stream) == n;
-    return unpadded ? n : round_up(n, SparseGemm::kRowGranule);
+    return unpadded ? n : SparseGemm::padded_rows(n);
 }
 
 void GpuSpenseMlp::reserve(int64_t rows) {
