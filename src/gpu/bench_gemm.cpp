@@ -183,6 +183,7 @@ nlohmann::json run_gemm_bench(const GemmBenchOptions& opt, std::ostream& out) {
                     Timing tc;
                     if (sg.has_cusparselt()) tc = timer.measure([&] { sg.run_backend(SparseBackend::CuSparseLt, in, outp, padded, stream); });
                     const SparseBackend chosen = sg.backend_for(rows, stream);
+                    SPENSE_CHECK(sg.has_native(), "bench gemm: the native format of ", sg.shape().describe(), " was freed");
                     const NativeConfig nc = sg.native()->choice(n, stream).config;
                     const double chosen_ms = chosen == SparseBackend::Native ? tn.median : tc.median;
                     progress.update(++done, where);

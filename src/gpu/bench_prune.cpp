@@ -8,7 +8,6 @@
 
 #include "core/error.h"
 #include "core/progress.h"
-#include "core/run_info.h"
 #include "gpu/bench_util.h"
 #include "gpu/context.h"
 
@@ -69,7 +68,7 @@ Transformer random_model(const PruneBenchOptions& o, int64_t max_positions) {
 }  // namespace
 
 nlohmann::json run_prune_bench(const PruneBenchOptions& opt, std::ostream& out) {
-    nlohmann::json report = {{"run", run_info()},
+    nlohmann::json report = {{"run", nullptr},
                              {"shape",
                               {{"hidden", opt.hidden},
                                {"d_ff", opt.d_ff},
@@ -83,8 +82,8 @@ nlohmann::json run_prune_bench(const PruneBenchOptions& opt, std::ostream& out) 
                              {"results", nlohmann::json::array()}};
     {
         GpuContext ctx;
-        report["gpu"] = ctx.describe();
-        print_run_header(out, "bench prune", bench_run_info(ctx));
+        report["run"] = bench_run_info(ctx);
+        print_run_header(out, "bench prune", report["run"]);
     }
     for (const int64_t seqlen : opt.seqlens) {
         Transformer model = random_model(opt, seqlen);
