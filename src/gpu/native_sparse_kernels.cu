@@ -185,12 +185,25 @@ __device__ __forceinline__ void load_block(const KernelArgs& a, int64_t tile, in
 
 // cp.async of x rows [n0, n0 + rows) x columns [block0 * 128, + blocks * 128) (E bytes an element),
 // 16-byte segment c of row r to dst + at(r, c), zeros past n and k; one commit group. Consecutive
-// threads take consecutive segments of a row or, kRowsFirst, the same segment of consecutive rows.
-template <int E, bool kRowsFirst, class At>
+// threads take consecutive segments of a row or, kCoreMatrices (rows a multiple of 8), the lanes of
+// a warp 8 rows x 4 consecutive segments: 64 contiguous bytes of each row from global memory and,
+// in the core-matrix layout, 512 contiguous bytes of shared memory (conflict-free). Measured on the
+// H200, FP8 gate_up, in consecutive runs: one segment of 32 consecutive rows a warp instead (32
+// cache lines an instruction) took 0.0847 ms at N = 64 against 0.0800, 0.0678 against 0.0650 at
+// N = 32. Also measured and left out: spreading the staging of the next chunk over the blocks of
+// the current one instead of all at once when a chunk begins (0.0873 ms at N = 64, 0.0476 against
+// 0.0450 at N = 1), and starting neighbouring CTAs at different k units so that they do not read
+// the same columns of x at once (0.0810 at N = 64, 0.0511 at N = 1).
+template <int E, bool kCoreMatrices, class At>
 __device__ void stage_x(const KernelArgs& a, int64_t n0, int rows, int64_t block0, int blocks, uint8_t* dst, At at) {
     const int segs = blocks * int(NativeSparseLayout::kBlockK) * E / 16;
     for (int i = threadIdx.x; i < rows * segs; i += blockDim.x) {
-        const int r = kRowsFirst ? i % rows : i / segs, c = kRowsFirst ? i / rows : i % segs;
+        int r = i / segs, c = i % segs;
+        if constexpr (kCoreMatrices) {
+            const int group = i / 32, lane = i % 32, octets = rows / 8;
+            r = group % octets * 8 + lane % 8;
+            c = group / octets * 4 + lane / 8;
+        }
         const int64_t col = block0 * NativeSparseLayout::kBlockK + int64_t(c) * (16 / E);
         const int64_t row = n0 + r;
         int bytes = 0;
@@ -406,7 +419,13 @@ __device__ __forceinline__ uint64_t x_descriptor(uint32_t smem_addr) {
 
 // Blocks in a warp's register ring (a divisor of the 4 blocks of a k unit). Twice as deep (FP8 up
 // to 32 tokens, within the 128 registers a thread) was measured slower on the H200: FP8 gate_up at
-// N = 1 62 us against 45.
+// N = 1 62 us against 45. So was a ring in shared memory instead, each warp's blocks brought by bulk
+// copies (cp.async.bulk, 1280 or 2304 bytes, an mbarrier a slot) and read into two register sets so
+// that two blocks' products stay in flight: side by side on the H200, FP8 gate_up 0.062 ms against
+// 0.049 at N = 1 and 0.108 against 0.092 at N = 64, BF16 0.093 against 0.084 at N = 1, the same
+// with 2, 4 or 8 blocks a warp: the bytes in flight are not what limits this kernel. What grows with
+// N is the re-reading of x, once per CTA: CTAs of 128 rows (two an SM, 32 KB x buffers: twice the
+// x traffic) took FP8 gate_up from 0.080 to 0.111 ms at N = 64 and left N = 1 unchanged.
 template <GemmDType T>
 constexpr int kWgmmaStages = T == GemmDType::FP8 ? 4 : 2;
 constexpr uint32_t kIdleMeta = 0x44444444u;  // positions (0, 1) in every group: a warp past the last tile
