@@ -37,6 +37,7 @@ std::vector<NativeConfig> NativeSparseGemm::candidates(int64_t n) const {
     // few waves. A partial last wave costs less than splitting finer: stream-K (equal ranges of row
     // groups x k units for whole waves of 132 to 528 CTAs) was measured on the H200 and never chosen
     // over these (gate_up BF16 N = 1: 200 CTAs, 1.5 waves, 80.4 us) and left the decode step unchanged.
+    // Nor were the split counts that fill whole waves (down's 20 row groups: 13, 19, 26) when added.
     const int64_t ctas = layout_.row_groups() * NativeSparseLayout::slices(n), sms = ctx_->props().multiProcessorCount;
     std::vector<NativeConfig> out;
     for (NativeKernel kernel : {NativeKernel::Wgmma, NativeKernel::MmaSync}) {

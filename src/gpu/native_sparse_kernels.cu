@@ -149,6 +149,8 @@ struct Frag {
     uint2 meta;
 };
 
+// The weight is read once: no L1 allocation. (Asking L2 for 256-byte fetches, .L2::256B, was slower
+// on the H200: FP8 gate_up at N = 1 0.050 ms against 0.047, BF16 0.084 against 0.074.)
 __device__ __forceinline__ uint4 load_stream16(const uint8_t* p) {
     uint4 r;
     asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
