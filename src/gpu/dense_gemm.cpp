@@ -1,12 +1,10 @@
 // DenseGemm: cuBLASLt, "TN" (gemm.h), FP32 compute.
 #include <algorithm>
-#include <chrono>
 #include <vector>
 
 #include "gpu/check.h"
 #include "gpu/context.h"
 #include "gpu/gemm.h"
-#include "gpu/kernels.h"
 #include "gpu/plan_cache.h"
 
 namespace spense::gpu {
@@ -21,7 +19,6 @@ constexpr int kHeuristicResults = 32;
 
 cudaDataType data_type(GemmDType t) { return t == GemmDType::BF16 ? CUDA_R_16BF : CUDA_R_8F_E4M3; }
 
-size_t round_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
 
 std::unique_ptr<DensePlan> make_descriptors(const GemmShape& s, int64_t n) {
     auto p = std::make_unique<DensePlan>();
@@ -66,13 +63,8 @@ std::vector<cublasLtMatmulHeuristicResult_t> heuristic(GpuContext& ctx, const De
 // CUBLASLT_ALGO_CONFIG_SPLITK_NUM were accepted by cuBLASLt 13.1 but never won at Qwen3-32B's decode
 // shapes on an H100, so they are not searched.)
 DenseChoice search(GpuContext& ctx, const GemmShape& s, int64_t bucket, const void* w, cudaStream_t stream) {
-    const auto t0 = std::chrono::steady_clock::now();
-    const size_t x_bytes = round_up(size_t(bucket * s.ldb) * gemm_dtype_bytes(s.dtype), 256);
-    const size_t y_bytes = round_up(size_t(bucket * s.ldc) * 2, 256);
-    auto* base = static_cast<uint8_t*>(ctx.search_scratch(x_bytes + y_bytes));
-    void *x = base, *y = base + x_bytes;
-    launch_random_activations(s.dtype, x, bucket * s.ldb, 1.0f, 0x5eed, stream);
-    SPENSE_CUDA_CHECK(cudaMemsetAsync(y, 0, y_bytes, stream));
+    const GemmSearch search(ctx, s, bucket, stream);
+    void *x = search.x(), *y = search.y();
     auto p = make_descriptors(s, bucket);
     const auto results = heuristic(ctx, *p, s, bucket);
 
@@ -88,8 +80,6 @@ DenseChoice search(GpuContext& ctx, const GemmShape& s, int64_t bucket, const vo
         }
     }
     best.candidates = int(results.size());
-    ctx.stats().searches++;
-    ctx.stats().search_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return best;
 }
 

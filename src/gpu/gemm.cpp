@@ -1,6 +1,11 @@
 #include "gpu/gemm.h"
 
+#include <chrono>
+
 #include "core/error.h"
+#include "gpu/check.h"
+#include "gpu/context.h"
+#include "gpu/kernels.h"
 
 namespace spense::gpu {
 
@@ -20,6 +25,28 @@ int64_t token_bucket(int64_t n) {
     int64_t b = 1;
     while (b < n) b *= 2;
     return b;
+}
+
+namespace {
+
+double now_seconds() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+size_t round_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
+
+}  // namespace
+
+GemmSearch::GemmSearch(GpuContext& ctx, const GemmShape& s, int64_t bucket, cudaStream_t stream) : ctx_(ctx), start_(now_seconds()) {
+    const size_t x_bytes = round_up(size_t(bucket * s.ldb) * gemm_dtype_bytes(s.dtype), 256);
+    const size_t y_bytes = round_up(size_t(bucket * s.ldc) * 2, 256);
+    auto* base = static_cast<uint8_t*>(ctx.search_scratch(x_bytes + y_bytes));
+    x_ = base;
+    y_ = base + x_bytes;
+    launch_random_activations(s.dtype, x_, bucket * s.ldb, 1.0f, 0x5eed, stream);
+    SPENSE_CUDA_CHECK(cudaMemsetAsync(y_, 0, y_bytes, stream), "search output of ", s.describe());
+}
+
+GemmSearch::~GemmSearch() {
+    ctx_.stats().searches++;
+    ctx_.stats().search_seconds += now_seconds() - start_;
 }
 
 }  // namespace spense::gpu

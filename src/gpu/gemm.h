@@ -52,6 +52,24 @@ struct GemmShape {
 // Token counts that share one searched algorithm: n rounded up to a power of two.
 int64_t token_bucket(int64_t n);
 
+// What every algorithm search of a backend shares: random activations x [bucket, ldb] of the
+// shape's type and a zeroed output y [bucket, ldc] in the context's search scratch to time the
+// candidates on, and, when the search ends, one search and its wall time counted in ctx.stats().
+class GemmSearch {
+public:
+    GemmSearch(GpuContext& ctx, const GemmShape& s, int64_t bucket, cudaStream_t stream);
+    ~GemmSearch();
+    GemmSearch(const GemmSearch&) = delete;
+    GemmSearch& operator=(const GemmSearch&) = delete;
+    void* x() const { return x_; }
+    void* y() const { return y_; }
+
+private:
+    GpuContext& ctx_;
+    double start_;  // seconds on the steady clock
+    void *x_ = nullptr, *y_ = nullptr;
+};
+
 // y = x W^T by cuBLASLt. Owns its weight.
 class DenseGemm {
 public:

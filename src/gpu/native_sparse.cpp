@@ -1,19 +1,10 @@
 #include "gpu/native_sparse.h"
 
-#include <chrono>
-
 #include "gpu/check.h"
 #include "gpu/context.h"
-#include "gpu/kernels.h"
 #include "gpu/plan_cache.h"
 
 namespace spense::gpu {
-
-namespace {
-
-size_t round_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
-
-}  // namespace
 
 NativeSparseGemm::NativeSparseGemm(GpuContext& ctx, GemmShape shape, const DeviceBuffer& pruned, cudaStream_t stream)
     : ctx_(&ctx), shape_(shape), layout_(NativeSparseLayout::make(shape.dtype, shape.m, shape.k)) {
@@ -82,26 +73,20 @@ const NativeChoice& NativeSparseGemm::choice(int64_t n, cudaStream_t stream) con
     auto& cache = ctx_->caches().native_choices;
     const PlanKey key{shape_, token_bucket(n)};
     if (auto it = cache.find(key); it != cache.end()) return it->second;
-    const auto t0 = std::chrono::steady_clock::now();
     const int64_t bucket = key.second;
-    const GemmShape& s = shape_;
-    const size_t x_bytes = round_up(size_t(bucket * s.ldb) * gemm_dtype_bytes(s.dtype), 256);
-    const size_t y_bytes = round_up(size_t(bucket * s.ldc) * 2, 256);
-    auto* base = static_cast<uint8_t*>(ctx_->search_scratch(x_bytes + y_bytes));
-    launch_random_activations(s.dtype, base, bucket * s.ldb, 1.0f, 0x5eed, stream);
-    SPENSE_CUDA_CHECK(cudaMemsetAsync(base + x_bytes, 0, y_bytes, stream));
     NativeChoice best;
     best.ms = -1;
-    for (const NativeConfig& config : candidates(bucket)) {
-        const double ms = ctx_->time_ms([&] { run_with(config, base, base + x_bytes, bucket, nullptr, stream); }, stream);
-        ++best.candidates;
-        if (best.ms < 0 || ms < best.ms) {
-            best.ms = ms;
-            best.config = config;
+    {
+        const GemmSearch search(*ctx_, shape_, bucket, stream);
+        for (const NativeConfig& config : candidates(bucket)) {
+            const double ms = ctx_->time_ms([&] { run_with(config, search.x(), search.y(), bucket, nullptr, stream); }, stream);
+            ++best.candidates;
+            if (best.ms < 0 || ms < best.ms) {
+                best.ms = ms;
+                best.config = config;
+            }
         }
     }
-    ctx_->stats().searches++;
-    ctx_->stats().search_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return cache.emplace(key, best).first->second;
 }
 

@@ -3,7 +3,6 @@
 // column-major [k, n] view of the row-major activations (ld = ldb), D column-major [m, n] (ld =
 // ldc): both operands K-major, the only layout cuSPARSELt's FP8 kernels have on sm_90.
 #include <algorithm>
-#include <chrono>
 #include <vector>
 
 #include "gpu/check.h"
@@ -25,7 +24,6 @@ cudaDataType data_type(GemmDType t) { return t == GemmDType::BF16 ? CUDA_R_16BF 
 
 const cusparseLtHandle_t* handle(GpuContext& ctx) { return static_cast<const cusparseLtHandle_t*>(ctx.cusparselt()); }
 
-size_t round_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
 
 // An algorithm of cuSPARSELt's: configuration id and split-K (mode 0: the library's default).
 struct Config {
@@ -97,7 +95,8 @@ std::vector<Config> split_k_candidates(const GpuContext& ctx, const GemmShape& s
 // Times every algorithm id (0 .. CUSPARSELT_MATMUL_ALG_CONFIG_MAX_ID) with each split-K candidate
 // at the bucket's token count, on the real compressed weight and random activations.
 SparseChoice search(GpuContext& ctx, const GemmShape& s, int64_t bucket, const void* compressed, cudaStream_t stream) {
-    const auto t0 = std::chrono::steady_clock::now();
+    const GemmSearch search(ctx, s, bucket, stream);
+    void *x = search.x(), *y = search.y();
     int max_id = 0;
     {
         auto probe = make_plan(ctx, s, bucket, Config{});
@@ -105,12 +104,6 @@ SparseChoice search(GpuContext& ctx, const GemmShape& s, int64_t bucket, const v
                                                                 &max_id, sizeof max_id),
                                 s.describe());
     }
-    const size_t x_bytes = round_up(size_t(bucket * s.ldb) * gemm_dtype_bytes(s.dtype), 256);
-    const size_t y_bytes = round_up(size_t(bucket * s.ldc) * 2, 256);
-    auto* base = static_cast<uint8_t*>(ctx.search_scratch(x_bytes + y_bytes));
-    void *x = base, *y = base + x_bytes;
-    launch_random_activations(s.dtype, x, bucket * s.ldb, 1.0f, 0x5eed, stream);
-    SPENSE_CUDA_CHECK(cudaMemsetAsync(y, 0, y_bytes, stream));
 
     SparseChoice best;
     best.ms = -1;
@@ -135,8 +128,6 @@ SparseChoice search(GpuContext& ctx, const GemmShape& s, int64_t bucket, const v
             }
         }
     if (best.ms < 0) fail("cuSPARSELt: no algorithm runs ", s.describe(), " n=", bucket);
-    ctx.stats().searches++;
-    ctx.stats().search_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return best;
 }
 
