@@ -19,7 +19,6 @@ constexpr int kHeuristicResults = 32;
 
 cudaDataType data_type(GemmDType t) { return t == GemmDType::BF16 ? CUDA_R_16BF : CUDA_R_8F_E4M3; }
 
-
 std::unique_ptr<DensePlan> make_descriptors(const GemmShape& s, int64_t n) {
     auto p = std::make_unique<DensePlan>();
     const std::string what = cat(s.describe(), " n=", n);

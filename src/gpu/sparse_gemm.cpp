@@ -24,7 +24,6 @@ cudaDataType data_type(GemmDType t) { return t == GemmDType::BF16 ? CUDA_R_16BF 
 
 const cusparseLtHandle_t* handle(GpuContext& ctx) { return static_cast<const cusparseLtHandle_t*>(ctx.cusparselt()); }
 
-
 // An algorithm of cuSPARSELt's: configuration id and split-K (mode 0: the library's default).
 struct Config {
     int alg_id = 0, split_k = 1, split_k_mode = 0;
