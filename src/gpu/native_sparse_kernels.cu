@@ -220,35 +220,52 @@ __device__ void stage_x(const KernelArgs& a, int64_t n0, int rows, int64_t block
     asm volatile("cp.async.commit_group;");
 }
 
-__device__ __forceinline__ void write_out(const KernelArgs& a, int64_t row, int64_t j, float v) {
-    if (row >= a.n || j >= a.m) return;
-    bf16* p = a.y + row * a.ldc + j;
-    if (a.accumulate) v += __bfloat162float(*p);
-    if (a.out_scale) v *= a.out_scale[j];
-    *p = __float2bfloat16(v);
+// y[row, j] before this GEMM's write: the accumulated term (0 without accumulate or out of range).
+__device__ __forceinline__ float old_y(const KernelArgs& a, int64_t row, int64_t j) {
+    return a.accumulate && row < a.n && j < a.m ? __bfloat162float(a.y[row * a.ldc + j]) : 0.0f;
 }
 
-// The epilogue of both kernels, over the accumulators of a warp's TPW tiles from tile0 (rows
-// [16 tile0, + 16 TPW)) by NT 8-token tiles from token n0, in the fragment layout of the tensor-core
-// instructions: acc[t][nt][0..1] = D[row g][tokens 2q, 2q + 1], [2..3] the same of row g + 8.
-// Without split-K, y directly. With it, partial sums into the workspace [slice][tiles * 16 rows]
-// [8 NT tokens] by vector atomics; the last CTA of the row group (a ticket counter) writes y from
-// the sums and clears the workspace. Every thread of the CTA calls it.
-template <int NT, int TPW>
+__device__ __forceinline__ float out_scale_of(const KernelArgs& a, int64_t j) { return a.out_scale && j < a.m ? a.out_scale[j] : 1.0f; }
+
+// y[row, j] = scale * (sum + old), with old from old_y and scale from out_scale_of.
+__device__ __forceinline__ void write_y(const KernelArgs& a, int64_t row, int64_t j, float sum, float old, float scale) {
+    if (row < a.n && j < a.m) a.y[row * a.ldc + j] = __float2bfloat16((sum + old) * scale);
+}
+
+// The epilogue of both kernels (THREADS a CTA), over the accumulators of a warp's TPW tiles from
+// tile0 (rows [16 tile0, + 16 TPW)) by NT 8-token tiles from token n0, in the fragment layout of
+// the tensor-core instructions: acc[t][nt][0..1] = D[row g][tokens 2q, 2q + 1], [2..3] the same of
+// row g + 8. Without split-K, y directly. With it, partial sums into the workspace [slice]
+// [tiles * 16 rows][8 NT tokens] by vector atomics; the last CTA of the row group (a ticket counter)
+// writes y from the sums and clears the workspace. Every thread of the CTA calls it.
+// Each thread issues all its reads (of y when accumulating, of the workspace) before its first
+// write: the compiler must assume that a write may alias a later read, so reads interleaved with
+// writes each wait a full memory latency (the last CTA's loop over 256 rows x 32 tokens did so 16
+// times in a row).
+template <int NT, int TPW, int THREADS>
 __device__ void store_acc(const KernelArgs& a, const float (&acc)[TPW][NT][4], int64_t tile0, bool active, int64_t n0) {
     const int lane = threadIdx.x % 32, g = lane / 4, q = lane % 4;
     if (a.splits == 1) {
         if (!active) return;
+        // Element i of a fragment: row g + 8 (i / 2), token 2 q + i % 2.
+        const auto row_of = [&](int nt, int i) { return n0 + nt * 8 + 2 * q + i % 2; };
+        const auto col_of = [&](int t, int i) { return (tile0 + t) * 16 + g + 8 * (i / 2); };
+        float old[TPW][NT][4], scale[TPW][2];
+#pragma unroll
+        for (int t = 0; t < TPW; ++t) {
+            scale[t][0] = out_scale_of(a, col_of(t, 0));
+            scale[t][1] = out_scale_of(a, col_of(t, 2));
+#pragma unroll
+            for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+                for (int i = 0; i < 4; ++i) old[t][nt][i] = old_y(a, row_of(nt, i), col_of(t, i));
+        }
 #pragma unroll
         for (int t = 0; t < TPW; ++t)
 #pragma unroll
-            for (int nt = 0; nt < NT; ++nt) {
-                const int64_t j = (tile0 + t) * 16 + g, r = n0 + nt * 8 + 2 * q;
-                write_out(a, r, j, acc[t][nt][0]);
-                write_out(a, r + 1, j, acc[t][nt][1]);
-                write_out(a, r, j + 8, acc[t][nt][2]);
-                write_out(a, r + 1, j + 8, acc[t][nt][3]);
-            }
+            for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+                for (int i = 0; i < 4; ++i) write_y(a, row_of(nt, i), col_of(t, i), acc[t][nt][i], old[t][nt][i], scale[t][i / 2]);
         return;
     }
     constexpr int width = NT * 8;
@@ -271,13 +288,30 @@ __device__ void store_acc(const KernelArgs& a, const float (&acc)[TPW][NT][4], i
     __syncthreads();
     if (!last) return;
     __threadfence();
-    const int64_t j0 = int64_t(blockIdx.x) * kRowsPerCta, rows = imin(kRowsPerCta, a.m - j0);
-    for (int64_t i = threadIdx.x; i < rows * width; i += blockDim.x) {
-        const int64_t r = i / rows, j = j0 + i % rows;  // consecutive threads: consecutive outputs of one token
-        float* p = ws + j * width + r;
-        write_out(a, n0 + r, j, __ldcg(p));
-        __stcg(p, 0.0f);
-    }
+    // Thread: output channel j (consecutive threads, consecutive channels: y's writes coalesce) and
+    // a run of kPer tokens from r0, its workspace row's contiguous float4s; kBatch tokens at a time.
+    constexpr int kPer = width * kRowsPerCta / THREADS, kBatch = kPer < 16 ? kPer : 16;
+    static_assert(kPer % kBatch == 0 && kBatch % 4 == 0, "whole float4s of the workspace");
+    const int64_t j = int64_t(blockIdx.x) * kRowsPerCta + threadIdx.x % kRowsPerCta;
+    const int r0 = threadIdx.x / kRowsPerCta * kPer;
+    const float scale = out_scale_of(a, j);
+    if (j < a.tiles * 16)
+#pragma unroll 1
+        for (int b = r0; b < r0 + kPer; b += kBatch) {
+            float4* p = reinterpret_cast<float4*>(ws + j * width + b);
+            float sum[kBatch], old[kBatch];
+#pragma unroll
+            for (int u = 0; u < kBatch / 4; ++u) {
+                const float4 f = __ldcg(p + u);
+                sum[4 * u] = f.x, sum[4 * u + 1] = f.y, sum[4 * u + 2] = f.z, sum[4 * u + 3] = f.w;
+            }
+#pragma unroll
+            for (int r = 0; r < kBatch; ++r) old[r] = old_y(a, n0 + b + r, j);
+#pragma unroll
+            for (int u = 0; u < kBatch / 4; ++u) __stcg(p + u, make_float4(0.0f, 0.0f, 0.0f, 0.0f));
+#pragma unroll
+            for (int r = 0; r < kBatch; ++r) write_y(a, n0 + b + r, j, sum[r], old[r], scale);
+        }
     if (threadIdx.x == 0) *counter = 0;
 }
 
@@ -392,7 +426,7 @@ __global__ void __launch_bounds__(WarpShape<NT>::kThreads, 1) mma_sync_kernel(Ke
         __syncthreads();
         kb += blocks;
     }
-    store_acc<NT, TPW>(a, acc, tile0, active, n0);
+    store_acc<NT, TPW, WarpShape<NT>::kThreads>(a, acc, tile0, active, n0);
 }
 
 // ---- wgmma: BF16 and E4M3, the weight from registers, x from shared memory ----
@@ -558,7 +592,7 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1) wgmma_kernel(KernelArgs a) {
         __syncthreads();
         kb += blocks;
     }
-    store_acc<NT, 1>(a, acc, tile, active, n0);
+    store_acc<NT, 1, kWgmmaThreads>(a, acc, tile, active, n0);
 }
 
 // Shared memory of a launch: two x buffers of `rows` tokens by `cols` columns (the mma.sync kernel's
