@@ -29,10 +29,12 @@ std::vector<NativeConfig> NativeSparseGemm::candidates(int64_t n) const {
     // groups x k units for whole waves of 132 to 528 CTAs) was measured on the H200 and never chosen
     // over these (gate_up BF16 N = 1: 200 CTAs, 1.5 waves, 80.4 us) and left the decode step unchanged.
     // Nor were the split counts that fill whole waves (down's 20 row groups: 13, 19, 26) when added.
-    const int64_t ctas = layout_.row_groups() * NativeSparseLayout::slices(n), sms = ctx_->props().multiProcessorCount;
+    const int64_t sms = ctx_->props().multiProcessorCount;
     std::vector<NativeConfig> out;
-    for (NativeKernel kernel : {NativeKernel::Wgmma, NativeKernel::MmaSync}) {
-        if (kernel == NativeKernel::MmaSync && shape_.dtype != GemmDType::BF16) continue;
+    for (NativeKernel kernel : {NativeKernel::Wgmma, NativeKernel::MmaSync, NativeKernel::MmaSyncPairs}) {
+        if (!native_kernel_serves(kernel, shape_.dtype, n)) continue;
+        const int64_t cta_rows = native_cta_rows(kernel);
+        const int64_t ctas = (layout_.tiles * 16 + cta_rows - 1) / cta_rows * NativeSparseLayout::slices(n);
         for (int sk : {1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32})
             if (sk <= layout_.k_units() && (sk == 1 || ctas * sk <= 8 * sms)) out.push_back({kernel, sk});
     }

@@ -16,10 +16,16 @@ constexpr int kRowsPerCta = 256;  // 16 tiles
 // from shared memory feeds two products. Measured on the H200 (BF16 speedup over dense, gate_up):
 // N = 1 1.61x (two tiles) -> 1.68x (one tile), N = 8 1.54x -> 1.61x, N = 16 equal; N = 32 1.31x
 // (two tiles) against 1.23x (one tile), N = 64 0.95x against 0.75x.
-template <int NT>
+// PAIRS (NativeKernel::MmaSyncPairs, NT <= 2): 16 warps of two tiles, 512 rows a CTA, so that x
+// is staged once per 512 rows (122 registers a thread at N = 16). Measured on the H200 beside the
+// 256-row shape in one run: BF16 gate_up at N = 16 0.0775 against 0.0823 ms, down 0.0488 against
+// 0.0450 (split 10 ways instead of 5 to fill the GPU); hence a kernel of its own for the search.
+template <int NT, bool PAIRS>
 struct WarpShape {
-    static constexpr int kTilesPerWarp = NT <= 2 ? 1 : 2;
-    static constexpr int kWarps = 16 / kTilesPerWarp, kThreads = kWarps * 32;
+    static_assert(!PAIRS || NT <= 2, "pairs of tiles at 16 warps fit the registers up to 16 tokens");
+    static constexpr int kTilesPerWarp = PAIRS || NT > 2 ? 2 : 1;
+    static constexpr int kWarps = PAIRS || NT <= 2 ? 16 : 8, kThreads = kWarps * 32;
+    static constexpr int kRows = kWarps * kTilesPerWarp * 16;  // of a CTA
 };
 constexpr int64_t kXBufferBytes = 64 << 10;               // x staged per chunk (at least 512 columns)
 constexpr int kMaxNTiles = int(NativeSparseLayout::kMaxTokensPerSlice / 8);
@@ -242,7 +248,7 @@ __device__ __forceinline__ void write_y(const KernelArgs& a, int64_t row, int64_
 // write: the compiler must assume that a write may alias a later read, so reads interleaved with
 // writes each wait a full memory latency (the last CTA's loop over 256 rows x 32 tokens did so 16
 // times in a row).
-template <int NT, int TPW, int THREADS>
+template <int NT, int TPW, int THREADS, int CTA_ROWS>
 __device__ void store_acc(const KernelArgs& a, const float (&acc)[TPW][NT][4], int64_t tile0, bool active, int64_t n0) {
     const int lane = threadIdx.x % 32, g = lane / 4, q = lane % 4;
     if (a.splits == 1) {
@@ -290,10 +296,10 @@ __device__ void store_acc(const KernelArgs& a, const float (&acc)[TPW][NT][4], i
     __threadfence();
     // Thread: output channel j (consecutive threads, consecutive channels: y's writes coalesce) and
     // a run of kPer tokens from r0, its workspace row's contiguous float4s; kBatch tokens at a time.
-    constexpr int kPer = width * kRowsPerCta / THREADS, kBatch = kPer < 16 ? kPer : 16;
+    constexpr int kPer = width * CTA_ROWS / THREADS, kBatch = kPer < 16 ? kPer : 16;
     static_assert(kPer % kBatch == 0 && kBatch % 4 == 0, "whole float4s of the workspace");
-    const int64_t j = int64_t(blockIdx.x) * kRowsPerCta + threadIdx.x % kRowsPerCta;
-    const int r0 = threadIdx.x / kRowsPerCta * kPer;
+    const int64_t j = int64_t(blockIdx.x) * CTA_ROWS + threadIdx.x % CTA_ROWS;
+    const int r0 = threadIdx.x / CTA_ROWS * kPer;
     const float scale = out_scale_of(a, j);
     if (j < a.tiles * 16)
 #pragma unroll 1
@@ -378,19 +384,20 @@ __device__ __forceinline__ void mma_block(const Frag<GemmDType::BF16> (&f)[TPW],
 // thread, were measured on the H200 and were no faster at N = 1.)
 constexpr int kMmaSyncStages = 2;
 
-// grid: (256-row groups, splits, token slices of 8 NT). Dynamic shared memory: two x buffers
-// (double-buffered cp.async) of 8 NT rows, row stride rw words.
-template <int NT>
-__global__ void __launch_bounds__(WarpShape<NT>::kThreads, 1) mma_sync_kernel(KernelArgs a) {
+// grid: (groups of Shape::kRows rows, splits, token slices of 8 NT). Dynamic shared memory: two x
+// buffers (double-buffered cp.async) of 8 NT rows, row stride rw words.
+template <int NT, bool PAIRS>
+__global__ void __launch_bounds__(WarpShape<NT, PAIRS>::kThreads, 1) mma_sync_kernel(KernelArgs a) {
+    using Shape = WarpShape<NT, PAIRS>;
     constexpr GemmDType T = GemmDType::BF16;
-    constexpr int TPW = WarpShape<NT>::kTilesPerWarp, R = kMmaSyncStages, ROWS = NT * 8;
+    constexpr int TPW = Shape::kTilesPerWarp, R = kMmaSyncStages, ROWS = NT * 8;
     extern __shared__ uint4 smem_raw[];
     const int rw = a.chunk_blocks * int(NativeSparseLayout::kBlockK) / 2 + 4;  // words; == 4 mod 32: conflict-free B reads
     const auto buf = [&](int c) { return reinterpret_cast<uint32_t*>(smem_raw) + (c & 1) * ROWS * rw; };
     const auto at = [rw](int r, int c) { return r * rw * 4 + c * 16; };
 
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int64_t tile0 = int64_t(blockIdx.x) * (kRowsPerCta / 16) + warp * TPW;
+    const int64_t tile0 = int64_t(blockIdx.x) * (Shape::kRows / 16) + warp * TPW;
     const bool active = tile0 < a.tiles;  // tiles come in pairs (m padded to 32)
     const int64_t n0 = int64_t(blockIdx.z) * ROWS;
     const KRange kr(a);
@@ -426,7 +433,7 @@ __global__ void __launch_bounds__(WarpShape<NT>::kThreads, 1) mma_sync_kernel(Ke
         __syncthreads();
         kb += blocks;
     }
-    store_acc<NT, TPW, WarpShape<NT>::kThreads>(a, acc, tile0, active, n0);
+    store_acc<NT, TPW, Shape::kThreads, Shape::kRows>(a, acc, tile0, active, n0);
 }
 
 // ---- wgmma: BF16 and E4M3, the weight from registers, x from shared memory ----
@@ -592,19 +599,19 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1) wgmma_kernel(KernelArgs a) {
         __syncthreads();
         kb += blocks;
     }
-    store_acc<NT, 1, kWgmmaThreads>(a, acc, tile, active, n0);
+    store_acc<NT, 1, kWgmmaThreads, kRowsPerCta>(a, acc, tile, active, n0);
 }
 
 // Shared memory of a launch: two x buffers of `rows` tokens by `cols` columns (the mma.sync kernel's
 // rows padded by 16 bytes against bank conflicts).
 size_t smem_bytes(NativeKernel kernel, GemmDType t, int64_t rows, int64_t cols) {
-    if (kernel == NativeKernel::MmaSync) return size_t(2 * rows * (cols * 2 + 16));
+    if (kernel != NativeKernel::Wgmma) return size_t(2 * rows * (cols * 2 + 16));
     return size_t(2 * rows * cols * int64_t(gemm_dtype_bytes(t)));
 }
 
 // Columns of x per buffer: as many 512-column units as fit kXBufferBytes, at least one.
 int64_t max_chunk_cols(NativeKernel kernel, GemmDType t, int64_t rows) {
-    const int64_t unit = rows * 512 * (kernel == NativeKernel::MmaSync ? 2 : int64_t(gemm_dtype_bytes(t)));
+    const int64_t unit = rows * 512 * (kernel != NativeKernel::Wgmma ? 2 : int64_t(gemm_dtype_bytes(t)));
     return 512 * std::max<int64_t>(kXBufferBytes / unit, 1);
 }
 
@@ -623,7 +630,11 @@ template <int NT>
 void launch_nt(NativeKernel kernel, GemmDType t, const KernelArgs& a, dim3 grid, size_t smem, cudaStream_t stream) {
     constexpr int64_t rows = NT * 8;
     const size_t max_smem = smem_bytes(kernel, t, rows, max_chunk_cols(kernel, t, rows));
-    if (kernel == NativeKernel::MmaSync) return launch_kernel<mma_sync_kernel<NT>>(WarpShape<NT>::kThreads, max_smem, grid, smem, stream, a);
+    if (kernel == NativeKernel::MmaSync)
+        return launch_kernel<mma_sync_kernel<NT, false>>(WarpShape<NT, false>::kThreads, max_smem, grid, smem, stream, a);
+    if constexpr (NT <= 2)
+        if (kernel == NativeKernel::MmaSyncPairs)
+            return launch_kernel<mma_sync_kernel<NT, true>>(WarpShape<NT, true>::kThreads, max_smem, grid, smem, stream, a);
     if (t == GemmDType::BF16)
         return launch_kernel<wgmma_kernel<GemmDType::BF16, NT>>(kWgmmaThreads, max_smem, grid, smem, stream, a);
     launch_kernel<wgmma_kernel<GemmDType::FP8, NT>>(kWgmmaThreads, max_smem, grid, smem, stream, a);
@@ -637,7 +648,20 @@ int tiles_for_tokens(int64_t n) {  // 8-token tiles per slice: 1, 2, 4 or 8
 
 }  // namespace
 
-const char* native_kernel_name(NativeKernel kernel) { return kernel == NativeKernel::MmaSync ? "mma.sync" : "wgmma"; }
+const char* native_kernel_name(NativeKernel kernel) {
+    switch (kernel) {
+    case NativeKernel::MmaSync: return "mma.sync";
+    case NativeKernel::MmaSyncPairs: return "mma.sync pairs";
+    default: return "wgmma";
+    }
+}
+
+bool native_kernel_serves(NativeKernel kernel, GemmDType dtype, int64_t n) {
+    if (kernel == NativeKernel::Wgmma) return true;
+    return dtype == GemmDType::BF16 && (kernel == NativeKernel::MmaSync || tiles_for_tokens(n) <= 2);
+}
+
+int64_t native_cta_rows(NativeKernel kernel) { return kernel == NativeKernel::MmaSyncPairs ? WarpShape<1, true>::kRows : kRowsPerCta; }
 
 NativeSparseLayout NativeSparseLayout::make(GemmDType dtype, int64_t m, int64_t k) {
     SPENSE_CHECK(m > 0 && k > 0, "native 2:4 layout of an empty weight [", m, ", ", k, "]");
@@ -687,8 +711,8 @@ void launch_native_2to4_gemm(const NativeGemmArgs& g, cudaStream_t stream) {
                  "native 2:4 GEMM: x must be 16-byte aligned with rows of a multiple of 16 bytes, ", where());
     SPENSE_CHECK(g.splits >= 1 && g.splits <= L.k_units(), "native 2:4 GEMM: split count out of 1..", L.k_units(), ", ", where());
     SPENSE_CHECK(g.splits == 1 || (g.workspace && g.counters), "native 2:4 GEMM: split-K without a workspace, ", where());
-    SPENSE_CHECK(g.kernel == NativeKernel::Wgmma || L.dtype == GemmDType::BF16, "native 2:4 GEMM: the mma.sync kernel is BF16 only, ",
-                 where());
+    SPENSE_CHECK(native_kernel_serves(g.kernel, L.dtype, g.n), "native 2:4 GEMM: the ", native_kernel_name(g.kernel),
+                 " kernel does not serve this case (mma.sync: BF16 only; pairs: up to 16 tokens), ", where());
     const int nt = tiles_for_tokens(g.n);
     KernelArgs a{};
     a.w = static_cast<const uint8_t*>(g.w);
@@ -709,7 +733,8 @@ void launch_native_2to4_gemm(const NativeGemmArgs& g, cudaStream_t stream) {
     const int64_t rows = int64_t(nt) * 8, cols = max_chunk_cols(g.kernel, L.dtype, rows);
     a.chunk_blocks = int(cols / NativeSparseLayout::kBlockK);
     const size_t smem = smem_bytes(g.kernel, L.dtype, rows, cols);
-    const dim3 grid(unsigned(L.row_groups()), unsigned(g.splits), unsigned(NativeSparseLayout::slices(g.n)));
+    const int64_t cta_rows = native_cta_rows(g.kernel);
+    const dim3 grid(unsigned((L.tiles * 16 + cta_rows - 1) / cta_rows), unsigned(g.splits), unsigned(NativeSparseLayout::slices(g.n)));
     switch (nt) {
     case 1: launch_nt<1>(g.kernel, L.dtype, a, grid, smem, stream); break;
     case 2: launch_nt<2>(g.kernel, L.dtype, a, grid, smem, stream); break;

@@ -33,17 +33,20 @@
 // A group with fewer than 2 non-zeros keeps zeros at free positions. block_bytes = 2048 + 256
 // (BF16) or 1024 + 256 (FP8): 1.125 or 0.625 bytes per weight, 0.5625x / 0.625x of dense.
 //
-// The kernels (native_sparse_kernels.cu). A CTA owns 256 rows and a range of k (split-K); the
-// weight is read straight into registers, several blocks ahead (a register ring), so that loads stay
-// in flight across the barriers; x for up to 64 tokens is staged in shared memory by cp.async,
-// double-buffered, in chunks of k.
+// The kernels (native_sparse_kernels.cu). A CTA owns 256 rows (or 512) and a range of k (split-K);
+// the weight is read straight into registers, several blocks ahead (a register ring), so that loads
+// stay in flight across the barriers; x for up to 64 tokens is staged in shared memory by
+// cp.async, double-buffered, in chunks of k, once per CTA.
 //   mma.sync (BF16): 16 warps of one tile up to 16 tokens, 8 warps of two tiles from 32 tokens on
 //     (each x fragment read from shared memory then feeds two products); x fragments by ldmatrix.
+//   mma.sync pairs (BF16, up to 16 tokens): 16 warps of two tiles, 512 rows a CTA, so that each
+//     staged x serves twice the rows: from 9 tokens on the staging of x is a visible part of the
+//     time (at Qwen3-32B's gate_up, N = 16, 0.081 -> 0.077 ms on the H200), while down, split
+//     finer along k to fill the GPU, is slower so (0.045 -> 0.048 ms): the search picks.
 //   wgmma (BF16, E4M3): 4 warpgroups of 64 rows; x staged in PTX's canonical K-major layout, read
 //     by the tensor cores through a matrix descriptor.
 // With split-K, partial sums go to an FP32 workspace by vector atomics and the last CTA of each
-// 256-row group (a ticket counter) writes y and clears the workspace, so one launch does
-// everything. More than 64 tokens run as slices of 64 (each re-streams the weight: the library
+// row group (a ticket counter) writes y and clears the workspace, so one launch does everything. More than 64 tokens run as slices of 64 (each re-streams the weight: the library
 // kernels win there). The epilogue computes
 //   y[r, j] = out_scale[j] * (acc[r, j] + (accumulate ? y[r, j] : 0))   (out_scale optional)
 // so that an FP8 GEMM that runs last on an output applies the per-output-channel factor itself.
@@ -77,7 +80,7 @@ struct NativeSparseLayout {
     static int64_t slices(int64_t n) { return (n + kMaxTokensPerSlice - 1) / kMaxTokensPerSlice; }
     // Split-K workspace of n tokens: floats and ticket counters.
     size_t workspace_floats(int64_t n) const;
-    size_t counters(int64_t n) const { return size_t(slices(n) * row_groups()); }
+    size_t counters(int64_t n) const { return size_t(slices(n) * row_groups()); }  // enough for any CTA size
 };
 
 // The layout of a row-major [m, k] 2:4 weight (BF16 or E4M3 codes) computed on the host, by the
@@ -89,9 +92,12 @@ std::vector<uint8_t> encode_native_2to4_host(const NativeSparseLayout& layout, c
 // *bad (zeroed first) counts lanes that met a group with more than 2 non-zeros.
 void launch_native_2to4_convert(const NativeSparseLayout& layout, const void* pruned, void* out, unsigned* bad, cudaStream_t stream);
 
-// The kernel of a launch: both serve BF16, only wgmma serves E4M3.
-enum class NativeKernel { MmaSync, Wgmma };
+// The kernel of a launch: all serve BF16, only wgmma serves E4M3; mma.sync pairs runs up to 16
+// tokens (native_kernel_serves).
+enum class NativeKernel { MmaSync, MmaSyncPairs, Wgmma };
 const char* native_kernel_name(NativeKernel kernel);
+bool native_kernel_serves(NativeKernel kernel, GemmDType dtype, int64_t n);
+int64_t native_cta_rows(NativeKernel kernel);  // rows of the weight a CTA owns
 
 struct NativeGemmArgs {
     NativeKernel kernel = NativeKernel::Wgmma;
