@@ -51,7 +51,9 @@ public:
     // run from a cold L2 (a write over twice its size first): the cost measure of algorithm
     // searches. In a decode step every weight streams from memory once; back-to-back runs would
     // let a weight under the L2 size (an attention projection, a Spense dense region) come from
-    // L2 and favour algorithms that lose in the step.
+    // L2 and favour algorithms that lose in the step. (A read instead of the write, which leaves
+    // L2 clean, changed the choices for better at batch 32 and for worse at batch 1, where a
+    // Spense MLP's dense-region GEMMs run beside its 2:4 ones: bench/README.md.)
     double time_ms(const std::function<void()>& fn, cudaStream_t stream);
 
     struct Stats {

@@ -3,6 +3,10 @@
 // quantization, greedy sampling. Host launchers; each checks its launch and throws spense::Error
 // with the kernel's name and sizes. The kernels between a layer's GEMMs are launched with
 // programmatic dependent launch (launch.h). Row r of every activation is sequence r of the batch.
+// They are bound by latency and leave the memory bus idle; having them (or a kernel beside them on
+// a forked stream) prefetch the next GEMM's weight into L2 (cp.async.bulk.prefetch.L2) was
+// measured slower on the H200: 11.29 -> 11.62 ms per dense Qwen3-32B step at batch 32, as these
+// kernels slowed by more than the GEMMs gained (bench/README.md).
 //
 // Scaling convention. A GEMM writes raw products R[r, j] (gemm.h); their value is
 //   Y[r, j] = (R[r, j] + R2[r, j]) * row_scale[r] * col_scale[j] + bias[j]   (R2: raw2, or 0)
