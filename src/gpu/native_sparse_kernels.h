@@ -76,11 +76,11 @@ struct NativeSparseLayout {
     SPENSE_HOST_DEVICE int64_t block_bytes() const { return (dtype == GemmDType::BF16 ? 2048 : 1024) + 256; }
     size_t bytes() const { return size_t(tiles * k_blocks * block_bytes()); }
     int64_t k_units() const { return k_blocks / 4; }           // split-K divides these (512 columns each)
-    int64_t row_groups() const { return (tiles * 16 + 255) / 256; }  // CTAs along m
+    int64_t row_groups() const { return (tiles * 16 + 255) / 256; }  // CTAs along m of 256 rows (the most of any kernel)
     static int64_t slices(int64_t n) { return (n + kMaxTokensPerSlice - 1) / kMaxTokensPerSlice; }
     // Split-K workspace of n tokens: floats and ticket counters.
     size_t workspace_floats(int64_t n) const;
-    size_t counters(int64_t n) const { return size_t(slices(n) * row_groups()); }  // enough for any CTA size
+    size_t counters(int64_t n) const { return size_t(slices(n) * row_groups()); }
 };
 
 // The layout of a row-major [m, k] 2:4 weight (BF16 or E4M3 codes) computed on the host, by the
