@@ -33,8 +33,7 @@ std::vector<NativeConfig> NativeSparseGemm::candidates(int64_t n) const {
     std::vector<NativeConfig> out;
     for (NativeKernel kernel : {NativeKernel::Wgmma, NativeKernel::MmaSync, NativeKernel::MmaSyncPairs}) {
         if (!native_kernel_serves(kernel, shape_.dtype, n)) continue;
-        const int64_t cta_rows = native_cta_rows(kernel);
-        const int64_t ctas = (layout_.tiles * 16 + cta_rows - 1) / cta_rows * NativeSparseLayout::slices(n);
+        const int64_t ctas = native_row_ctas(layout_, kernel) * NativeSparseLayout::slices(n);
         for (int sk : {1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32})
             if (sk <= layout_.k_units() && (sk == 1 || ctas * sk <= 8 * sms)) out.push_back({kernel, sk});
     }

@@ -661,7 +661,10 @@ bool native_kernel_serves(NativeKernel kernel, GemmDType dtype, int64_t n) {
     return dtype == GemmDType::BF16 && (kernel == NativeKernel::MmaSync || tiles_for_tokens(n) <= 2);
 }
 
-int64_t native_cta_rows(NativeKernel kernel) { return kernel == NativeKernel::MmaSyncPairs ? WarpShape<1, true>::kRows : kRowsPerCta; }
+int64_t native_row_ctas(const NativeSparseLayout& layout, NativeKernel kernel) {
+    const int64_t rows = kernel == NativeKernel::MmaSyncPairs ? WarpShape<1, true>::kRows : kRowsPerCta;
+    return (layout.tiles * 16 + rows - 1) / rows;
+}
 
 NativeSparseLayout NativeSparseLayout::make(GemmDType dtype, int64_t m, int64_t k) {
     SPENSE_CHECK(m > 0 && k > 0, "native 2:4 layout of an empty weight [", m, ", ", k, "]");
@@ -733,8 +736,7 @@ void launch_native_2to4_gemm(const NativeGemmArgs& g, cudaStream_t stream) {
     const int64_t rows = int64_t(nt) * 8, cols = max_chunk_cols(g.kernel, L.dtype, rows);
     a.chunk_blocks = int(cols / NativeSparseLayout::kBlockK);
     const size_t smem = smem_bytes(g.kernel, L.dtype, rows, cols);
-    const int64_t cta_rows = native_cta_rows(g.kernel);
-    const dim3 grid(unsigned((L.tiles * 16 + cta_rows - 1) / cta_rows), unsigned(g.splits), unsigned(NativeSparseLayout::slices(g.n)));
+    const dim3 grid(unsigned(native_row_ctas(L, g.kernel)), unsigned(g.splits), unsigned(NativeSparseLayout::slices(g.n)));
     switch (nt) {
     case 1: launch_nt<1>(g.kernel, L.dtype, a, grid, smem, stream); break;
     case 2: launch_nt<2>(g.kernel, L.dtype, a, grid, smem, stream); break;

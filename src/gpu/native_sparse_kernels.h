@@ -46,8 +46,9 @@
 //   wgmma (BF16, E4M3): 4 warpgroups of 64 rows; x staged in PTX's canonical K-major layout, read
 //     by the tensor cores through a matrix descriptor.
 // With split-K, partial sums go to an FP32 workspace by vector atomics and the last CTA of each
-// row group (a ticket counter) writes y and clears the workspace, so one launch does everything. More than 64 tokens run as slices of 64 (each re-streams the weight: the library
-// kernels win there). The epilogue computes
+// row group (a ticket counter) writes y and clears the workspace, so one launch does everything.
+// More than 64 tokens run as slices of 64 (each re-streams the weight: the library kernels win
+// there). The epilogue computes
 //   y[r, j] = out_scale[j] * (acc[r, j] + (accumulate ? y[r, j] : 0))   (out_scale optional)
 // so that an FP8 GEMM that runs last on an output applies the per-output-channel factor itself.
 #pragma once
@@ -76,7 +77,7 @@ struct NativeSparseLayout {
     SPENSE_HOST_DEVICE int64_t block_bytes() const { return (dtype == GemmDType::BF16 ? 2048 : 1024) + 256; }
     size_t bytes() const { return size_t(tiles * k_blocks * block_bytes()); }
     int64_t k_units() const { return k_blocks / 4; }           // split-K divides these (512 columns each)
-    int64_t row_groups() const { return (tiles * 16 + 255) / 256; }  // CTAs along m of 256 rows (the most of any kernel)
+    int64_t row_groups() const { return (tiles * 16 + 255) / 256; }  // 256-row groups: the most CTAs of any kernel along m
     static int64_t slices(int64_t n) { return (n + kMaxTokensPerSlice - 1) / kMaxTokensPerSlice; }
     // Split-K workspace of n tokens: floats and ticket counters.
     size_t workspace_floats(int64_t n) const;
@@ -97,7 +98,8 @@ void launch_native_2to4_convert(const NativeSparseLayout& layout, const void* pr
 enum class NativeKernel { MmaSync, MmaSyncPairs, Wgmma };
 const char* native_kernel_name(NativeKernel kernel);
 bool native_kernel_serves(NativeKernel kernel, GemmDType dtype, int64_t n);
-int64_t native_cta_rows(NativeKernel kernel);  // rows of the weight a CTA owns
+// CTAs along m of a launch: the kernel's CTAs own 256 rows of the weight, or 512 (pairs).
+int64_t native_row_ctas(const NativeSparseLayout& layout, NativeKernel kernel);
 
 struct NativeGemmArgs {
     NativeKernel kernel = NativeKernel::Wgmma;
