@@ -60,7 +60,13 @@ std::vector<cublasLtMatmulHeuristicResult_t> heuristic(GpuContext& ctx, const De
 // Times every heuristic candidate at the bucket's token count on the real weight, with random
 // activations in the context's search scratch. (Split-K variants set on the candidates through
 // CUBLASLT_ALGO_CONFIG_SPLITK_NUM were accepted by cuBLASLt 13.1 but never won at Qwen3-32B's decode
-// shapes on an H100, so they are not searched.)
+// shapes on an H100, so they are not searched. Nor is every configuration cuBLASLt has: on the H200,
+// the heuristic limited to each algorithm id, every tile x stages pair and then split counts and
+// cluster shapes on the fastest eight, 50 to 230 configurations a shape, all of cuBLASLt 13.1's one
+// sm_90 algorithm id for these types, timed 0-4% faster alone than the best of this answer (FP8
+// gate_up at N = 1: 0.0732 against 0.0764 ms), but the decode step's GEMMs did not follow: batch 1,
+// BF16, 16.41 -> 16.80 ms dense and 12.45 -> 13.27 at 37.5% sparsity; batch 32, FP8, 8.13 -> 8.36
+// at 25%; FP8 batch 1 dense 8.61 -> 8.45 ms (bench/README.md).)
 DenseChoice search(GpuContext& ctx, const GemmShape& s, int64_t bucket, const void* w, cudaStream_t stream) {
     const GemmSearch search(ctx, s, bucket, stream);
     void *x = search.x(), *y = search.y();
