@@ -64,9 +64,9 @@ std::vector<cublasLtMatmulHeuristicResult_t> heuristic(GpuContext& ctx, const De
 // the heuristic limited to each algorithm id, every tile x stages pair and then split counts and
 // cluster shapes on the fastest eight, 50 to 230 configurations a shape, all of cuBLASLt 13.1's one
 // sm_90 algorithm id for these types, timed 0-4% faster alone than the best of this answer (FP8
-// gate_up at N = 1: 0.0732 against 0.0764 ms), but the decode step's GEMMs did not follow: batch 1,
-// BF16, 16.41 -> 16.80 ms dense and 12.45 -> 13.27 at 37.5% sparsity; batch 32, FP8, 8.13 -> 8.36
-// at 25%; FP8 batch 1 dense 8.61 -> 8.45 ms (bench/README.md).)
+// gate_up at N = 1: 0.0732 against 0.0764 ms), but the decode step's GEMMs did not follow, dense
+// Qwen3-32B against this search on another machine start the same day: batch 32 FP8 9.02 against
+// 8.91 ms, batch 1 FP8 8.45 against 8.56, batch 1 BF16 16.80 against 16.05 (bench/README.md).)
 DenseChoice search(GpuContext& ctx, const GemmShape& s, int64_t bucket, const void* w, cudaStream_t stream) {
     const GemmSearch search(ctx, s, bucket, stream);
     void *x = search.x(), *y = search.y();
