@@ -206,6 +206,12 @@ SparseBackend SparseGemm::keep_backend_for(int64_t n, cudaStream_t stream) {
     return b;
 }
 
+// The searches' times decide (single runs after L2 is written over: GpuContext::time_ms). Timing
+// the two winners again side by side from a clean L2, as bench gemm's table does, made that table's
+// chosen column follow its faster backend (FP8 down of Qwen3-32B at N = 16 on the H200: cuSPARSELt,
+// 1.38x against our 1.24x), but it moved batch-1 decode steps to cuSPARSELt on 16 padded rows (the
+// gate_up sparse region at 37.5% sparsity: 0.0357 against 0.0390 ms alone), and the batch-1 FP8
+// step went from 8.49 to 9.02 ms at 37.5% and from 9.20 to 9.65 ms at 25% (bench/README.md).
 SparseBackend SparseGemm::backend_for(int64_t n, cudaStream_t stream) const {
     if (!has_native()) return SparseBackend::CuSparseLt;
     if (!has_cusparselt() || n % kRowGranule != 0) return SparseBackend::Native;
