@@ -169,7 +169,8 @@ nlohmann::json run_gemm_bench(const GemmBenchOptions& opt, std::ostream& out) {
                 // GEMM of the rho = 0 MLP by each backend: cuSPARSELt on the 16-token padded rows it
                 // needs, ours on the n tokens, and the one the selection picks for the MLP's rows.
                 const GpuSpenseMlp &dm = *mlps.at(1.0), &sm = *mlps.at(0.0);
-                const int64_t rows = sm.rows_for(n, stream), padded = SparseGemm::padded_rows(n);
+                const MlpRows sparse_rows = sm.rows_for(n, stream);
+                const int64_t padded = SparseGemm::padded_rows(n);
                 launch_random_activations(dtype, xq.get(), rows_max * d, 1.0f, opt.seed + 7, stream);
                 launch_random_activations(dtype, z.get(), rows_max * f, 1.0f, opt.seed + 8, stream);
                 for (const char* layer : {"gate_up", "down"}) {
@@ -177,6 +178,7 @@ nlohmann::json run_gemm_bench(const GemmBenchOptions& opt, std::ostream& out) {
                     const DenseGemm& dg = gu ? *dm.gate_up_dense() : *dm.down_dense();
                     const SparseGemm& sg = gu ? *sm.gate_up_sparse() : *sm.down_sparse();
                     const void* in = gu ? xq.get() : z.get();
+                    const int64_t rows = gu ? sparse_rows.gate_up : sparse_rows.down;
                     void* outp = gu ? static_cast<void*>(h.get()) : y.get();
                     const Timing td = timer.measure([&] { dg.run(in, outp, n, stream); });
                     const Timing tn = timer.measure([&] { sg.run_backend(SparseBackend::Native, in, outp, n, stream); });

@@ -154,10 +154,9 @@ void GpuSpenseMlp::build(Regions&& r, cudaStream_t stream) {
 
 const float* GpuSpenseMlp::gate_up_column_scale() const { return gate_up_column_scale_.as<float>(); }
 
-int64_t GpuSpenseMlp::rows_for(int64_t n, cudaStream_t stream) const {
-    if (!gate_up_sparse_) return n;
-    const bool unpadded = gate_up_sparse_->rows_for(n, stream) == n && down_sparse_->rows_for(n, stream) == n;
-    return unpadded ? n : SparseGemm::padded_rows(n);
+MlpRows GpuSpenseMlp::rows_for(int64_t n, cudaStream_t stream) const {
+    if (!gate_up_sparse_) return {n, n};
+    return {gate_up_sparse_->rows_for(n, stream), down_sparse_->rows_for(n, stream)};
 }
 
 void GpuSpenseMlp::reserve(int64_t rows) {
@@ -189,7 +188,13 @@ void GpuSpenseMlp::quantize(const bf16* x, void* xq, int64_t n, int64_t rows, cu
 }
 
 // The regions' GEMMs of gate_up write disjoint columns of h, so they run side by side: at decode
-// sizes each alone leaves SMs idle and pays its own ramp and tail.
+// sizes each alone leaves SMs idle and pays its own ramp and tail. (In turn instead, on one stream,
+// Qwen3-32B's decode step on the H200 was slower: batch 32 FP8 at context 0 10.16 -> 10.69 ms at
+// 25% sparsity, 9.82 -> 10.36 at 37.5%; batch 1 FP8 at 37.5% 8.56 -> 9.32.) Each region's
+// algorithm is searched alone. Choosing the dense region's instead by timing each cuBLASLt candidate
+// beside the 2:4 GEMM (both regions of gate_up and of down) was measured and left out: in
+// interleaved runs on the H200, batch 1 FP8 1-3% faster (37.5%: 8.54 / 8.61 ms against 8.75 / 8.68),
+// batch 1 BF16 unchanged, batch 32 FP8 within the spread (37.5%: 9.67 / 9.89 against 9.65 / 9.77).
 void GpuSpenseMlp::gate_up(const void* xq, bf16* h, int64_t n, int64_t rows, cudaStream_t stream) {
     if (!gate_up_sparse_ || !gate_up_dense_) {
         if (gate_up_sparse_) gate_up_sparse_->run(xq, h, rows, stream);
@@ -241,9 +246,9 @@ void GpuSpenseMlp::down_products(const void* z, bf16* y, bf16* y_dense, int64_t 
 }
 
 void GpuSpenseMlp::keep_sparse_backends_for(int64_t n, cudaStream_t stream) {
-    const int64_t rows = rows_for(n, stream);
-    if (gate_up_sparse_) gate_up_sparse_->keep_backend_for(rows, stream);
-    if (down_sparse_) down_sparse_->keep_backend_for(rows, stream);
+    const MlpRows rows = rows_for(n, stream);
+    if (gate_up_sparse_) gate_up_sparse_->keep_backend_for(rows.gate_up, stream);
+    if (down_sparse_) down_sparse_->keep_backend_for(rows.down, stream);
 }
 
 size_t GpuSpenseMlp::weight_bytes() const {
@@ -255,17 +260,17 @@ size_t GpuSpenseMlp::weight_bytes() const {
 
 void GpuSpenseMlp::forward(const bf16* x, bf16* y, int64_t n, cudaStream_t stream) {
     SPENSE_CHECK(n >= 1, "GpuSpenseMlp::forward: ", n, " tokens");
-    const int64_t rows = rows_for(n, stream);
-    reserve(rows);
+    const MlpRows rows = rows_for(n, stream);
+    reserve(rows.max());
     const void* in = x;
-    if (opt_.dtype == GemmDType::FP8 || rows != n) {
-        quantize(x, xq_.get(), n, rows, stream);
+    if (opt_.dtype == GemmDType::FP8 || rows.gate_up != n) {
+        quantize(x, xq_.get(), n, rows.gate_up, stream);
         in = xq_.get();
     }
-    gate_up(in, h_.as<bf16>(), n, rows, stream);
-    activate(h_.as<bf16>(), z_.get(), n, rows, stream);
-    bf16* out = rows == n ? y : y_.as<bf16>();
-    down(z_.get(), out, n, rows, stream);
+    gate_up(in, h_.as<bf16>(), n, rows.gate_up, stream);
+    activate(h_.as<bf16>(), z_.get(), n, rows.down, stream);
+    bf16* out = rows.down == n ? y : y_.as<bf16>();
+    down(z_.get(), out, n, rows.down, stream);
     if (out != y)
         SPENSE_CUDA_CHECK(cudaMemcpyAsync(y, out, size_t(n * layout_.hidden) * 2, cudaMemcpyDeviceToDevice, stream), "MLP output, ", n,
                           " tokens");
@@ -278,23 +283,23 @@ std::pair<float, float> GpuSpenseMlp::last_scales(cudaStream_t stream) const {
     return {v[2], v[3]};
 }
 
-GpuSpenseMlp::Traffic GpuSpenseMlp::traffic(int64_t n, int64_t rows) const {
+GpuSpenseMlp::Traffic GpuSpenseMlp::traffic(int64_t n, MlpRows r) const {
     const int64_t d = layout_.hidden, sp = layout_.sparse_padded, kp = layout_.dense_padded, f = layout_.width();
     const double e = double(gemm_dtype_bytes(opt_.dtype));
     const bool fp8 = opt_.dtype == GemmDType::FP8;
     const double passes = fp8 && opt_.dynamic_scales ? 2 : 1;  // dynamic scaling reads its input once more for the amax
     Traffic t;
     if (fp8)
-        t.quantize = passes * double(n * d) * 2 + double(rows * d) * e;
-    else if (rows != n)
-        t.quantize = double(n * d) * 2 + double(rows * d) * 2;
-    if (gate_up_sparse_) t.gate_up += double(gate_up_sparse_->weight_bytes()) + double(rows * d) * e + double(rows * 2 * sp) * 2;
+        t.quantize = passes * double(n * d) * 2 + double(r.gate_up * d) * e;
+    else if (r.gate_up != n)
+        t.quantize = double(n * d) * 2 + double(r.gate_up * d) * 2;
+    if (gate_up_sparse_) t.gate_up += double(gate_up_sparse_->weight_bytes()) + double(r.gate_up * d) * e + double(r.gate_up * 2 * sp) * 2;
     if (gate_up_dense_) t.gate_up += double(gate_up_dense_->weight_bytes()) + double(n * d) * e + double(n * 2 * kp) * 2;
-    t.activate = passes * double(n * 2 * f) * 2 + double(rows * f) * e;
-    if (down_sparse_) t.down += double(down_sparse_->weight_bytes()) + double(rows * sp) * e + double(rows * d) * 2;
+    t.activate = passes * double(n * 2 * f) * 2 + double(r.down * f) * e;
+    if (down_sparse_) t.down += double(down_sparse_->weight_bytes()) + double(r.down * sp) * e + double(r.down * d) * 2;
     if (down_dense_) t.down += double(down_dense_->weight_bytes()) + double(n * kp) * e + double(n * d) * 2 * (down_sparse_ ? 2 : 1);
     if (fp8) t.down += double(n * d) * 2 * 2;  // the column scaling of y
-    t.forward = t.quantize + t.gate_up + t.activate + t.down + (rows != n ? double(n * d) * 2 * 2 : 0.0);
+    t.forward = t.quantize + t.gate_up + t.activate + t.down + (r.down != n ? double(n * d) * 2 * 2 : 0.0);
     return t;
 }
 

@@ -14,15 +14,16 @@
 // per row of each gate_up region, and one per row of down over both of its regions, so that the
 // sparse and the dense GEMM of the input-split sum to one raw result that a single factor scales.
 //
-// The operators, on activations of `rows` tokens of which the first n are real (rows = n rounded
-// up to 16 where a sparse region exists, cuSPARSELt's granule; padding rows are zero):
-//   quantize  x [n, d] BF16 -> xq [rows, d]: FP8 e4m3(x / s_x) with one per-tensor scale s_x
+// The operators, on activations of which the first n tokens are real and the rest, up to the
+// rows of the 2:4 GEMM that reads them (MlpRows: n, or n rounded up to 16, cuSPARSELt's granule,
+// each GEMM its own), are zero:
+//   quantize  x [n, d] BF16 -> xq [r_gu, d]: FP8 e4m3(x / s_x) with one per-tensor scale s_x
 //             (dynamic: amax(x) / 448 computed on the GPU; static: given); BF16 a padded copy.
-//   gate_up   xq -> h [rows, 2(s_p + k_p)] = [gate_s | up_s | gate_d | up_d]: output-split, one
+//   gate_up   xq -> h [r_gu, 2(s_p + k_p)] = [gate_s | up_s | gate_d | up_d]: output-split, one
 //             sparse GEMM writes the first 2 s_p columns, one dense GEMM the last 2 k_p, both with
 //             row stride 2(s_p + k_p), so the results land where the activation reads them.
-//   activate  h -> z [rows, s_p + k_p] = [z_s | z_d], z = silu(gate) * up (FP8: e4m3(z / s_z)).
-//   down      z -> y [rows, d]: input-split, y = z[:, :s_p] W_ds^T by the sparse GEMM (beta 0),
+//   activate  h -> z [r_down, s_p + k_p] = [z_s | z_d], z = silu(gate) * up (FP8: e4m3(z / s_z)).
+//   down      z -> y [r_down, d]: input-split, y = z[:, :s_p] W_ds^T by the sparse GEMM (beta 0),
 //             then y += z[:, s_p:] W_dd^T by the dense GEMM reading those columns in place (beta 1).
 // The dense GEMMs run on the n real tokens only.
 //
@@ -79,6 +80,12 @@ struct SpenseMlpLayout {
     }
 };
 
+// The token rows of the MLP's two 2:4 GEMMs (both n without a 2:4 region).
+struct MlpRows {
+    int64_t gate_up = 0, down = 0;
+    int64_t max() const { return gate_up > down ? gate_up : down; }
+};
+
 class GpuSpenseMlp {
 public:
     // From host weights in the runtime layout (check_spense_mlp must accept them); FP8 weights are
@@ -89,17 +96,20 @@ public:
                                cudaStream_t stream);
 
     const SpenseMlpLayout& layout() const { return layout_; }
-    // The rows n tokens run on (activations padded with zero rows): n, or n rounded up to
-    // SparseGemm::kRowGranule where the 2:4 GEMMs are faster so (SparseGemm::rows_for; both take
-    // the padding if either wants it). Searches on first use of n's token bucket: call it once
-    // outside a stream capture.
-    int64_t rows_for(int64_t n, cudaStream_t stream) const;
+    // The rows each 2:4 GEMM runs n tokens on (its input padded with zero rows): n, or n rounded up
+    // to SparseGemm::kRowGranule where cuSPARSELt on those is faster (SparseGemm::rows_for), each
+    // GEMM its own. (Both took the padding when either wanted it; at batch 1 in FP8 the searches
+    // have given gate_up 16 rows on cuSPARSELt and down 1 on our kernel, whose Qwen3-32B down takes
+    // 0.027 ms on 1 row and 0.032 on 16 on the H200.) Searches on first use of n's token bucket:
+    // call it once outside a stream capture.
+    MlpRows rows_for(int64_t n, cudaStream_t stream) const;
 
     // y = mlp(x) for x, y [n, d] BF16 row-major on the device, any n >= 1. Uses workspace owned by
     // this MLP, grown on demand.
     void forward(const bf16* x, bf16* y, int64_t n, cudaStream_t stream);
 
-    // The operators (see the top of this file); rows = rows_for(n, stream).
+    // The operators (see the top of this file); rows: rows_for(n, stream).gate_up for quantize and
+    // gate_up, .down for activate and down.
     void quantize(const bf16* x, void* xq, int64_t n, int64_t rows, cudaStream_t stream);
     void gate_up(const void* xq, bf16* h, int64_t n, int64_t rows, cudaStream_t stream);
     void activate(const bf16* h, void* z, int64_t n, int64_t rows, cudaStream_t stream);
@@ -139,7 +149,7 @@ public:
     struct Traffic {
         double quantize = 0, gate_up = 0, activate = 0, down = 0, forward = 0;
     };
-    Traffic traffic(int64_t n, int64_t rows) const;  // rows = rows_for(n, .)
+    Traffic traffic(int64_t n, MlpRows rows) const;  // rows = rows_for(n, .)
 
 private:
     GpuSpenseMlp(GpuContext& ctx, SpenseMlpLayout layout, GpuMlpOptions opt) : ctx_(&ctx), layout_(layout), opt_(opt) {}
