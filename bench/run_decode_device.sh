@@ -17,6 +17,9 @@
 #   gemm      spense bench gemm at Qwen3-32B's MLP shapes, N 1 to 128, with the machine's cuSPARSELt
 #   ncunative Nsight Compute's speed-of-light, occupancy and warp-stall sections of the native 2:4
 #             kernel at N = 32 and 64, BF16 and FP8 (the first launches: the split-K search's)
+#   ncusource Nsight Compute's warp-stall samples per SASS instruction of the FP8 wgmma 2:4 kernel,
+#             Qwen3-32B gate_up at N = 1 and 32 (the first launch of each: a search's, split 1),
+#             summarized by bench/tools/ncu_stalls.py
 #   smollm2   issue 6's check on SmolLM2 (SpenseGPT+ 25% pruned on the GPU and on the CPU from the same
 #             tokens, masks compared, both evaluated)
 #   generate  spense generate --compare-cpu on SmolLM2, dense and pruned on the GPU, BF16 and FP8, and
@@ -82,6 +85,17 @@ for step in "$@"; do
                 "$cli" bench gemm --models qwen3-32b --n 32,64 --dtypes $t --ratios 0 --budget-ms 5 > "$OUT/ncu-native-$t.txt" 2>&1
             grep -E 'mma_sync_kernel|wgmma_kernel|Duration|Memory Throughput|DRAM Throughput|Registers Per|Achieved Occupancy|Grid Size|Stall' \
                 "$OUT/ncu-native-$t.txt" | head -60
+        done
+        ;;
+    ncusource)
+        for n in 1 32; do
+            nt=$((n == 1 ? 1 : 4))
+            timeout 200 ncu --set full --clock-control none --kernel-name-base demangled --launch-count 1 -f -o /tmp/ncu-source-n$n \
+                -k "regex:wgmma_kernel<\(spense::gpu::GemmDType\)1, \(int\)$nt>" \
+                "$cli" bench gemm --models qwen3-32b --n $n --dtypes fp8 --ratios 0 --budget-ms 2 > /dev/null 2>&1
+            ncu --import /tmp/ncu-source-n$n.ncu-rep --page source --csv --print-source sass > "$OUT/ncu-source-fp8-n$n.csv"
+            ncu --import /tmp/ncu-source-n$n.ncu-rep --page details | grep -E "^  [a-z]|Duration|DRAM Throughput" | head -4
+            python3 bench/tools/ncu_stalls.py "$OUT/ncu-source-fp8-n$n.csv" --top 12 | tee "$OUT/ncu-stalls-fp8-n$n-$gpu.md"
         done
         ;;
     smollm2)
