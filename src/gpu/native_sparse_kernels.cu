@@ -204,13 +204,14 @@ __device__ __forceinline__ void load_block(const KernelArgs& a, int64_t tile, in
 // the same columns of x at once (0.0810 at N = 64, 0.0511 at N = 1).
 // Nsight Compute's source counters on the FP8 wgmma kernel (Qwen3-32B gate_up; bench/README.md,
 // `run_decode_device.sh ncusource`) put 30% of the warps' stall samples at N = 32 in this loop, its
-// cp.async held back by the memory pipeline that the weight loads fill. Taking that time off the
-// loop did not make the kernel faster, so it is a symptom of that pipeline, not a cost of its own
-// (H200, FP8 gate_up, runs of two builds in turn): each thread keeping one row and stepping along
-// it, four copies unrolled, padding rows zeroed once, 0.0623 / 0.0628 ms against 0.0646 / 0.0638 at
-// N = 32 but 0.0579 / 0.0573 against 0.0550 / 0.0547 at N = 16; a producer warp staging every
-// chunk while the 16 others compute (mbarriers between them), 0.126 ms at N = 32 and 0.075 at
-// N = 1 against 0.064 and 0.046: one warp's copies could not keep up.
+// cp.async held back by the memory pipeline that the weight loads fill. What costs is the traffic
+// (bench/README.md's ablation), not the issue of the copies: taking the instructions and the waits
+// off the loop did not make the kernel faster (H200, FP8 gate_up, runs of two builds in turn):
+// each thread keeping one row and stepping along it, four copies unrolled, padding rows zeroed
+// once, 0.0623 / 0.0628 ms against 0.0646 / 0.0638 at N = 32 but 0.0579 / 0.0573 against 0.0550 /
+// 0.0547 at N = 16; a producer warp staging every chunk while the 16 others compute (mbarriers
+// between them), 0.126 ms at N = 32 and 0.075 at N = 1 against 0.064 and 0.046: one warp's copies
+// could not keep up.
 template <int E, bool kCoreMatrices, class At>
 __device__ void stage_x(const KernelArgs& a, int64_t n0, int rows, int64_t block0, int blocks, uint8_t* dst, At at) {
     const int segs = blocks * int(NativeSparseLayout::kBlockK) * E / 16;
