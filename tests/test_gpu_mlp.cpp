@@ -41,7 +41,9 @@ using gpu::GemmDType;
 using gpu::GpuContext;
 using gpu::GpuMlpOptions;
 using gpu::GpuSpenseMlp;
-using gpu::MlpRows;
+using gpu::MlpPlan;
+using gpu::SparseBackend;
+using gpu::SparseRun;
 using gpu::SpenseMlpLayout;
 
 #define REQUIRE_GPU()                                                          \
@@ -194,12 +196,18 @@ TEST_P(GpuMlpOperators, MatchTheCpuReference) {
         }
         GpuSpenseMlp mlp = GpuSpenseMlp::upload(context(), w, opt, nullptr);
         const SpenseMlpLayout& L = mlp.layout();
-        // Each 2:4 GEMM's rows: quantize and gate_up pad to r_gu, activate and down to r_dn. As
-        // searched, except that two token counts take the two mixes of a padded and an unpadded
-        // GEMM (which the search picks by timing).
+        // Each 2:4 GEMM's run: quantize and gate_up pad to r_gu, activate and down to r_dn. As
+        // planned, except that two token counts take the two mixes of a padded GEMM (cuSPARSELt
+        // where it holds the weight) and an unpadded one (ours), which the plan picks by timing.
         const int64_t padded = gpu::SparseGemm::padded_rows(n);
-        const MlpRows mr = n == 7 ? MlpRows{padded, n} : n == 33 ? MlpRows{n, padded} : mlp.rows_for(n, nullptr);
-        const int64_t rows = mr.max(), r_gu = mr.gate_up, r_dn = mr.down, hw = 2 * L.width(), zw = L.width();
+        const auto padded_run = [&](const gpu::SparseGemm* g) {
+            return SparseRun{padded, g && g->has_cusparselt() ? SparseBackend::CuSparseLt : SparseBackend::Native};
+        };
+        const SparseRun unpadded{n, SparseBackend::Native};
+        const MlpPlan plan = n == 7    ? MlpPlan{padded_run(mlp.gate_up_sparse()), unpadded}
+                             : n == 33 ? MlpPlan{unpadded, padded_run(mlp.down_sparse())}
+                                       : mlp.plan_for(n, nullptr);
+        const int64_t rows = plan.max_rows(), r_gu = plan.gate_up.rows, r_dn = plan.down.rows, hw = 2 * L.width(), zw = L.width();
         const size_t e = fp8 ? 1 : 2;
 
         DeviceBuffer xd(size_t(n * d) * 2, "x");
@@ -233,7 +241,7 @@ TEST_P(GpuMlpOperators, MatchTheCpuReference) {
 
         // gate_up (output-split): gate and up of every index where the activation reads them. FP8:
         // raw products, times the column factors the activation applies.
-        mlp.gate_up(xq.get(), h.as<gpu::bf16>(), n, r_gu, nullptr);
+        mlp.gate_up(xq.get(), h.as<gpu::bf16>(), n, plan.gate_up, nullptr);
         const auto hb = download<uint16_t>(h, size_t(r_gu * hw));
         EXPECT_EQ(nan_count(hb, 0, n, hw), 0) << "gate_up left outputs unwritten";
         std::vector<float> column_scale(size_t(hw), 1.0f);
@@ -276,7 +284,7 @@ TEST_P(GpuMlpOperators, MatchTheCpuReference) {
         EXPECT_LT(err_act, tol);
 
         // down (input-split): sparse GEMM then the dense one accumulating into the same y.
-        mlp.down(z.get(), y.as<gpu::bf16>(), n, r_dn, nullptr);
+        mlp.down(z.get(), y.as<gpu::bf16>(), n, plan.down, nullptr);
         const auto yb = download<uint16_t>(y, size_t(r_dn * d));
         EXPECT_EQ(nan_count(yb, 0, n, d), 0) << "down left outputs unwritten";
         const double err_down = test::rel_error(to_float(std::vector<uint16_t>(yb.begin(), yb.begin() + n * d)), linear(zg, n, we.down));
@@ -329,7 +337,8 @@ TEST(GpuMlp, LargeTokenCountsMatchTheReference) {
         }
 }
 
-// Plans are searched once per (shape, token bucket) and built once per (shape, N).
+// Plans are searched once per (shape, token bucket) and built once per (shape, N); the MLP's plan
+// (its 2:4 backends) is chosen once per token bucket, by running the MLP at the bucket's size.
 TEST(GpuMlp, PlansAreBuiltOncePerShapeAndSearchedOncePerBucket) {
     REQUIRE_GPU();
     GpuContext ctx;
@@ -340,15 +349,17 @@ TEST(GpuMlp, PlansAreBuiltOncePerShapeAndSearchedOncePerBucket) {
     mlp.forward(xd.as<gpu::bf16>(), y.as<gpu::bf16>(), 33, nullptr);
     const auto first = ctx.stats();
 #ifdef SPENSE_HAS_CUSPARSELT
-    // Bucket 64 of gate_up and down: the dense search, and for the 2:4 GEMM the native and the
-    // cuSPARSELt search that the backend selection compares; plans: cuBLASLt's and cuSPARSELt's.
-    EXPECT_EQ(first.searches, 6);
-    EXPECT_EQ(first.plans, 4);
-    const size_t reported = 8;  // dense, native, selection and cuSPARSELt choices of both projections
+    // Bucket 64: the dense searches (gate_up; down accumulating, as forward() runs it, and
+    // overwriting, as the plan's timing runs it beside the 2:4 GEMM), and for both 2:4 GEMMs the
+    // native and the cuSPARSELt search. Plans: those of the timed runs at 64 tokens, then of the
+    // chosen ones at N = 33.
+    EXPECT_EQ(first.searches, 7);
+    EXPECT_GE(first.plans, 4);
+    const size_t reported = 8;  // the searches' choices and the MLP's plan
 #else
     EXPECT_EQ(first.searches, 4);  // dense and native, gate_up and down
     EXPECT_EQ(first.plans, 2);
-    const size_t reported = 4;
+    const size_t reported = 5;
 #endif
     mlp.forward(xd.as<gpu::bf16>(), y.as<gpu::bf16>(), 33, nullptr);
     EXPECT_EQ(ctx.stats().searches, first.searches);
@@ -357,7 +368,40 @@ TEST(GpuMlp, PlansAreBuiltOncePerShapeAndSearchedOncePerBucket) {
     mlp.forward(xd.as<gpu::bf16>(), y.as<gpu::bf16>(), 40, nullptr);
     EXPECT_EQ(ctx.stats().searches, first.searches);
     EXPECT_EQ(ctx.stats().plans, first.plans + 2);
-    EXPECT_EQ(ctx.plan_report().size(), reported);
+    EXPECT_EQ(ctx.plan_report().size(), reported) << ctx.plan_report().dump(1);
+}
+
+// The plan's runs are ones the MLP can serve (our kernel on n rows, cuSPARSELt on n padded to 16),
+// and an MLP that keeps only the planned formats serves later calls with the same results.
+TEST(GpuMlp, PlanIsServableAndKeepingItsFormatsChangesNothing) {
+    REQUIRE_GPU();
+    for (GemmDType t : {GemmDType::BF16, GemmDType::FP8}) {
+        SCOPED_TRACE(gpu::gemm_dtype_name(t));
+        GpuContext ctx;
+        GpuMlpOptions opt;
+        opt.dtype = t;
+        GpuSpenseMlp mlp = GpuSpenseMlp::upload(ctx, random_spense_mlp(64, 256, 64, 9), opt, nullptr);
+        for (int64_t n : {1, 7, 32}) {
+            const MlpPlan plan = mlp.plan_for(n, nullptr);
+            for (const auto& [run, gemm] : {std::pair{plan.gate_up, mlp.gate_up_sparse()}, std::pair{plan.down, mlp.down_sparse()}}) {
+                SCOPED_TRACE(cat("N=", n, " ", gpu::sparse_backend_name(run.backend)));
+                ASSERT_NE(gemm, nullptr);
+                EXPECT_EQ(run.rows, run.backend == SparseBackend::Native ? n : gpu::SparseGemm::padded_rows(n));
+                EXPECT_TRUE(run.backend == SparseBackend::Native || gemm->has_cusparselt());
+            }
+        }
+        const int64_t n = 7;
+        const auto x = random_bf16(size_t(n * 64), 2);
+        DeviceBuffer xd(x.size() * 2, "x"), before(x.size() * 2, "y before"), after(x.size() * 2, "y after");
+        xd.upload(x.data(), x.size() * 2);
+        mlp.forward(xd.as<gpu::bf16>(), before.as<gpu::bf16>(), n, nullptr);
+        mlp.keep_sparse_backends_for(n, nullptr);
+        const MlpPlan plan = mlp.plan_for(n, nullptr);
+        EXPECT_EQ(mlp.gate_up_sparse()->has_native(), plan.gate_up.backend == SparseBackend::Native);
+        EXPECT_EQ(mlp.down_sparse()->has_cusparselt(), plan.down.backend == SparseBackend::CuSparseLt);
+        mlp.forward(xd.as<gpu::bf16>(), after.as<gpu::bf16>(), n, nullptr);
+        EXPECT_EQ(download<uint16_t>(before, x.size()), download<uint16_t>(after, x.size()));
+    }
 }
 
 // Shapes the libraries cannot take fail with the constraint named (CPU-side checks).

@@ -321,7 +321,8 @@ TEST(SparseGemmSelection, KeepingOneFormatServesLaterCalls) {
         DeviceBuffer xd(xb.size(), "x"), before(size_t(n * m) * 2, "y before"), after(size_t(n * m) * 2, "y after");
         xd.upload(xb.data(), xb.size());
         gemm.run(xd.get(), before.get(), n, nullptr);
-        const gpu::SparseBackend kept = gemm.keep_backend_for(n, nullptr);
+        const gpu::SparseBackend kept = gemm.backend_for(n, nullptr);
+        gemm.keep_backend(kept, nullptr);
         EXPECT_EQ(gemm.has_native(), kept == gpu::SparseBackend::Native);
         EXPECT_EQ(gemm.has_cusparselt(), kept == gpu::SparseBackend::CuSparseLt);
         gemm.run(xd.get(), after.get(), n, nullptr);

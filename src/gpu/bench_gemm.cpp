@@ -150,8 +150,8 @@ nlohmann::json run_gemm_bench(const GemmBenchOptions& opt, std::ostream& out) {
                     progress.update(++done, where);
                 }
                 for (double r : ratios) {
-                    const GpuSpenseMlp& m = *mlps.at(r);
-                    const double bytes = m.traffic(n, m.rows_for(n, stream)).forward, floor_ms = bytes / bw * 1e3;
+                    GpuSpenseMlp& m = *mlps.at(r);
+                    const double bytes = m.traffic(n, m.plan_for(n, stream)).forward, floor_ms = bytes / bw * 1e3;
                     mlp_rows.push_back({{"model", shape.name},
                                         {"hidden", d},
                                         {"d_ff", shape.d_ff},
@@ -167,9 +167,10 @@ nlohmann::json run_gemm_bench(const GemmBenchOptions& opt, std::ostream& out) {
                 }
                 // The GEMMs alone, on random inputs: dense (cuBLASLt, the rho = 1 MLP's), and the 2:4
                 // GEMM of the rho = 0 MLP by each backend: cuSPARSELt on the 16-token padded rows it
-                // needs, ours on the n tokens, and the one the selection picks for the MLP's rows.
-                const GpuSpenseMlp &dm = *mlps.at(1.0), &sm = *mlps.at(0.0);
-                const MlpRows sparse_rows = sm.rows_for(n, stream);
+                // needs, ours on the n tokens, and the one the MLP's plan picks.
+                const GpuSpenseMlp& dm = *mlps.at(1.0);
+                const MlpPlan plan = mlps.at(0.0)->plan_for(n, stream);
+                const GpuSpenseMlp& sm = *mlps.at(0.0);
                 const int64_t padded = SparseGemm::padded_rows(n);
                 launch_random_activations(dtype, xq.get(), rows_max * d, 1.0f, opt.seed + 7, stream);
                 launch_random_activations(dtype, z.get(), rows_max * f, 1.0f, opt.seed + 8, stream);
@@ -178,13 +179,13 @@ nlohmann::json run_gemm_bench(const GemmBenchOptions& opt, std::ostream& out) {
                     const DenseGemm& dg = gu ? *dm.gate_up_dense() : *dm.down_dense();
                     const SparseGemm& sg = gu ? *sm.gate_up_sparse() : *sm.down_sparse();
                     const void* in = gu ? xq.get() : z.get();
-                    const int64_t rows = gu ? sparse_rows.gate_up : sparse_rows.down;
+                    const SparseRun& run = gu ? plan.gate_up : plan.down;
                     void* outp = gu ? static_cast<void*>(h.get()) : y.get();
                     const Timing td = timer.measure([&] { dg.run(in, outp, n, stream); });
                     const Timing tn = timer.measure([&] { sg.run_backend(SparseBackend::Native, in, outp, n, stream); });
                     Timing tc;
                     if (sg.has_cusparselt()) tc = timer.measure([&] { sg.run_backend(SparseBackend::CuSparseLt, in, outp, padded, stream); });
-                    const SparseBackend chosen = sg.backend_for(rows, stream);
+                    const SparseBackend chosen = run.backend;
                     SPENSE_CHECK(sg.has_native(), "bench gemm: the native format of ", sg.shape().describe(), " was freed");
                     const NativeConfig nc = sg.native()->choice(n, stream).config;
                     const double chosen_ms = chosen == SparseBackend::Native ? tn.median : tc.median;
@@ -204,7 +205,7 @@ nlohmann::json run_gemm_bench(const GemmBenchOptions& opt, std::ostream& out) {
                                          {"native_split_k", nc.splits},
                                          {"cusparselt_ms", sg.has_cusparselt() ? tc.json() : nlohmann::json()},
                                          {"cusparselt_rows", padded},
-                                         {"mlp_rows", rows},
+                                         {"mlp_rows", run.rows},
                                          {"chosen", sparse_backend_name(chosen)},
                                          {"chosen_ms", chosen_ms},
                                          {"native_speedup_vs_dense", td.median / tn.median},
@@ -221,7 +222,7 @@ nlohmann::json run_gemm_bench(const GemmBenchOptions& opt, std::ostream& out) {
 
     // Tables: the GEMMs (as DEVICE-NOTES.md), then the MLPs.
     out << "GEMMs alone (random inputs), ms, median. Dense: cuBLASLt. 2:4: cuSPARSELt (on N rounded up to 16) and native; "
-           "x = dense / 2:4; native kernel: the one searched, x split-K; chosen: the backend the selection picks for the MLP. GB/s: weight + x + y bytes / time; copy "
+           "x = dense / 2:4; native kernel: the one searched, x split-K; chosen: the backend the plain 2:4 MLP's plan picks (the MLP timed with each). GB/s: weight + x + y bytes / time; copy "
         << fmt("%.0f", bw * 1e-9) << " GB/s\n\n"
         << "| model | dtype | N | layer | dense ms | cuSPARSELt ms | native ms | native kernel | cuSPARSELt x | native x | chosen | chosen x | "
            "dense GB/s | native GB/s |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "gpu/check.h"
+#include "gpu/kernels.h"
 #include "gpu/plan_cache.h"
 
 namespace spense::gpu {
@@ -124,21 +125,32 @@ void* GpuContext::search_scratch(size_t bytes) {
     return scratch_.get();
 }
 
-double GpuContext::time_ms(const std::function<void()>& fn, cudaStream_t stream) {
-    constexpr int kRuns = 7;
-    if (l2_flush_.bytes() == 0) l2_flush_ = DeviceBuffer(2 * size_t(props_.l2CacheSize), "L2 flush buffer of the algorithm searches");
-    fn();
-    std::vector<float> ms(kRuns);
-    for (int i = 0; i < kRuns; ++i) {
-        SPENSE_CUDA_CHECK(cudaMemsetAsync(l2_flush_.get(), i, l2_flush_.bytes(), stream), "L2 flush");
-        SPENSE_CUDA_CHECK(cudaEventRecord(start_, stream));
-        fn();
-        SPENSE_CUDA_CHECK(cudaEventRecord(stop_, stream));
-        SPENSE_CUDA_CHECK(cudaEventSynchronize(stop_));
-        SPENSE_CUDA_CHECK(cudaEventElapsedTime(&ms[size_t(i)], start_, stop_));
+double GpuContext::time_ms(const std::function<void()>& fn, cudaStream_t stream) { return time_ms(std::vector{fn}, stream).front(); }
+
+std::vector<double> GpuContext::time_ms(const std::vector<std::function<void()>>& fns, cudaStream_t stream) {
+    constexpr int kRounds = 7;
+    if (l2_flush_.bytes() == 0) {
+        l2_flush_ = DeviceBuffer(2 * size_t(props_.l2CacheSize), "L2 eviction buffer of the algorithm searches");
+        l2_sink_ = DeviceBuffer(sizeof(float), "L2 eviction sink");
+        SPENSE_CUDA_CHECK(cudaMemsetAsync(l2_flush_.get(), 1, l2_flush_.bytes(), stream), "L2 eviction buffer");
     }
-    std::nth_element(ms.begin(), ms.begin() + kRuns / 2, ms.end());
-    return double(ms[kRuns / 2]);
+    for (const auto& fn : fns) fn();
+    std::vector<std::vector<float>> ms(fns.size(), std::vector<float>(kRounds));
+    for (int round = 0; round < kRounds; ++round)
+        for (size_t i = 0; i < fns.size(); ++i) {
+            launch_read_buffer(l2_flush_.get(), l2_flush_.bytes(), l2_sink_.as<float>(), stream);
+            SPENSE_CUDA_CHECK(cudaEventRecord(start_, stream));
+            fns[i]();
+            SPENSE_CUDA_CHECK(cudaEventRecord(stop_, stream));
+            SPENSE_CUDA_CHECK(cudaEventSynchronize(stop_));
+            SPENSE_CUDA_CHECK(cudaEventElapsedTime(&ms[i][size_t(round)], start_, stop_));
+        }
+    std::vector<double> medians;
+    for (auto& m : ms) {
+        std::nth_element(m.begin(), m.begin() + kRounds / 2, m.end());
+        medians.push_back(double(m[kRounds / 2]));
+    }
+    return medians;
 }
 
 nlohmann::json GpuContext::describe() const {
@@ -183,6 +195,17 @@ nlohmann::json GpuContext::plan_report() const {
         out.push_back({{"backend", "2:4 selection"}, {"shape", key.first.describe()}, {"bucket", key.second},
                        {"chosen", c.backend == SparseBackend::Native ? "native" : "cusparselt"}, {"native_ms", c.native_ms},
                        {"cusparselt_ms", c.cusparselt_ms}});
+    for (const auto& [key, c] : caches_->mlp_backends) {
+        nlohmann::json times = nlohmann::json::object();
+        for (const auto& [pair, ms] : c.candidates_ms) times[pair] = ms;
+        out.push_back({{"backend", "Spense MLP plan"},
+                       {"shape", cat(gemm_dtype_name(key.dtype), " hidden=", key.hidden, " sparse=", key.sparse_padded, " dense=",
+                                     key.dense_padded, key.dynamic_scales ? " dynamic" : " static", " scales")},
+                       {"bucket", key.bucket},
+                       {"gate_up", sparse_backend_name(c.gate_up)},
+                       {"down", sparse_backend_name(c.down)},
+                       {"candidates_ms", times}});
+    }
 #ifdef SPENSE_HAS_CUSPARSELT
     for (const auto& [key, c] : caches_->sparse_choices)
         out.push_back({{"backend", "cusparselt"}, {"shape", key.first.describe()}, {"bucket", key.second}, {"ms", c.ms},

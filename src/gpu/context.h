@@ -7,6 +7,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <vector>
 
 #include <cublasLt.h>
 #include <cuda_runtime.h>
@@ -48,13 +49,17 @@ public:
     PlanCaches& caches() { return *caches_; }
 
     // Median time of fn() in ms by CUDA events on `stream` over a few runs after a warm-up, each
-    // run from a cold L2 (a write over twice its size first): the cost measure of algorithm
+    // run from a cold, clean L2 (a read over twice its size first): the cost measure of algorithm
     // searches. In a decode step every weight streams from memory once; back-to-back runs would
     // let a weight under the L2 size (an attention projection, a Spense dense region) come from
-    // L2 and favour algorithms that lose in the step. (A read instead of the write, which leaves
-    // L2 clean, changed the choices for better at batch 32 and for worse at batch 1, where a
-    // Spense MLP's dense-region GEMMs run beside its 2:4 ones: bench/README.md.)
+    // L2 and favour algorithms that lose in the step. A write over L2 instead of the read leaves
+    // dirty lines whose write-back lands inside the timed run, which made the searches disagree
+    // with bench gemm's table (FP8 down at N = 16 on the H200: our kernel kept at 1.23x where
+    // cuSPARSELt took 1.36x; bench/README.md).
     double time_ms(const std::function<void()>& fn, cudaStream_t stream);
+    // The same for several candidates, timed in turn within each round so that drift between runs
+    // (clocks, the other process on the GPU) falls on all of them alike: the median of each.
+    std::vector<double> time_ms(const std::vector<std::function<void()>>& fns, cudaStream_t stream);
 
     struct Stats {
         int64_t searches = 0;       // (shape, bucket) pairs searched
@@ -75,7 +80,7 @@ private:
     std::unique_ptr<uint8_t[]> cusparselt_;  // storage of a cusparseLtHandle_t
     std::unique_ptr<PlanCaches> caches_;
     std::map<cudaStream_t, DeviceBuffer> workspaces_;
-    DeviceBuffer scratch_, l2_flush_;
+    DeviceBuffer scratch_, l2_flush_, l2_sink_;
     cudaStream_t side_ = nullptr;
     cudaEvent_t start_ = nullptr, stop_ = nullptr, forked_ = nullptr, joined_ = nullptr;
     Stats stats_;

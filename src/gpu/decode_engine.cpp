@@ -149,8 +149,8 @@ struct DecodeEngine::State {
     void allocate_activations() {
         const int64_t B = opt.batch, d = cfg.hidden;
         rows = B;
-        for (const Layer& l : layers) {
-            rows = std::max(rows, l.mlp->rows_for(B, stream).max());
+        for (Layer& l : layers) {
+            rows = std::max(rows, l.mlp->plan_for(B, stream).max_rows());
             mlp_width = std::max(mlp_width, l.mlp->layout().width());
         }
         const size_t e = gemm_dtype_bytes(opt.dtype);
@@ -322,12 +322,12 @@ void DecodeEngine::enqueue_step(unsigned parts) {
                                  B, rows, d, act, st);
         GpuSpenseMlp& mlp = *L.mlp;
         const SpenseMlpLayout& ml = mlp.layout();
-        const MlpRows mrows = mlp.rows_for(B, st);
-        if (gemms) mlp.gate_up(s.act.get(), s.h.as<bf16>(), B, mrows.gate_up, st);
+        const MlpPlan plan = mlp.plan_for(B, st);
+        if (gemms) mlp.gate_up(s.act.get(), s.h.as<bf16>(), B, plan.gate_up, st);
         const ScaledRows h{s.h.as<bf16>(), 2 * ml.width(), s.fp8_only(s.act_scale), mlp.gate_up_weight_scale(), nullptr};
         if (elementwise)
-            launch_swiglu_quantize(h, ml.swiglu(), B, mrows.down, s.act_out(s.z.get(), ml.width(), s.z_scale.as<float>()), st);
-        if (gemms) mlp.down_products(s.z.get(), s.y.as<bf16>(), s.y_dense.as<bf16>(), B, mrows.down, st);
+            launch_swiglu_quantize(h, ml.swiglu(), B, plan.down.rows, s.act_out(s.z.get(), ml.width(), s.z_scale.as<float>()), st);
+        if (gemms) mlp.down_products(s.z.get(), s.y.as<bf16>(), s.y_dense.as<bf16>(), B, plan.down, st);
         pending = {s.y.as<bf16>(), d, s.fp8_only(s.z_scale), mlp.down_weight_scale(), nullptr,
                    mlp.has_both_regions() ? s.y_dense.as<bf16>() : nullptr};
     }

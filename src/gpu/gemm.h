@@ -98,7 +98,7 @@ class NativeSparseGemm;
 // measured once and cached in the context: our own (native_sparse.h; any n) and cuSPARSELt's (n a
 // multiple of kRowGranule; m and k multiples of 32 for FP8, 16 for BF16). Owns the weight in both
 // kernels' formats (cuSPARSELt's only where the library is built in and takes the shape) until
-// keep_backend_for settles on one, halving its memory.
+// keep_backend settles on one, halving its memory.
 enum class SparseBackend : uint8_t { Native, CuSparseLt };
 const char* sparse_backend_name(SparseBackend b);
 
@@ -118,20 +118,17 @@ public:
 
     // Any n >= 1 (cuSPARSELt is eligible for multiples of kRowGranule only).
     void run(const void* x, void* y, int64_t n, cudaStream_t stream) const;
-    // The backend run() uses for n (searching both on first use of n's bucket), and one backend
-    // forced (benchmarks, tests; cuSPARSELt must be available and n a multiple of kRowGranule).
+    // The backend run() uses for n (searching both on first use of n's bucket: the faster alone),
+    // and one backend forced (the Spense MLP's plan, benchmarks, tests; cuSPARSELt must be
+    // available and n a multiple of kRowGranule).
     SparseBackend backend_for(int64_t n, cudaStream_t stream) const;
-    // The rows to run n tokens on: n itself (our kernel takes any n), or n rounded up to
-    // kRowGranule where cuSPARSELt is faster on those than our kernel on n (searched as above).
-    int64_t rows_for(int64_t n, cudaStream_t stream) const;
     void run_backend(SparseBackend b, const void* x, void* y, int64_t n, cudaStream_t stream) const;
     bool has_cusparselt() const { return compressed_.bytes() > 0; }
     bool has_native() const { return native_ != nullptr; }
     const NativeSparseGemm* native() const { return native_.get(); }
-    // Keeps only the format of the backend chosen for n (a serving engine knows its batch) and frees
-    // the other; every later run uses the kept backend (cuSPARSELt then needs n a multiple of
-    // kRowGranule for every call). Returns the kept backend.
-    SparseBackend keep_backend_for(int64_t n, cudaStream_t stream);
+    // Keeps only the format of backend b and frees the other (a serving engine knows its batch and
+    // so its backend); every later run uses b (cuSPARSELt then needs n a multiple of kRowGranule).
+    void keep_backend(SparseBackend b, cudaStream_t stream);
 
     const GemmShape& shape() const { return shape_; }
     // Bytes a run streams: the native layout, or cuSPARSELt's compressed weight when only that is

@@ -5,7 +5,9 @@
 
 #include <map>
 #include <memory>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include <cublasLt.h>
 
@@ -67,10 +69,26 @@ struct SparseBackendChoice {
     double native_ms = 0, cusparselt_ms = -1;  // -1: not available or not eligible
 };
 
+// A Spense MLP's 2:4 backends for a token bucket (GpuSpenseMlp::plan_for), chosen by timing the
+// MLP with each candidate pair; keyed by what the MLP's GEMMs and kernels depend on.
+struct MlpPlanKey {
+    GemmDType dtype = GemmDType::BF16;
+    int64_t hidden = 0, sparse_padded = 0, dense_padded = 0;
+    bool dynamic_scales = true;
+    int64_t bucket = 0;
+    auto operator<=>(const MlpPlanKey&) const = default;
+};
+
+struct MlpBackendChoice {
+    SparseBackend gate_up = SparseBackend::Native, down = SparseBackend::Native;
+    std::vector<std::pair<std::string, double>> candidates_ms;  // "gate_up native, down cusparselt" -> median ms
+};
+
 struct PlanCaches {
     std::map<PlanKey, DenseChoice> dense_choices;
     std::map<PlanKey, NativeChoice> native_choices;
     std::map<PlanKey, SparseBackendChoice> sparse_backends;
+    std::map<MlpPlanKey, MlpBackendChoice> mlp_backends;
     std::map<PlanKey, std::unique_ptr<DensePlan>> dense_plans;
 #ifdef SPENSE_HAS_CUSPARSELT
     std::map<PlanKey, SparseChoice> sparse_choices;

@@ -196,22 +196,17 @@ SparseGemm& SparseGemm::operator=(SparseGemm&&) noexcept = default;
 
 size_t SparseGemm::weight_bytes() const { return native_ ? native_->weight_bytes() : compressed_.bytes(); }
 
-SparseBackend SparseGemm::keep_backend_for(int64_t n, cudaStream_t stream) {
-    const SparseBackend b = backend_for(n, stream);
+void SparseGemm::keep_backend(SparseBackend b, cudaStream_t stream) {
+    SPENSE_CHECK(b == SparseBackend::Native ? has_native() : has_cusparselt(), "keep_backend: the ", sparse_backend_name(b),
+                 " format of ", shape_.describe(), " is not held");
     SPENSE_CUDA_CHECK(cudaStreamSynchronize(stream), "before freeing a 2:4 weight format of ", shape_.describe());
     if (b == SparseBackend::Native)
         compressed_ = DeviceBuffer();
     else
         native_.reset();
-    return b;
 }
 
-// The searches' times decide (single runs after L2 is written over: GpuContext::time_ms). Timing
-// the two winners again side by side from a clean L2, as bench gemm's table does, made that table's
-// chosen column follow its faster backend (FP8 down of Qwen3-32B at N = 16 on the H200: cuSPARSELt,
-// 1.38x against our 1.24x), but it moved batch-1 decode steps to cuSPARSELt on 16 padded rows (the
-// gate_up sparse region at 37.5% sparsity: 0.0357 against 0.0390 ms alone), and the batch-1 FP8
-// step went from 8.49 to 9.02 ms at 37.5% and from 9.20 to 9.65 ms at 25% (bench/README.md).
+// The searches' times decide (GpuContext::time_ms: medians from a clean, cold L2).
 SparseBackend SparseGemm::backend_for(int64_t n, cudaStream_t stream) const {
     if (!has_native()) return SparseBackend::CuSparseLt;
     if (!has_cusparselt() || n % kRowGranule != 0) return SparseBackend::Native;
@@ -228,17 +223,9 @@ SparseBackend SparseGemm::backend_for(int64_t n, cudaStream_t stream) const {
     return cache.emplace(key, c).first->second.backend;
 }
 
-int64_t SparseGemm::rows_for(int64_t n, cudaStream_t stream) const {
-    const int64_t padded = padded_rows(n);
-    if (!has_native()) return padded;
-    if (padded == n || !has_cusparselt() || backend_for(padded, stream) == SparseBackend::Native) return n;
-    const double cusparselt_ms = ctx_->caches().sparse_backends.at({shape_, token_bucket(padded)}).cusparselt_ms;
-    return native_->choice(n, stream).ms < cusparselt_ms ? n : padded;
-}
-
 void SparseGemm::run_backend(SparseBackend b, const void* x, void* y, int64_t n, cudaStream_t stream) const {
     if (b == SparseBackend::Native) {
-        SPENSE_CHECK(has_native(), "the native 2:4 format of ", shape_.describe(), " was freed (keep_backend_for kept cuSPARSELt's)");
+        SPENSE_CHECK(has_native(), "the native 2:4 format of ", shape_.describe(), " was freed (keep_backend kept cuSPARSELt's)");
         native_->run(x, y, n, nullptr, stream);
         return;
     }

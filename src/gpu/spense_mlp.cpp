@@ -2,11 +2,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <vector>
 
 #include "core/dtype.h"
 #include "gpu/check.h"
 #include "gpu/context.h"
+#include "gpu/plan_cache.h"
 #include "gpu/weight_encoding.h"
 
 namespace spense::gpu {
@@ -154,9 +156,73 @@ void GpuSpenseMlp::build(Regions&& r, cudaStream_t stream) {
 
 const float* GpuSpenseMlp::gate_up_column_scale() const { return gate_up_column_scale_.as<float>(); }
 
-MlpRows GpuSpenseMlp::rows_for(int64_t n, cudaStream_t stream) const {
-    if (!gate_up_sparse_) return {n, n};
-    return {gate_up_sparse_->rows_for(n, stream), down_sparse_->rows_for(n, stream)};
+MlpPlan GpuSpenseMlp::plan_for(int64_t n, cudaStream_t stream) {
+    SPENSE_CHECK(n >= 1, "GpuSpenseMlp::plan_for: ", n, " tokens");
+    if (!gate_up_sparse_) return {{n, SparseBackend::Native}, {n, SparseBackend::Native}};
+    const MlpPlanKey key{opt_.dtype, layout_.hidden, layout_.sparse_padded, layout_.dense_padded, opt_.dynamic_scales, token_bucket(n)};
+    auto& cache = ctx_->caches().mlp_backends;
+    auto it = cache.find(key);
+    if (it == cache.end()) it = cache.emplace(key, choose_backends(key.bucket, stream)).first;
+    return {sparse_run(n, it->second.gate_up), sparse_run(n, it->second.down)};
+}
+
+SparseRun GpuSpenseMlp::sparse_run(int64_t n, SparseBackend backend) {
+    return {backend == SparseBackend::CuSparseLt ? SparseGemm::padded_rows(n) : n, backend};
+}
+
+MlpBackendChoice GpuSpenseMlp::choose_backends(int64_t n, cudaStream_t stream) {
+    const auto backends = [](const SparseGemm& g) {
+        std::vector<SparseBackend> b;
+        if (g.has_native()) b.push_back(SparseBackend::Native);
+        if (g.has_cusparselt()) b.push_back(SparseBackend::CuSparseLt);
+        return b;
+    };
+    const std::vector<SparseBackend> gu = backends(*gate_up_sparse_), dn = backends(*down_sparse_);
+    MlpBackendChoice choice;
+    choice.gate_up = gu.front();
+    choice.down = dn.front();
+    if (gu.size() * dn.size() == 1) return choice;
+
+    // forward()'s workspace, y_ first holding a random x whose quantization also sets FP8's column factors.
+    const int64_t rows = SparseGemm::padded_rows(n), d = layout_.hidden;
+    reserve(rows);
+    DeviceBuffer y_dense(size_t(rows * d) * 2, "MLP output of the dense regions (backend choice)");
+    launch_random_activations(GemmDType::BF16, y_.get(), n * d, 1.0f, uint64_t(n), stream);
+    quantize(y_.as<bf16>(), xq_.get(), n, rows, stream);
+
+    std::vector<MlpPlan> plans;
+    std::vector<std::function<void()>> runs;
+    for (SparseBackend g : gu)
+        for (SparseBackend dw : dn) {
+            const MlpPlan p{sparse_run(n, g), sparse_run(n, dw)};
+            plans.push_back(p);
+            runs.push_back([this, p, n, stream, &y_dense] {
+                gate_up(xq_.get(), h_.as<bf16>(), n, p.gate_up, stream);
+                activate(h_.as<bf16>(), z_.get(), n, p.down.rows, stream);
+                down_products(z_.get(), y_.as<bf16>(), y_dense.as<bf16>(), n, p.down, stream);
+            });
+        }
+    // A pair that pads rows must beat the best one that does not by more than kPaddingMargin: these
+    // medians move by 1-2% between runs, and padding costs the step's other kernels too (the norm
+    // and the activation write the padded rows). At batch 1 (FP8, 37.5% sparsity, Qwen3-32B on
+    // the H200) cuSPARSELt's gate_up on 16 padded rows timed 2% faster in the MLP (0.0888 against
+    // 0.0907 ms) and the decode step took 2% longer with it (8.82 against 8.61 ms).
+    constexpr double kPaddingMargin = 0.03;
+    const std::vector<double> ms = ctx_->time_ms(runs, stream);
+    const auto pads = [&](size_t i) { return plans[i].max_rows() > n; };
+    size_t best = 0, best_unpadded = plans.size();
+    for (size_t i = 0; i < plans.size(); ++i) {
+        if (ms[i] < ms[best]) best = i;
+        if (!pads(i) && (best_unpadded == plans.size() || ms[i] < ms[best_unpadded])) best_unpadded = i;
+    }
+    if (pads(best) && best_unpadded < plans.size() && ms[best] > (1 - kPaddingMargin) * ms[best_unpadded]) best = best_unpadded;
+    choice.gate_up = plans[best].gate_up.backend;
+    choice.down = plans[best].down.backend;
+    for (size_t i = 0; i < plans.size(); ++i)
+        choice.candidates_ms.emplace_back(cat("gate_up ", sparse_backend_name(plans[i].gate_up.backend), ", down ",
+                                              sparse_backend_name(plans[i].down.backend)),
+                                          ms[i]);
+    return choice;
 }
 
 void GpuSpenseMlp::reserve(int64_t rows) {
@@ -195,14 +261,14 @@ void GpuSpenseMlp::quantize(const bf16* x, void* xq, int64_t n, int64_t rows, cu
 // beside the 2:4 GEMM (both regions of gate_up and of down) was measured and left out: in
 // interleaved runs on the H200, batch 1 FP8 1-3% faster (37.5%: 8.54 / 8.61 ms against 8.75 / 8.68),
 // batch 1 BF16 unchanged, batch 32 FP8 within the spread (37.5%: 9.67 / 9.89 against 9.65 / 9.77).
-void GpuSpenseMlp::gate_up(const void* xq, bf16* h, int64_t n, int64_t rows, cudaStream_t stream) {
+void GpuSpenseMlp::gate_up(const void* xq, bf16* h, int64_t n, const SparseRun& run, cudaStream_t stream) {
     if (!gate_up_sparse_ || !gate_up_dense_) {
-        if (gate_up_sparse_) gate_up_sparse_->run(xq, h, rows, stream);
+        if (gate_up_sparse_) gate_up_sparse_->run_backend(run.backend, xq, h, run.rows, stream);
         if (gate_up_dense_) gate_up_dense_->run(xq, h, n, stream);
         return;
     }
     gate_up_dense_->run(xq, h + 2 * layout_.sparse_padded, n, ctx_->fork(stream));
-    gate_up_sparse_->run(xq, h, rows, stream);
+    gate_up_sparse_->run_backend(run.backend, xq, h, run.rows, stream);
     ctx_->join(stream);
 }
 
@@ -223,8 +289,8 @@ void GpuSpenseMlp::activate(const bf16* h, void* z, int64_t n, int64_t rows, cud
     launch_swiglu_fp8(h, static_cast<uint8_t*>(z), n, rows, l, h_scale, opt_.dynamic_scales ? amax : nullptr, opt_.z_scale, t, stream);
 }
 
-void GpuSpenseMlp::down(const void* z, bf16* y, int64_t n, int64_t rows, cudaStream_t stream) {
-    if (down_sparse_) down_sparse_->run(z, y, rows, stream);
+void GpuSpenseMlp::down(const void* z, bf16* y, int64_t n, const SparseRun& run, cudaStream_t stream) {
+    if (down_sparse_) down_sparse_->run_backend(run.backend, z, y, run.rows, stream);
     if (down_dense_) down_dense_->run(dense_part(z), y, n, stream);
     // FP8: y holds the raw sum of both GEMMs; one factor per output channel makes it the value.
     if (opt_.dtype == GemmDType::FP8) launch_scale_columns(y, n, layout_.hidden, down_column_scale_.as<float>(), stream);
@@ -234,21 +300,21 @@ const void* GpuSpenseMlp::dense_part(const void* z) const {
     return static_cast<const uint8_t*>(z) + size_t(layout_.sparse_padded) * gemm_dtype_bytes(opt_.dtype);
 }
 
-void GpuSpenseMlp::down_products(const void* z, bf16* y, bf16* y_dense, int64_t n, int64_t rows, cudaStream_t stream) {
+void GpuSpenseMlp::down_products(const void* z, bf16* y, bf16* y_dense, int64_t n, const SparseRun& run, cudaStream_t stream) {
     if (!down_sparse_ || !down_dense_) {
-        if (down_sparse_) down_sparse_->run(z, y, rows, stream);
+        if (down_sparse_) down_sparse_->run_backend(run.backend, z, y, run.rows, stream);
         if (down_dense_) down_dense_->run(dense_part(z), y, n, stream);
         return;
     }
     down_dense_->run_overwrite(dense_part(z), y_dense, n, ctx_->fork(stream));
-    down_sparse_->run(z, y, rows, stream);
+    down_sparse_->run_backend(run.backend, z, y, run.rows, stream);
     ctx_->join(stream);
 }
 
 void GpuSpenseMlp::keep_sparse_backends_for(int64_t n, cudaStream_t stream) {
-    const MlpRows rows = rows_for(n, stream);
-    if (gate_up_sparse_) gate_up_sparse_->keep_backend_for(rows.gate_up, stream);
-    if (down_sparse_) down_sparse_->keep_backend_for(rows.down, stream);
+    const MlpPlan plan = plan_for(n, stream);
+    if (gate_up_sparse_) gate_up_sparse_->keep_backend(plan.gate_up.backend, stream);
+    if (down_sparse_) down_sparse_->keep_backend(plan.down.backend, stream);
 }
 
 size_t GpuSpenseMlp::weight_bytes() const {
@@ -260,17 +326,17 @@ size_t GpuSpenseMlp::weight_bytes() const {
 
 void GpuSpenseMlp::forward(const bf16* x, bf16* y, int64_t n, cudaStream_t stream) {
     SPENSE_CHECK(n >= 1, "GpuSpenseMlp::forward: ", n, " tokens");
-    const MlpRows rows = rows_for(n, stream);
-    reserve(rows.max());
+    const MlpPlan plan = plan_for(n, stream);
+    reserve(plan.max_rows());
     const void* in = x;
-    if (opt_.dtype == GemmDType::FP8 || rows.gate_up != n) {
-        quantize(x, xq_.get(), n, rows.gate_up, stream);
+    if (opt_.dtype == GemmDType::FP8 || plan.gate_up.rows != n) {
+        quantize(x, xq_.get(), n, plan.gate_up.rows, stream);
         in = xq_.get();
     }
-    gate_up(in, h_.as<bf16>(), n, rows.gate_up, stream);
-    activate(h_.as<bf16>(), z_.get(), n, rows.down, stream);
-    bf16* out = rows.down == n ? y : y_.as<bf16>();
-    down(z_.get(), out, n, rows.down, stream);
+    gate_up(in, h_.as<bf16>(), n, plan.gate_up, stream);
+    activate(h_.as<bf16>(), z_.get(), n, plan.down.rows, stream);
+    bf16* out = plan.down.rows == n ? y : y_.as<bf16>();
+    down(z_.get(), out, n, plan.down, stream);
     if (out != y)
         SPENSE_CUDA_CHECK(cudaMemcpyAsync(y, out, size_t(n * layout_.hidden) * 2, cudaMemcpyDeviceToDevice, stream), "MLP output, ", n,
                           " tokens");
@@ -283,23 +349,24 @@ std::pair<float, float> GpuSpenseMlp::last_scales(cudaStream_t stream) const {
     return {v[2], v[3]};
 }
 
-GpuSpenseMlp::Traffic GpuSpenseMlp::traffic(int64_t n, MlpRows r) const {
+GpuSpenseMlp::Traffic GpuSpenseMlp::traffic(int64_t n, const MlpPlan& plan) const {
+    const int64_t rows_gu = plan.gate_up.rows, rows_dn = plan.down.rows;
     const int64_t d = layout_.hidden, sp = layout_.sparse_padded, kp = layout_.dense_padded, f = layout_.width();
     const double e = double(gemm_dtype_bytes(opt_.dtype));
     const bool fp8 = opt_.dtype == GemmDType::FP8;
     const double passes = fp8 && opt_.dynamic_scales ? 2 : 1;  // dynamic scaling reads its input once more for the amax
     Traffic t;
     if (fp8)
-        t.quantize = passes * double(n * d) * 2 + double(r.gate_up * d) * e;
-    else if (r.gate_up != n)
-        t.quantize = double(n * d) * 2 + double(r.gate_up * d) * 2;
-    if (gate_up_sparse_) t.gate_up += double(gate_up_sparse_->weight_bytes()) + double(r.gate_up * d) * e + double(r.gate_up * 2 * sp) * 2;
+        t.quantize = passes * double(n * d) * 2 + double(rows_gu * d) * e;
+    else if (rows_gu != n)
+        t.quantize = double(n * d) * 2 + double(rows_gu * d) * 2;
+    if (gate_up_sparse_) t.gate_up += double(gate_up_sparse_->weight_bytes()) + double(rows_gu * d) * e + double(rows_gu * 2 * sp) * 2;
     if (gate_up_dense_) t.gate_up += double(gate_up_dense_->weight_bytes()) + double(n * d) * e + double(n * 2 * kp) * 2;
-    t.activate = passes * double(n * 2 * f) * 2 + double(r.down * f) * e;
-    if (down_sparse_) t.down += double(down_sparse_->weight_bytes()) + double(r.down * sp) * e + double(r.down * d) * 2;
+    t.activate = passes * double(n * 2 * f) * 2 + double(rows_dn * f) * e;
+    if (down_sparse_) t.down += double(down_sparse_->weight_bytes()) + double(rows_dn * sp) * e + double(rows_dn * d) * 2;
     if (down_dense_) t.down += double(down_dense_->weight_bytes()) + double(n * kp) * e + double(n * d) * 2 * (down_sparse_ ? 2 : 1);
     if (fp8) t.down += double(n * d) * 2 * 2;  // the column scaling of y
-    t.forward = t.quantize + t.gate_up + t.activate + t.down + (r.down != n ? double(n * d) * 2 * 2 : 0.0);
+    t.forward = t.quantize + t.gate_up + t.activate + t.down + (rows_dn != n ? double(n * d) * 2 * 2 : 0.0);
     return t;
 }
 

@@ -15,7 +15,7 @@
 // sparse and the dense GEMM of the input-split sum to one raw result that a single factor scales.
 //
 // The operators, on activations of which the first n tokens are real and the rest, up to the
-// rows of the 2:4 GEMM that reads them (MlpRows: n, or n rounded up to 16, cuSPARSELt's granule,
+// rows of the 2:4 GEMM that reads them (MlpPlan: n, or n rounded up to 16, cuSPARSELt's granule,
 // each GEMM its own), are zero:
 //   quantize  x [n, d] BF16 -> xq [r_gu, d]: FP8 e4m3(x / s_x) with one per-tensor scale s_x
 //             (dynamic: amax(x) / 448 computed on the GPU; static: given); BF16 a padded copy.
@@ -50,6 +50,7 @@
 namespace spense::gpu {
 
 class GpuContext;
+struct MlpBackendChoice;  // plan_cache.h
 
 struct GpuMlpOptions {
     GemmDType dtype = GemmDType::BF16;
@@ -80,10 +81,17 @@ struct SpenseMlpLayout {
     }
 };
 
-// The token rows of the MLP's two 2:4 GEMMs (both n without a 2:4 region).
-struct MlpRows {
-    int64_t gate_up = 0, down = 0;
-    int64_t max() const { return gate_up > down ? gate_up : down; }
+// How one 2:4 GEMM of the MLP runs n tokens: `backend` on `rows` token rows, n or n rounded up to
+// SparseGemm::kRowGranule (cuSPARSELt's granule; the rows past n are zero).
+struct SparseRun {
+    int64_t rows = 0;
+    SparseBackend backend = SparseBackend::Native;
+};
+
+// The MLP's two 2:4 GEMMs for n tokens (n rows, unused, where the MLP has no 2:4 region).
+struct MlpPlan {
+    SparseRun gate_up, down;
+    int64_t max_rows() const { return gate_up.rows > down.rows ? gate_up.rows : down.rows; }
 };
 
 class GpuSpenseMlp {
@@ -96,34 +104,37 @@ public:
                                cudaStream_t stream);
 
     const SpenseMlpLayout& layout() const { return layout_; }
-    // The rows each 2:4 GEMM runs n tokens on (its input padded with zero rows): n, or n rounded up
-    // to SparseGemm::kRowGranule where cuSPARSELt on those is faster (SparseGemm::rows_for), each
-    // GEMM its own. (Both took the padding when either wanted it; at batch 1 in FP8 the searches
-    // have given gate_up 16 rows on cuSPARSELt and down 1 on our kernel, whose Qwen3-32B down takes
-    // 0.027 ms on 1 row and 0.032 on 16 on the H200.) Searches on first use of n's token bucket:
-    // call it once outside a stream capture.
-    MlpRows rows_for(int64_t n, cudaStream_t stream) const;
+    // How each 2:4 GEMM runs n tokens: our kernel on n rows or cuSPARSELt on n padded to 16, each
+    // GEMM its own. Chosen per token bucket by timing the MLP as a decode step runs it (gate_up's
+    // two regions side by side, the activation, down_products) with each pair of candidates, in
+    // turn from a clean L2 (GpuContext::time_ms), and cached in the context for every MLP of the
+    // same shape. Timed apart, a 2:4 GEMM's choice did not hold beside the dense region's GEMM: at
+    // batch 1 (FP8, 37.5% sparsity, Qwen3-32B on the H200) gate_up's 2:4 region timed faster alone
+    // on cuSPARSELt with 16 padded rows (0.0357 against 0.0390 ms) and the step got slower with it
+    // (8.49 -> 9.02 ms; bench/README.md). Searches on first use of n's bucket: call it once outside
+    // a stream capture.
+    MlpPlan plan_for(int64_t n, cudaStream_t stream);
 
     // y = mlp(x) for x, y [n, d] BF16 row-major on the device, any n >= 1. Uses workspace owned by
     // this MLP, grown on demand.
     void forward(const bf16* x, bf16* y, int64_t n, cudaStream_t stream);
 
-    // The operators (see the top of this file); rows: rows_for(n, stream).gate_up for quantize and
-    // gate_up, .down for activate and down.
+    // The operators (see the top of this file), for plan = plan_for(n, stream): quantize pads to
+    // plan.gate_up.rows, activate to plan.down.rows.
     void quantize(const bf16* x, void* xq, int64_t n, int64_t rows, cudaStream_t stream);
-    void gate_up(const void* xq, bf16* h, int64_t n, int64_t rows, cudaStream_t stream);
+    void gate_up(const void* xq, bf16* h, int64_t n, const SparseRun& run, cudaStream_t stream);
     void activate(const bf16* h, void* z, int64_t n, int64_t rows, cudaStream_t stream);
-    void down(const void* z, bf16* y, int64_t n, int64_t rows, cudaStream_t stream);
+    void down(const void* z, bf16* y, int64_t n, const SparseRun& run, cudaStream_t stream);
     // down without its FP8 scaling pass, its two GEMMs run concurrently: y holds the raw products
     // of the sparse region and y_dense [n, d] those of the dense region (untouched where the layout
     // has only one region: y then holds all); the decode engine adds the two and applies
     // down_weight_scale() times its own per-token activation scales where it reads them.
-    void down_products(const void* z, bf16* y, bf16* y_dense, int64_t n, int64_t rows, cudaStream_t stream);
+    void down_products(const void* z, bf16* y, bf16* y_dense, int64_t n, const SparseRun& run, cudaStream_t stream);
     // Whether down_products writes y_dense: the layout has both regions.
     bool has_both_regions() const { return down_sparse_ && down_dense_; }
 
-    // A serving engine that runs n tokens per call keeps only the 2:4 format its sparse GEMMs
-    // choose for rows_for(n, stream) (SparseGemm::keep_backend_for), halving their memory.
+    // A serving engine that runs n tokens per call keeps only the 2:4 format of the backends
+    // plan_for(n, stream) chose (SparseGemm::keep_backend), halving their memory.
     void keep_sparse_backends_for(int64_t n, cudaStream_t stream);
 
     // FP8: the activation scales (s_x, s_z) the last quantize and activate used (synchronizes).
@@ -149,13 +160,16 @@ public:
     struct Traffic {
         double quantize = 0, gate_up = 0, activate = 0, down = 0, forward = 0;
     };
-    Traffic traffic(int64_t n, MlpRows rows) const;  // rows = rows_for(n, .)
+    Traffic traffic(int64_t n, const MlpPlan& plan) const;  // plan = plan_for(n, .)
 
 private:
     GpuSpenseMlp(GpuContext& ctx, SpenseMlpLayout layout, GpuMlpOptions opt) : ctx_(&ctx), layout_(layout), opt_(opt) {}
     struct Regions;  // the four weights before the GEMMs take them
     void build(Regions&& r, cudaStream_t stream);
     void reserve(int64_t rows);  // workspace of forward()
+    static SparseRun sparse_run(int64_t n, SparseBackend backend);
+    // Times the MLP on n tokens with each pair of backends its 2:4 GEMMs hold (plan_for).
+    MlpBackendChoice choose_backends(int64_t n, cudaStream_t stream);
 
     // The dense region's columns of an intermediate activation z [rows, s_p + k_p].
     const void* dense_part(const void* z) const;
@@ -165,7 +179,7 @@ private:
     GpuMlpOptions opt_;
     std::optional<SparseGemm> gate_up_sparse_, down_sparse_;
     std::optional<DenseGemm> gate_up_dense_, down_dense_;
-    DeviceBuffer xq_, h_, z_, y_;  // forward()'s activations, for capacity_ rows
+    DeviceBuffer xq_, h_, z_, y_;  // forward()'s activations (and choose_backends'), for capacity_ rows
     DeviceBuffer scalars_;         // amax bits of x and z, then s_x and s_z
     // FP8: weight scales per output channel, and those times the activation scale (per call).
     DeviceBuffer gate_up_w_scale_, down_w_scale_, gate_up_column_scale_, down_column_scale_;
