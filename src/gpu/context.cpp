@@ -186,8 +186,8 @@ nlohmann::json GpuContext::describe() const {
 nlohmann::json GpuContext::plan_report() const {
     nlohmann::json out = nlohmann::json::array();
     for (const auto& [key, c] : caches_->dense_choices)
-        out.push_back({{"backend", "cublaslt"}, {"shape", key.first.describe()}, {"bucket", key.second}, {"ms", c.ms},
-                       {"candidates", c.candidates}, {"heuristic_rank", c.rank}});
+        out.push_back({{"backend", "cublaslt"}, {"shape", key.first.describe()}, {"bucket", key.second}, {"ms", c.algo().ms},
+                       {"candidates", c.timed.size()}, {"heuristic_rank", c.algo().rank}, {"fastest_alone", c.chosen == 0}});
     for (const auto& [key, c] : caches_->native_choices)
         out.push_back({{"backend", "native"}, {"shape", key.first.describe()}, {"bucket", key.second}, {"ms", c.ms},
                        {"candidates", c.candidates}, {"kernel", native_kernel_name(c.config.kernel)}, {"split_k", c.config.splits}});

@@ -1,10 +1,13 @@
 #include "gpu/decode_engine.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <map>
 #include <optional>
+#include <string>
 
 #include "core/error.h"
 #include "gpu/check.h"
@@ -356,12 +359,93 @@ void DecodeEngine::step() {
     }
     if (s.steps++ == 0) {
         // Eager: the GEMMs search their algorithms here; then each 2:4 weight keeps only the format
-        // of the backend chosen for this batch.
+        // of the backend chosen for this batch, and where the dense regions' algorithms are tuned
+        // on whole steps, this step runs again from its own tokens and lengths.
+        std::vector<int32_t> before = s.host_lengths;
+        for (int32_t& len : before) --len;
+        DeviceBuffer tokens(s.tokens.bytes(), "the first step's tokens");
+        SPENSE_CUDA_CHECK(cudaMemcpyAsync(tokens.get(), s.tokens.get(), tokens.bytes(), cudaMemcpyDeviceToDevice, s.stream));
         enqueue_step(kAllParts);
         for (Layer& l : s.layers) l.mlp->keep_sparse_backends_for(s.opt.batch, s.stream);
-        return;
+        if (!tune_dense_regions(before)) return;
+        SPENSE_CUDA_CHECK(cudaMemcpyAsync(s.tokens.get(), tokens.get(), tokens.bytes(), cudaMemcpyDeviceToDevice, s.stream));
+        set_lengths(before);
+        for (int32_t& len : s.host_lengths) ++len;
     }
     launch_graph(kAllParts);
+}
+
+// A Spense MLP's dense regions run beside its 2:4 GEMMs (spense_mlp.h), where the algorithm that
+// cuBLASLt's search timed fastest alone can lose: Qwen3-32B at batch 1 in BF16 with 37.5% sparse
+// MLPs took 14.7-14.9 ms a step on the H200 when the search had picked the gate_up region's
+// heuristic answer 0 or 7 and 13.7-14.3 ms with answer 3, which it picks as often (the three within
+// 1.2% alone), and timing the MLP with each beside its 2:4 GEMM, eagerly, did not tell them apart
+// (bench/README.md). So whole steps decide: for gate_up's region, then down's, each of the
+// kCandidates fastest alone in every layer at once, by the median of kSteps replayed steps, all
+// from `lengths` (they write the cache only where the next step from there writes). Returns
+// whether it ran steps (the engine has MLPs with both regions).
+bool DecodeEngine::tune_dense_regions(const std::vector<int32_t>& lengths) {
+    constexpr int kCandidates = 4, kSteps = 7;
+    State& s = *s_;
+    const int64_t B = s.opt.batch;
+    const auto dense_of = [](const GpuSpenseMlp& m, bool gate_up) { return gate_up ? m.gate_up_dense() : m.down_dense(); };
+    if (std::none_of(s.layers.begin(), s.layers.end(), [](const Layer& l) { return l.mlp->has_both_regions(); })) return false;
+    const auto t0 = std::chrono::steady_clock::now();
+    cudaEvent_t e0, e1;
+    SPENSE_CUDA_CHECK(cudaEventCreate(&e0));
+    SPENSE_CUDA_CHECK(cudaEventCreate(&e1));
+    const auto time_step = [&] {
+        set_lengths(lengths);
+        SPENSE_CUDA_CHECK(cudaEventRecord(e0, s.stream));
+        launch_graph(kAllParts);
+        SPENSE_CUDA_CHECK(cudaEventRecord(e1, s.stream));
+        SPENSE_CUDA_CHECK(cudaEventSynchronize(e1), "tuning the decode step");
+        float ms = 0;
+        SPENSE_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+        return double(ms);
+    };
+    const auto prefer = [&](bool gate_up, int candidate) {
+        for (const Layer& l : s.layers)
+            if (l.mlp->has_both_regions()) {
+                const DenseGemm* g = dense_of(*l.mlp, gate_up);
+                g->prefer(std::min(candidate, g->candidates(B, !gate_up, s.stream) - 1), B, !gate_up, s.stream);
+            }
+        drop_graphs();
+    };
+    std::string chosen;
+    for (bool gate_up : {true, false}) {
+        int count = 0;
+        for (const Layer& l : s.layers)
+            if (l.mlp->has_both_regions()) count = std::max(count, dense_of(*l.mlp, gate_up)->candidates(B, !gate_up, s.stream));
+        count = std::min(count, kCandidates);
+        std::vector<double> median(static_cast<size_t>(count));
+        for (int i = 0; i < count; ++i) {
+            prefer(gate_up, i);
+            time_step();  // captures the graph
+            std::vector<double> t(kSteps);
+            for (double& v : t) v = time_step();
+            std::nth_element(t.begin(), t.begin() + kSteps / 2, t.end());
+            median[size_t(i)] = t[kSteps / 2];
+        }
+        const int best = int(std::min_element(median.begin(), median.end()) - median.begin());
+        prefer(gate_up, best);
+        char part[96];
+        std::snprintf(part, sizeof part, "%s%s #%d (%.3f ms a step)", chosen.empty() ? "" : ", ", gate_up ? "gate_up" : "down", best + 1,
+                      median[size_t(best)]);
+        chosen += part;
+    }
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    std::fprintf(stderr, "decode: the dense regions' cuBLASLt algorithms by whole steps (of the %d fastest alone): %s; %.1f s\n",
+                 kCandidates, chosen.c_str(), std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    return true;
+}
+
+void DecodeEngine::drop_graphs() {
+    State& s = *s_;
+    SPENSE_CUDA_CHECK(cudaStreamSynchronize(s.stream), "before dropping the decode graphs");
+    for (auto& [parts, exec] : s.graphs) cudaGraphExecDestroy(exec);
+    s.graphs.clear();
 }
 
 void DecodeEngine::step_parts(unsigned parts) {

@@ -16,8 +16,9 @@
 //
 // Every step after the first replays one CUDA graph captured from the second step (the first runs
 // eagerly so that the GEMMs search their algorithms outside the capture, after which every 2:4
-// weight keeps only the format its chosen kernel reads). The step reads tokens
-// and per-sequence lengths from device memory, so the same graph serves every position.
+// weight keeps only the format its chosen kernel reads, and the Spense MLPs' dense regions take
+// the cuBLASLt algorithm that makes the whole step fastest: tune_dense_regions). The step reads
+// tokens and per-sequence lengths from device memory, so the same graph serves every position.
 #pragma once
 
 #include <cstdint>
@@ -94,6 +95,8 @@ private:
     explicit DecodeEngine(std::unique_ptr<State> s);
     void enqueue_step(unsigned parts);
     void launch_graph(unsigned parts);
+    void drop_graphs();
+    bool tune_dense_regions(const std::vector<int32_t>& lengths);
     std::unique_ptr<State> s_;
 };
 

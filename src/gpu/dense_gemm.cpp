@@ -1,5 +1,7 @@
 // DenseGemm: cuBLASLt, "TN" (gemm.h), FP32 compute.
 #include <algorithm>
+#include <functional>
+#include <map>
 #include <vector>
 
 #include "gpu/check.h"
@@ -72,36 +74,33 @@ DenseChoice search(GpuContext& ctx, const GemmShape& s, int64_t bucket, const vo
     void *x = search.x(), *y = search.y();
     auto p = make_descriptors(s, bucket);
     const auto results = heuristic(ctx, *p, s, bucket);
+    std::vector<std::function<void()>> runs;
+    for (const auto& r : results) runs.push_back([&] { matmul(ctx, *p, r.algo, r.workspaceSize, s, bucket, w, x, y, stream); });
+    const std::vector<double> ms = ctx.time_ms(runs, stream);
+    DenseChoice c;
+    for (size_t i = 0; i < results.size(); ++i) c.timed.push_back({results[i].algo, results[i].workspaceSize, ms[i], int(i)});
+    std::stable_sort(c.timed.begin(), c.timed.end(), [](const DenseCandidate& a, const DenseCandidate& b) { return a.ms < b.ms; });
+    return c;
+}
 
-    DenseChoice best;
-    best.ms = -1;
-    for (size_t i = 0; i < results.size(); ++i) {
-        const auto& r = results[i];
-        const double ms = ctx.time_ms([&] { matmul(ctx, *p, r.algo, r.workspaceSize, s, bucket, w, x, y, stream); }, stream);
-        if (best.ms < 0 || ms < best.ms) {
-            best.algo = r.algo;
-            best.ms = ms;
-            best.rank = int(i);
-        }
-    }
-    best.candidates = int(results.size());
-    return best;
+DenseChoice& choice_for(GpuContext& ctx, const GemmShape& s, int64_t n, const void* w, cudaStream_t stream) {
+    const PlanKey bucket{s, token_bucket(n)};
+    auto& choices = ctx.caches().dense_choices;
+    auto it = choices.find(bucket);
+    if (it == choices.end()) it = choices.emplace(bucket, search(ctx, s, bucket.second, w, stream)).first;
+    return it->second;
 }
 
 const DensePlan& plan_for(GpuContext& ctx, const GemmShape& s, int64_t n, const void* w, cudaStream_t stream) {
     auto& caches = ctx.caches();
     if (auto it = caches.dense_plans.find({s, n}); it != caches.dense_plans.end()) return *it->second;
-    const PlanKey bucket{s, token_bucket(n)};
-    auto choice = caches.dense_choices.find(bucket);
-    if (choice == caches.dense_choices.end())
-        choice = caches.dense_choices.emplace(bucket, search(ctx, s, bucket.second, w, stream)).first;
+    const DenseCandidate& chosen = choice_for(ctx, s, n, w, stream).algo();
     auto p = make_descriptors(s, n);
     // The bucket's algorithm serves every n in it where cuBLASLt accepts it; else the heuristic's first.
     cublasLtMatmulHeuristicResult_t check{};
-    if (cublasLtMatmulAlgoCheck(ctx.cublaslt(), p->desc, p->a, p->b, p->c, p->c, &choice->second.algo, &check) ==
-            CUBLAS_STATUS_SUCCESS &&
+    if (cublasLtMatmulAlgoCheck(ctx.cublaslt(), p->desc, p->a, p->b, p->c, p->c, &chosen.algo, &check) == CUBLAS_STATUS_SUCCESS &&
         check.workspaceSize <= kWorkspace) {
-        p->algo = choice->second.algo;
+        p->algo = chosen.algo;
         p->workspace = check.workspaceSize;
     } else {
         const auto first = heuristic(ctx, *p, s, n).front();
@@ -129,10 +128,30 @@ DenseGemm::DenseGemm(GpuContext& ctx, GemmShape shape, DeviceBuffer weight) : ct
 
 void DenseGemm::run(const void* x, void* y, int64_t n, cudaStream_t stream) const { run_as(shape_, x, y, n, stream); }
 
-void DenseGemm::run_overwrite(const void* x, void* y, int64_t n, cudaStream_t stream) const {
+void DenseGemm::run_overwrite(const void* x, void* y, int64_t n, cudaStream_t stream) const { run_as(shape_as(true), x, y, n, stream); }
+
+GemmShape DenseGemm::shape_as(bool overwrite) const {
     GemmShape s = shape_;
-    s.accumulate = false;
-    run_as(s, x, y, n, stream);
+    if (overwrite) s.accumulate = false;
+    return s;
+}
+
+int DenseGemm::candidates(int64_t n, bool overwrite, cudaStream_t stream) const {
+    return int(choice_for(*ctx_, shape_as(overwrite), n, weight_.get(), stream).timed.size());
+}
+
+void DenseGemm::prefer(int candidate, int64_t n, bool overwrite, cudaStream_t stream) const {
+    const GemmShape s = shape_as(overwrite);
+    DenseChoice& c = choice_for(*ctx_, s, n, weight_.get(), stream);
+    SPENSE_CHECK(candidate >= 0 && size_t(candidate) < c.timed.size(), "DenseGemm::prefer: candidate ", candidate, " of ", c.timed.size(),
+                 " for ", s.describe());
+    if (c.chosen == size_t(candidate)) return;
+    c.chosen = size_t(candidate);
+    // The bucket's plans take the new algorithm when next built, n's now (cuBLASLt reads a plan's
+    // descriptors when a GEMM is enqueued, so work already queued is unaffected).
+    const int64_t bucket = token_bucket(n);
+    std::erase_if(ctx_->caches().dense_plans, [&](const auto& kv) { return kv.first.first == s && token_bucket(kv.first.second) == bucket; });
+    plan_for(*ctx_, s, n, weight_.get(), stream);
 }
 
 void DenseGemm::run_as(const GemmShape& s, const void* x, void* y, int64_t n, cudaStream_t stream) const {

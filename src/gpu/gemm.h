@@ -81,10 +81,20 @@ public:
     // so that it can run beside the sparse region's (the reader adds the two).
     void run_overwrite(const void* x, void* y, int64_t n, cudaStream_t stream) const;
 
+    // Choosing the algorithm in context (the decode engine times whole steps with each candidate
+    // of its Spense MLPs' dense regions, which run beside their 2:4 GEMMs): how many candidates the
+    // search timed alone for n's token bucket (searching on first use; candidate 0 is the fastest
+    // alone, the one runs use until told otherwise), and making candidate i the bucket's algorithm
+    // for every later run of this shape (overwrite: of the shape run_overwrite runs), on every
+    // DenseGemm of the shape on the context.
+    int candidates(int64_t n, bool overwrite, cudaStream_t stream) const;
+    void prefer(int candidate, int64_t n, bool overwrite, cudaStream_t stream) const;
+
     const GemmShape& shape() const { return shape_; }
     size_t weight_bytes() const { return weight_.bytes(); }
 
 private:
+    GemmShape shape_as(bool overwrite) const;
     void run_as(const GemmShape& s, const void* x, void* y, int64_t n, cudaStream_t stream) const;
 
     GpuContext* ctx_;

@@ -22,11 +22,17 @@ namespace spense::gpu {
 
 using PlanKey = std::pair<GemmShape, int64_t>;  // (shape, n or token bucket)
 
-struct DenseChoice {
+struct DenseCandidate {
     cublasLtMatmulAlgo_t algo{};
-    double ms = 0;       // searched time at the bucket's size
-    int candidates = 0;  // heuristic candidates timed
-    int rank = 0;        // the winner's rank in cuBLASLt's heuristic order
+    size_t workspace = 0;  // at the bucket's size
+    double ms = 0;         // alone, at the bucket's size
+    int rank = 0;          // in cuBLASLt's heuristic order
+};
+
+struct DenseChoice {
+    std::vector<DenseCandidate> timed;  // every heuristic candidate, fastest alone first
+    size_t chosen = 0;                  // the one runs use: the fastest alone, or DenseGemm::prefer's
+    const DenseCandidate& algo() const { return timed[chosen]; }
 };
 
 struct DensePlan {
