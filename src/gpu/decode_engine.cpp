@@ -116,8 +116,12 @@ struct DecodeEngine::State {
     std::map<unsigned, cudaGraphExec_t> graphs;  // by the parts of a step they hold (kAllParts: the step)
 
     ~State() {
-        for (auto& [parts, exec] : graphs) cudaGraphExecDestroy(exec);
+        drop_graphs();
         if (stream) cudaStreamDestroy(stream);
+    }
+    void drop_graphs() {
+        for (auto& [parts, exec] : graphs) cudaGraphExecDestroy(exec);
+        graphs.clear();
     }
 
     int64_t qkv_width() const { return (cfg.n_heads + 2 * cfg.n_kv_heads) * cfg.head_dim; }
@@ -410,7 +414,8 @@ bool DecodeEngine::tune_dense_regions(const std::vector<int32_t>& lengths) {
                 const DenseGemm* g = dense_of(*l.mlp, gate_up);
                 g->prefer(std::min(candidate, g->candidates(B, !gate_up, s.stream) - 1), B, !gate_up, s.stream);
             }
-        drop_graphs();
+        SPENSE_CUDA_CHECK(cudaStreamSynchronize(s.stream), "before dropping the decode graphs");
+        s.drop_graphs();
     };
     std::string chosen;
     for (bool gate_up : {true, false}) {
@@ -439,13 +444,6 @@ bool DecodeEngine::tune_dense_regions(const std::vector<int32_t>& lengths) {
     std::fprintf(stderr, "decode: the dense regions' cuBLASLt algorithms by whole steps (of the %d fastest alone): %s; %.1f s\n",
                  kCandidates, chosen.c_str(), std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     return true;
-}
-
-void DecodeEngine::drop_graphs() {
-    State& s = *s_;
-    SPENSE_CUDA_CHECK(cudaStreamSynchronize(s.stream), "before dropping the decode graphs");
-    for (auto& [parts, exec] : s.graphs) cudaGraphExecDestroy(exec);
-    s.graphs.clear();
 }
 
 void DecodeEngine::step_parts(unsigned parts) {

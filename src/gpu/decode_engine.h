@@ -95,7 +95,6 @@ private:
     explicit DecodeEngine(std::unique_ptr<State> s);
     void enqueue_step(unsigned parts);
     void launch_graph(unsigned parts);
-    void drop_graphs();
     bool tune_dense_regions(const std::vector<int32_t>& lengths);
     std::unique_ptr<State> s_;
 };

@@ -78,7 +78,7 @@ DenseChoice search(GpuContext& ctx, const GemmShape& s, int64_t bucket, const vo
     for (const auto& r : results) runs.push_back([&] { matmul(ctx, *p, r.algo, r.workspaceSize, s, bucket, w, x, y, stream); });
     const std::vector<double> ms = ctx.time_ms(runs, stream);
     DenseChoice c;
-    for (size_t i = 0; i < results.size(); ++i) c.timed.push_back({results[i].algo, results[i].workspaceSize, ms[i], int(i)});
+    for (size_t i = 0; i < results.size(); ++i) c.timed.push_back({results[i].algo, ms[i], int(i)});
     std::stable_sort(c.timed.begin(), c.timed.end(), [](const DenseCandidate& a, const DenseCandidate& b) { return a.ms < b.ms; });
     return c;
 }

@@ -24,9 +24,8 @@ using PlanKey = std::pair<GemmShape, int64_t>;  // (shape, n or token bucket)
 
 struct DenseCandidate {
     cublasLtMatmulAlgo_t algo{};
-    size_t workspace = 0;  // at the bucket's size
-    double ms = 0;         // alone, at the bucket's size
-    int rank = 0;          // in cuBLASLt's heuristic order
+    double ms = 0;  // alone, at the bucket's size
+    int rank = 0;   // in cuBLASLt's heuristic order
 };
 
 struct DenseChoice {
