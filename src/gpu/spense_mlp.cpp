@@ -256,11 +256,11 @@ void GpuSpenseMlp::quantize(const bf16* x, void* xq, int64_t n, int64_t rows, cu
 // The regions' GEMMs of gate_up write disjoint columns of h, so they run side by side: at decode
 // sizes each alone leaves SMs idle and pays its own ramp and tail. (In turn instead, on one stream,
 // Qwen3-32B's decode step on the H200 was slower: batch 32 FP8 at context 0 10.16 -> 10.69 ms at
-// 25% sparsity, 9.82 -> 10.36 at 37.5%; batch 1 FP8 at 37.5% 8.56 -> 9.32.) Each region's
-// algorithm is searched alone. Choosing the dense region's instead by timing each cuBLASLt candidate
-// beside the 2:4 GEMM (both regions of gate_up and of down) was measured and left out: in
-// interleaved runs on the H200, batch 1 FP8 1-3% faster (37.5%: 8.54 / 8.61 ms against 8.75 / 8.68),
-// batch 1 BF16 unchanged, batch 32 FP8 within the spread (37.5%: 9.67 / 9.89 against 9.65 / 9.77).
+// 25% sparsity, 9.82 -> 10.36 at 37.5%; batch 1 FP8 at 37.5% 8.56 -> 9.32.) The 2:4 region's
+// backend is chosen beside the dense one (plan_for); the dense region's cuBLASLt algorithm is
+// searched alone, and the decode engine picks among the fastest alone by timing whole steps
+// (DecodeEngine::tune_dense_regions): timed beside the 2:4 GEMM in the MLP alone, the candidates
+// could not be told apart (bench/README.md).
 void GpuSpenseMlp::gate_up(const void* xq, bf16* h, int64_t n, const SparseRun& run, cudaStream_t stream) {
     if (!gate_up_sparse_ || !gate_up_dense_) {
         if (gate_up_sparse_) gate_up_sparse_->run_backend(run.backend, xq, h, run.rows, stream);
