@@ -1,10 +1,14 @@
-// Flash-decoding attention (src/gpu/decode_attention.h) against a plain CPU reference in double:
-// head dims 8 to 256, groups of 1, 2, 3, 8 and 20 heads, batches 1 to 32, per-sequence lengths
-// including 1, max_ctx and values off the chunk grid, sliding windows, forced small chunks; BF16
-// output within 1e-2 and FP8 output (decoded with its row scale) within e4m3's rounding of each
-// head's largest value. Cache positions the kernel must not read (past len, before the window) hold
-// NaN, and outputs are NaN-poisoned first, so a stray read or a missed write shows. One test replays
-// a captured CUDA graph with new lengths. GPU tests skip themselves where no CUDA device is present.
+// The decode attention kernel (src/gpu/decode_attention.h) against a plain CPU reference in
+// double: head dims 8 to 256, groups of 1, 2, 3, 8 and 20 heads, batches 1 to 32, per-sequence
+// lengths including 1, max_ctx and values off the chunk grid, sliding windows, forced small chunks;
+// BF16 output within 1e-2 and FP8 output (decoded with its row scale) within e4m3's rounding of
+// each head's largest value. The new token's q, k, v come from a q|k|v GEMM output (raw BF16, or
+// with FP8 row and column scales and a bias), through the q/k norms and RoPE in one test; the
+// caches must afterwards hold the new key and value at len - 1 and be unchanged elsewhere. Cache
+// positions the kernel must not read (past len, before the window, the new token's before it is
+// appended) hold NaN, and outputs are NaN-poisoned first, so a stray read or a missed write shows.
+// One test replays a captured CUDA graph with new lengths. GPU tests skip themselves where no CUDA
+// device is present.
 #include <gtest/gtest.h>
 
 #ifdef SPENSE_HAS_CUDA
@@ -58,36 +62,102 @@ std::vector<uint16_t> random_bf16(size_t count, float lo, float hi, std::mt19937
     return out;
 }
 
-// q [batch, H, hd] and the caches [batch, KV, max_ctx, hd]; cache positions that none of the
-// length sets makes a key are NaN.
-struct Inputs {
-    DecodeAttentionShape shape;
-    std::vector<uint16_t> q, k, v;
+// What turns the new token's GEMM output into heads (DecodeAttention::Input), host side; an empty
+// vector: none.
+struct Transforms {
+    std::vector<float> row_scale, col_scale, bias, q_norm, k_norm;
+    std::vector<float> rope;  // [max_ctx, hd / 2] (cos, sin) pairs
+    float eps = 1e-6f;
 };
 
-Inputs make_inputs(const DecodeAttentionShape& s, const std::vector<std::vector<int32_t>>& length_sets, uint64_t seed) {
+int64_t qkv_width(const DecodeAttentionShape& s) { return (s.n_heads + 2 * s.n_kv_heads) * s.head_dim; }
+
+// qkv [batch, (H + 2 KV) hd] and the caches [batch, KV, max_ctx, hd] (the host copy follows the
+// kernel's appends: append()). Cache positions that none of the length sets makes a key are NaN,
+// and so are the new token's positions of the first set.
+struct Inputs {
+    DecodeAttentionShape shape;
+    std::vector<uint16_t> qkv, k, v;
+    Transforms tf;
+};
+
+Inputs make_inputs(const DecodeAttentionShape& s, const std::vector<std::vector<int32_t>>& length_sets, uint64_t seed,
+                   const Transforms& tf = {}) {
     std::mt19937_64 rng(seed);
-    Inputs in{s, random_bf16(size_t(s.batch * s.n_heads * s.head_dim), 0.1f, 3.0f, rng),
-              random_bf16(size_t(s.batch * s.n_kv_heads * s.max_ctx * s.head_dim), 0.1f, 1.0f, rng),
-              random_bf16(size_t(s.batch * s.n_kv_heads * s.max_ctx * s.head_dim), 0.1f, 1.0f, rng)};
+    const int64_t hd = s.head_dim, width = qkv_width(s), cache = s.batch * s.n_kv_heads * s.max_ctx * hd;
+    Inputs in{s, {}, random_bf16(size_t(cache), 0.1f, 1.0f, rng), random_bf16(size_t(cache), 0.1f, 1.0f, rng), tf};
+    for (int64_t b = 0; b < s.batch; ++b) {  // q as the queries of the earlier tests, k and v as the cache
+        const std::vector<uint16_t> q = random_bf16(size_t(s.n_heads * hd), 0.1f, 3.0f, rng);
+        const std::vector<uint16_t> kv = random_bf16(size_t(width - s.n_heads * hd), 0.1f, 1.0f, rng);
+        in.qkv.insert(in.qkv.end(), q.begin(), q.end());
+        in.qkv.insert(in.qkv.end(), kv.begin(), kv.end());
+    }
     for (int64_t b = 0; b < s.batch; ++b) {
         int64_t lo = s.max_ctx, hi = 0;
         for (const auto& lengths : length_sets) {
             lo = std::min(lo, window_start(lengths[size_t(b)], s.window));
             hi = std::max<int64_t>(hi, lengths[size_t(b)]);
         }
+        const int64_t fresh = length_sets[0][size_t(b)] - 1;
         for (int64_t kv = 0; kv < s.n_kv_heads; ++kv)
             for (int64_t j = 0; j < s.max_ctx; ++j)
-                if (j < lo || j >= hi)
-                    for (int64_t d = 0; d < s.head_dim; ++d) {
-                        const size_t i = size_t(((b * s.n_kv_heads + kv) * s.max_ctx + j) * s.head_dim + d);
+                if (j < lo || j >= hi || j == fresh)
+                    for (int64_t d = 0; d < hd; ++d) {
+                        const size_t i = size_t(((b * s.n_kv_heads + kv) * s.max_ctx + j) * hd + d);
                         in.k[i] = in.v[i] = kBf16NaN;
                     }
     }
     return in;
 }
 
-// o [batch, H * hd] from the header's formula, in double on the BF16 inputs.
+// Head `head` of sequence b's GEMM output as the header defines it, at position pos, rounded to
+// BF16: Y = raw (* row scale * column scale + bias), then the norm and RoPE when given.
+std::vector<uint16_t> head_bf16(const Inputs& in, int64_t b, int64_t head, const std::vector<float>& norm, bool rotate, int64_t pos) {
+    const DecodeAttentionShape& s = in.shape;
+    const Transforms& tf = in.tf;
+    const int64_t hd = s.head_dim, half = hd / 2, width = qkv_width(s);
+    std::vector<double> x(static_cast<size_t>(hd));
+    for (int64_t d = 0; d < hd; ++d) {
+        const int64_t j = head * hd + d;
+        double val = bf16_to_f32(in.qkv[size_t(b * width + j)]);
+        if (!tf.row_scale.empty()) val *= tf.row_scale[size_t(b)];
+        if (!tf.col_scale.empty()) val *= tf.col_scale[size_t(j)];
+        if (!tf.bias.empty()) val += tf.bias[size_t(j)];
+        x[size_t(d)] = val;
+    }
+    if (!norm.empty()) {
+        double ss = 0;
+        for (double v : x) ss += v * v;
+        const double inv = 1.0 / std::sqrt(ss / double(hd) + tf.eps);
+        for (int64_t d = 0; d < hd; ++d) x[size_t(d)] *= inv * norm[size_t(d)];
+    }
+    if (rotate && !tf.rope.empty())
+        for (int64_t i = 0; i < half; ++i) {
+            const double c = tf.rope[size_t(2 * (pos * half + i))], sn = tf.rope[size_t(2 * (pos * half + i) + 1)];
+            const double a = x[size_t(i)], e = x[size_t(i + half)];
+            x[size_t(i)] = a * c - e * sn;
+            x[size_t(i + half)] = e * c + a * sn;
+        }
+    std::vector<uint16_t> out(static_cast<size_t>(hd));
+    for (int64_t d = 0; d < hd; ++d) out[size_t(d)] = f32_to_bf16(float(x[size_t(d)]));
+    return out;
+}
+
+// The step's appends applied to the host caches: each sequence's new key and value at len - 1.
+void append(Inputs& in, const std::vector<int32_t>& lengths) {
+    const DecodeAttentionShape& s = in.shape;
+    for (int64_t b = 0; b < s.batch; ++b)
+        for (int64_t kv = 0; kv < s.n_kv_heads; ++kv) {
+            const int64_t pos = lengths[size_t(b)] - 1;
+            const size_t at = size_t(((b * s.n_kv_heads + kv) * s.max_ctx + pos) * s.head_dim);
+            const std::vector<uint16_t> k = head_bf16(in, b, s.n_heads + kv, in.tf.k_norm, true, pos);
+            const std::vector<uint16_t> v = head_bf16(in, b, s.n_heads + s.n_kv_heads + kv, {}, false, pos);
+            std::copy(k.begin(), k.end(), in.k.begin() + std::ptrdiff_t(at));
+            std::copy(v.begin(), v.end(), in.v.begin() + std::ptrdiff_t(at));
+        }
+}
+
+// o [batch, H * hd] from the header's formula, in double on the BF16 heads and the (appended) caches.
 std::vector<double> reference(const Inputs& in, const std::vector<int32_t>& lengths) {
     const DecodeAttentionShape& s = in.shape;
     const int64_t hd = s.head_dim, group = s.n_heads / s.n_kv_heads;
@@ -95,6 +165,7 @@ std::vector<double> reference(const Inputs& in, const std::vector<int32_t>& leng
     for (int64_t b = 0; b < s.batch; ++b)
         for (int64_t h = 0; h < s.n_heads; ++h) {
             const int64_t kv = h / group, len = lengths[size_t(b)], lo = window_start(len, s.window);
+            const std::vector<uint16_t> q = head_bf16(in, b, h, in.tf.q_norm, true, len - 1);
             const auto at = [&](const std::vector<uint16_t>& c, int64_t j, int64_t d) {
                 return double(bf16_to_f32(c[size_t(((b * s.n_kv_heads + kv) * s.max_ctx + j) * hd + d)]));
             };
@@ -102,7 +173,7 @@ std::vector<double> reference(const Inputs& in, const std::vector<int32_t>& leng
             double mx = -INFINITY;
             for (int64_t j = lo; j < len; ++j) {
                 double dot = 0;
-                for (int64_t d = 0; d < hd; ++d) dot += double(bf16_to_f32(in.q[size_t((b * s.n_heads + h) * hd + d)])) * at(in.k, j, d);
+                for (int64_t d = 0; d < hd; ++d) dot += double(bf16_to_f32(q[size_t(d)])) * at(in.k, j, d);
                 score[size_t(j - lo)] = dot / std::sqrt(double(hd));
                 mx = std::max(mx, score[size_t(j - lo)]);
             }
@@ -129,17 +200,31 @@ DeviceBuffer uploaded(const void* data, size_t bytes) {
     return b;
 }
 
-// The device side of one problem: inputs, lengths, both outputs, the workspace.
+DeviceBuffer floats(const std::vector<float>& v) {
+    return v.empty() ? DeviceBuffer() : uploaded(v.data(), v.size() * sizeof(float));
+}
+
+// The device side of one problem: inputs, lengths, both outputs, the workspace (zeroed once).
 struct DeviceProblem {
     DeviceProblem(const DecodeAttention& attn, const Inputs& in)
-        : q(uploaded(in.q.data(), in.q.size() * 2)),
+        : qkv(uploaded(in.qkv.data(), in.qkv.size() * 2)),
           k(uploaded(in.k.data(), in.k.size() * 2)),
           v(uploaded(in.v.data(), in.v.size() * 2)),
+          row_scale(floats(in.tf.row_scale)),
+          col_scale(floats(in.tf.col_scale)),
+          bias(floats(in.tf.bias)),
+          q_norm(floats(in.tf.q_norm)),
+          k_norm(floats(in.tf.k_norm)),
+          rope(floats(in.tf.rope)),
           lengths(size_t(in.shape.batch) * sizeof(int32_t), "test lengths"),
           values(poisoned(size_t(in.shape.batch * in.shape.n_heads * in.shape.head_dim) * 2)),
           fp8(poisoned(size_t(in.shape.batch * in.shape.n_heads * in.shape.head_dim))),
           scales(poisoned(size_t(in.shape.batch) * sizeof(float))),
-          workspace(attn.workspace_bytes(), "test workspace") {}
+          workspace(attn.workspace_bytes(), "test workspace"),
+          width(qkv_width(in.shape)),
+          eps(in.tf.eps) {
+        SPENSE_CUDA_CHECK(cudaMemset(workspace.get(), 0, workspace.bytes()));
+    }
 
     void set_lengths(const std::vector<int32_t>& l, cudaStream_t stream) {
         SPENSE_CUDA_CHECK(cudaMemcpyAsync(lengths.get(), l.data(), l.size() * sizeof(int32_t), cudaMemcpyHostToDevice, stream));
@@ -153,11 +238,35 @@ struct DeviceProblem {
         } else {
             out.values = values.as<gpu::bf16>();
         }
-        attn.run(q.as<gpu::bf16>(), k.as<gpu::bf16>(), v.as<gpu::bf16>(), lengths.as<int32_t>(), out, workspace.get(), stream);
+        const DecodeAttention::Input input{{qkv.as<gpu::bf16>(), width, row_scale.as<float>(), col_scale.as<float>(), bias.as<float>()},
+                                           q_norm.as<float>(), k_norm.as<float>(), eps, rope.as<float2>()};
+        attn.run(input, k.as<gpu::bf16>(), v.as<gpu::bf16>(), lengths.as<int32_t>(), out, workspace.get(), stream);
     }
 
-    DeviceBuffer q, k, v, lengths, values, fp8, scales, workspace;
+    DeviceBuffer qkv, k, v, row_scale, col_scale, bias, q_norm, k_norm, rope, lengths, values, fp8, scales, workspace;
+    int64_t width;
+    float eps;
 };
+
+// The device caches against the host copy after append(): equal everywhere, up to a BF16 rounding
+// step where the new token's values went through the norms and RoPE.
+void expect_caches(const DeviceProblem& p, const Inputs& in, const std::string& what) {
+    for (const bool is_k : {true, false}) {
+        const std::vector<uint16_t>& want = is_k ? in.k : in.v;
+        std::vector<uint16_t> got(want.size());
+        (is_k ? p.k : p.v).download(got.data(), got.size() * 2);
+        int bad = 0;
+        for (size_t i = 0; i < got.size(); ++i) {
+            if (got[i] == want[i]) continue;
+            const float g = bf16_to_f32(got[i]), w = bf16_to_f32(want[i]);
+            if (std::isfinite(g) && std::fabs(g - w) <= std::fabs(w) / 128) continue;
+            if (bad++ < 5)
+                ADD_FAILURE() << what << ": " << (is_k ? "K" : "V") << " cache element " << i << " (position "
+                              << i / size_t(in.shape.head_dim) % size_t(in.shape.max_ctx) << ") is " << g << ", expected " << w;
+        }
+        EXPECT_EQ(bad, 0) << what << ": " << (is_k ? "K" : "V") << " cache elements off";
+    }
+}
 
 // Every head's output within `tol` times that head's largest reference magnitude.
 void expect_close(const std::vector<float>& got, const std::vector<double>& ref, const DecodeAttentionShape& s, double tol,
@@ -203,15 +312,16 @@ std::vector<float> download_fp8(const DeviceProblem& p, const std::vector<double
     return out;
 }
 
-// BF16 and FP8 outputs of one problem against the reference.
-void check_problem(const DecodeAttentionShape& shape, const std::vector<int32_t>& lengths, uint64_t seed) {
+// BF16 and FP8 outputs and the appended caches of one problem against the reference.
+void check_problem(const DecodeAttentionShape& shape, const std::vector<int32_t>& lengths, uint64_t seed, const Transforms& tf = {}) {
     const std::string what = cat("batch ", shape.batch, ", ", shape.n_heads, "/", shape.n_kv_heads, " heads of ", shape.head_dim, ", context ",
                                  shape.max_ctx, ", window ", shape.window, ", chunk ", shape.chunk);
     ASSERT_EQ(int64_t(lengths.size()), shape.batch);
     const DecodeAttention attn(shape, device_props());
-    const Inputs in = make_inputs(shape, {lengths}, seed);
-    const std::vector<double> ref = reference(in, lengths);
+    Inputs in = make_inputs(shape, {lengths}, seed, tf);
     DeviceProblem p(attn, in);
+    append(in, lengths);
+    const std::vector<double> ref = reference(in, lengths);
     p.set_lengths(lengths, nullptr);
     p.run(attn, false, nullptr);
     p.run(attn, true, nullptr);
@@ -222,6 +332,7 @@ void check_problem(const DecodeAttentionShape& shape, const std::vector<int32_t>
     // E4M3 keeps 3 mantissa bits: rounding moves a value by at most 1/16 of it (by 2^-10 s below
     // the normal range), so each head stays within 1/16 of its largest value, plus the BF16 error.
     expect_close(download_fp8(p, ref, shape, where), ref, shape, 0.07, where + ", FP8");
+    expect_caches(p, in, where);
 }
 
 // Lengths 1, max_ctx, and pseudo-random ones in between.
@@ -280,6 +391,33 @@ TEST(GpuDecodeAttention, SlidingWindow) {
     check_problem(s, {1, 2, 65, 640, 700}, 12);
 }
 
+// Qwen3's path: FP8 row and column scales with a bias on the GEMM output, q and k norms, RoPE at
+// each sequence's own position.
+TEST(GpuDecodeAttention, NormsRopeAndScaledInputs) {
+    REQUIRE_GPU();
+    const DecodeAttentionShape s{4, 16, 4, 128, 700};
+    std::mt19937_64 rng(21);
+    std::uniform_real_distribution<float> u(0.5f, 1.5f);
+    Transforms tf;
+    const int64_t width = qkv_width(s), half = s.head_dim / 2;
+    for (int64_t b = 0; b < s.batch; ++b) tf.row_scale.push_back(u(rng) * 0.02f);
+    for (int64_t c = 0; c < width; ++c) {
+        tf.col_scale.push_back(u(rng) * 0.05f);
+        tf.bias.push_back(u(rng) - 1.0f);
+    }
+    for (int64_t d = 0; d < s.head_dim; ++d) {
+        tf.q_norm.push_back(u(rng));
+        tf.k_norm.push_back(u(rng));
+    }
+    for (int64_t pos = 0; pos < s.max_ctx; ++pos)
+        for (int64_t i = 0; i < half; ++i) {
+            const double angle = double(pos) * std::pow(10000.0, -double(i) / double(half));
+            tf.rope.push_back(float(std::cos(angle)));
+            tf.rope.push_back(float(std::sin(angle)));
+        }
+    check_problem(s, {1, 700, 333, 64}, 22, tf);
+}
+
 // The engine captures the decode step once and replays it with new lengths: the same graph must
 // give each step's answer.
 TEST(GpuDecodeAttention, GraphReplayWithNewLengths) {
@@ -287,7 +425,7 @@ TEST(GpuDecodeAttention, GraphReplayWithNewLengths) {
     const DecodeAttentionShape s{6, 12, 4, 128, 2000};
     const std::vector<std::vector<int32_t>> steps = {{1, 2000, 700, 1025, 3, 64}, {2, 1999, 1500, 1, 900, 65}, {1, 2000, 700, 1025, 3, 64}};
     const DecodeAttention attn(s, device_props());
-    const Inputs in = make_inputs(s, steps, 13);
+    Inputs in = make_inputs(s, steps, 13);
     DeviceProblem p(attn, in);
     cudaStream_t stream = nullptr;
     SPENSE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
@@ -303,10 +441,12 @@ TEST(GpuDecodeAttention, GraphReplayWithNewLengths) {
         p.set_lengths(steps[step], stream);
         SPENSE_CUDA_CHECK(cudaGraphLaunch(exec, stream));
         SPENSE_CUDA_CHECK(cudaStreamSynchronize(stream));
+        append(in, steps[step]);
         const std::vector<double> ref = reference(in, steps[step]);
         const std::string what = cat("graph replay, step ", step);
         expect_close(download_bf16(p.values, count), ref, s, 1e-2, what + ", BF16");
         expect_close(download_fp8(p, ref, s, what), ref, s, 0.07, what + ", FP8");
+        expect_caches(p, in, what);
     }
     SPENSE_CUDA_CHECK(cudaGraphExecDestroy(exec));
     SPENSE_CUDA_CHECK(cudaGraphDestroy(graph));

@@ -186,12 +186,12 @@ int bench_decode(int argc, char** argv) {
 
 int bench_attention(int argc, char** argv) {
     Args args("bench attention",
-              "Times the flash-decoding attention kernel of the decode engine (both passes, BF16 and FP8 output) at one decode shape; "
+              "Times the decode attention kernel of the decode engine (q/k norms, RoPE, cache append, flash-decoding; BF16 and FP8 output) at one decode shape; "
               "markdown table on stdout.",
               {{"shape", "B:H:KV:HD:CTX", "batch, heads, KV heads, head dim, cache capacity (Qwen3-32B at batch 32)", "32:64:8:128:4096"},
                {"window", "W", "sliding window (0: full causal)", "0"},
                {"lengths", "LIST", "cache lengths (all sequences equal)", "1,1024,4096"},
-               {"chunks", "LIST", "positions per pass-1 block, multiples of 64 (0: the automatic choice)", "0"},
+               {"chunks", "LIST", "positions per block, multiples of 64 (0: the automatic choice)", "0"},
                {"reps", "N", "timed repetitions", "50"},
                {"seed", "S", "seed of the random q and cache", "1"},
                {"json", "FILE", "also write the report as JSON", ""}},

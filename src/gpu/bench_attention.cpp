@@ -57,11 +57,18 @@ nlohmann::json run_attention_bench(const AttentionBenchOptions& opt, std::ostrea
 
     const double read_bw = read_bandwidth(stream);
     const int64_t q_count = s.batch * s.n_heads * s.head_dim, cache_count = s.batch * s.n_kv_heads * s.max_ctx * s.head_dim;
-    DeviceBuffer q(size_t(q_count) * 2, "attention bench q"), k(size_t(cache_count) * 2, "attention bench K cache"),
+    const int64_t qkv_width = (s.n_heads + 2 * s.n_kv_heads) * s.head_dim;
+    DeviceBuffer qkv(size_t(s.batch * qkv_width) * 2, "attention bench q|k|v"), k(size_t(cache_count) * 2, "attention bench K cache"),
         v(size_t(cache_count) * 2, "attention bench V cache"), lengths(size_t(s.batch) * sizeof(int32_t), "attention bench lengths"),
         values(size_t(q_count) * 2, "attention bench BF16 output"), fp8(size_t(q_count), "attention bench FP8 output"),
         scales(size_t(s.batch) * sizeof(float), "attention bench row scales");
-    launch_random_activations(GemmDType::BF16, q.get(), q_count, 1.0f, opt.seed, stream);
+    // Qwen3's work per head: q and k norms (weights 1) and RoPE (every angle 0).
+    DeviceBuffer norm(size_t(s.head_dim) * sizeof(float), "attention bench q/k norm"),
+        rope(size_t(s.max_ctx * s.head_dim / 2) * sizeof(float2), "attention bench RoPE table");
+    launch_random_activations(GemmDType::BF16, qkv.get(), s.batch * qkv_width, 1.0f, opt.seed, stream);
+    launch_fill_f32(norm.as<float>(), s.head_dim, 1.0f, stream);
+    std::vector<float2> angles(size_t(s.max_ctx * s.head_dim / 2), float2{1.0f, 0.0f});
+    rope.upload(angles.data(), rope.bytes());
     launch_random_activations(GemmDType::BF16, k.get(), cache_count, 1.0f, opt.seed + 1, stream);
     launch_random_activations(GemmDType::BF16, v.get(), cache_count, 1.0f, opt.seed + 2, stream);
     const DeviceBuffer flush(size_t(2 * ctx.props().l2CacheSize), "L2 eviction buffer"), sink(sizeof(float), "L2 eviction sink");
@@ -79,6 +86,8 @@ nlohmann::json run_attention_bench(const AttentionBenchOptions& opt, std::ostrea
         shape.chunk = chunk;
         const DecodeAttention attn(shape, ctx.props());
         const DeviceBuffer workspace(attn.workspace_bytes(), "attention bench workspace");
+        SPENSE_CUDA_CHECK(cudaMemsetAsync(workspace.get(), 0, workspace.bytes(), stream));
+        const DecodeAttention::Input input{{qkv.as<bf16>(), qkv_width}, norm.as<float>(), norm.as<float>(), 1e-6f, rope.as<float2>()};
         const int64_t group = s.n_heads / s.n_kv_heads, head_tiles = (group + 15) / 16;
         for (int64_t len : opt.lengths) {
             const std::vector<int32_t> host_lengths(size_t(s.batch), int32_t(len));
@@ -96,7 +105,7 @@ nlohmann::json run_attention_bench(const AttentionBenchOptions& opt, std::ostrea
                     o.values = values.as<bf16>();
                 }
                 const Timing t = measure(
-                    [&] { attn.run(q.as<bf16>(), k.as<bf16>(), v.as<bf16>(), lengths.as<int32_t>(), o, workspace.get(), stream); }, opt.reps,
+                    [&] { attn.run(input, k.as<bf16>(), v.as<bf16>(), lengths.as<int32_t>(), o, workspace.get(), stream); }, opt.reps,
                     flush, sink.as<float>(), stream);
                 const double gbs = bytes / (t.median * 1e-3) / 1e9;
                 const char* name = to_fp8 ? "fp8" : "bf16";

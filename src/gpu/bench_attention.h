@@ -2,13 +2,13 @@
 // shapes (by default Qwen3-32B's layer: batch 32, 64 heads over 8 KV heads of 128, context 4096).
 //
 // For every chunk size (0 = the automatic choice), cache length (all sequences equal) and output
-// type (BF16, FP8 with row scales) it times one run() (both passes) on a cache of random BF16
-// values. Protocol: three untimed runs, then each repetition evicts L2 by reading a buffer of twice
+// type (BF16, FP8 with row scales) it times one run() (the whole kernel: q/k norms, RoPE, the
+// cache append and attention) on random BF16 values. Protocol: three untimed runs, then each repetition evicts L2 by reading a buffer of twice
 // its size and CUDA events time the run alone; the median of the repetitions is reported with min
 // and max. Bandwidth counts the K and V bytes the kernel must read (batch x KV heads x keys x head
 // dim x 2 bytes x 2, keys = min(length, window)) over the median, beside the streaming-read
 // bandwidth measured in the same run (bandwidth.h). What the timing leaves out: the host's launch
-// overhead (the engine replays a CUDA graph), and the small traffic of q, the partials and the output.
+// overhead (the engine replays a CUDA graph), and the small traffic of the q|k|v rows, the partials and the output.
 #pragma once
 
 #include <cstdint>
@@ -24,7 +24,7 @@ namespace spense::gpu {
 struct AttentionBenchOptions {
     DecodeAttentionShape shape{32, 64, 8, 128, 4096};
     std::vector<int64_t> lengths = {1, 1024, 4096};
-    std::vector<int64_t> chunks = {0};  // positions per pass-1 block; 0 = automatic
+    std::vector<int64_t> chunks = {0};  // positions per block; 0 = automatic
     int reps = 50;
     uint64_t seed = 1;
 };

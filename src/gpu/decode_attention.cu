@@ -21,18 +21,19 @@ constexpr int kWarps = 4, kThreads = 32 * kWarps;
 constexpr int kKeys = 16 * kWarps;  // positions per tile: 16 per warp, the N of two m16n8 score tiles
 constexpr int kRows = 16;           // query heads per block: the M of the MMAs (a group of G < 16 is padded)
 constexpr int kStages = 3;          // tiles in shared memory: two in flight while one is consumed
-constexpr int kCombineThreads = 1024;  // pass 2 has one block per sequence: wide, to keep loads in flight
 
-// Chunk choice (pass 1): at full context, about kWaves waves of the blocks the GPU holds at once, so
+// Chunk choice: at full context, about kWaves waves of the blocks the GPU holds at once, so
 // that one long sequence among short ones is spread over several SMs; but at least kMinChunk
 // positions per block (each block start costs a few memory latencies during which its SM slot
 // streams nothing: on an H100 at Qwen3-32B's shape, 16 chunks of 256 took 15% longer than 1 of 4096)
-// and at most kMaxSplits chunks (the partials stay small next to the cache).
-constexpr int64_t kWaves = 2, kMinChunk = 8 * kKeys, kMaxSplits = 128;
+// and at most kMaxSplits chunks (the partials stay small next to the cache). One wave, not two:
+// every chunk past the first adds a merge after the streaming (H200, Qwen3-32B's layer at batch 32,
+// length 4096, FP8 out: 1, 2 and 3 chunks took 146, 151 and 156 us).
+constexpr int64_t kWaves = 1, kMinChunk = 8 * kKeys, kMaxSplits = 128;
 
 __host__ __device__ constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// Shared memory of pass 1 for head dim HD. Rows of Q, K and V tiles are padded by 16 bytes so that
+// Shared memory of the kernel for head dim HD. Rows of Q, K and V tiles are padded by 16 bytes so that
 // the 8 row addresses of an ldmatrix fall in distinct banks. Head dim 8 is padded with zero columns
 // to 16, the K of one m16n8k16 (the zeros add nothing to the scores).
 template <int HD>
@@ -41,40 +42,46 @@ struct Layout {
     static constexpr int kStride = kDim + 8;
     static constexpr int kTile = kKeys * kStride;  // elements of one K or V tile
     static constexpr size_t kQBytes = size_t(kRows) * kStride * sizeof(bf16);
+    static constexpr size_t kNewBytes = 2 * size_t(kStride) * sizeof(bf16);  // the new token's key and value
     static constexpr size_t kStageBytes = 2 * size_t(kTile) * sizeof(bf16);
-    static constexpr size_t kSmem = kQBytes + kStages * kStageBytes;
+    static constexpr size_t kSmem = kQBytes + kNewBytes + kStages * kStageBytes;
     // After the last tile the stages hold each warp's output [kRows][kDim] and its row max and sum.
     static constexpr size_t kMergeBytes = size_t(kWarps) * kRows * (kDim + 2) * sizeof(float);
     static_assert(kMergeBytes <= kStages * kStageBytes, "the merge reuses the tile stages");
     static_assert(kDim - HD == 0 || kDim - HD == 8, "padding is one 16-byte piece per row");
 };
 
-struct SplitParams {
-    const bf16 *q, *k, *v;
+// The workspace (workspace_bytes()): o_part [batch, n_heads, splits, head_dim] and lse_part
+// [batch, n_heads, splits], one chunk's normalized output and log2-sum-exp; rows [batch, n_heads
+// head_dim], the merged outputs of an FP8 row, and row_amax [batch], the bits of its largest
+// magnitude so far (non-negative floats order like their bits); the tickets, chunk_tickets
+// [batch, tiles] (chunks of a head tile done) and row_tickets [batch] (head tiles of a row done).
+// A head tile: the KV head and tile of query heads of a block, blockIdx.x, `tiles` of them
+// (gridDim.x). The last block to use a counter or row_amax resets it to zero.
+struct Params {
+    ScaledRows qkv;
+    const float *q_norm, *k_norm;
+    const float2* rope;
+    bf16 *k, *v;
     const int32_t* lengths;
-    float *o_part, *lse_part;  // [batch, n_heads, splits, head_dim] and [batch, n_heads, splits]
-    int64_t n_heads, n_kv_heads, group, head_tiles, max_ctx, window, chunk, splits;
-    float score_scale;  // log2(e) / sqrt(head_dim): scores in the log2 domain, softmax by exp2
-};
-
-struct CombineParams {
-    const float *o_part, *lse_part;
-    const int32_t* lengths;
+    float *o_part, *rows, *lse_part;
+    unsigned *row_amax, *chunk_tickets, *row_tickets;
     bf16* values;
     uint8_t* fp8;
     float* row_scale;
-    int64_t n_heads, head_dim, max_ctx, window, chunk, splits;
+    int64_t n_heads, n_kv_heads, group, head_tiles, max_ctx, window, chunk, splits;
+    float eps;
+    float score_scale;  // log2(e) / sqrt(head_dim): scores in the log2 domain, softmax by exp2
 };
 
-// The keys of sequence b, [lo, hi), and the chunks first..last that hold them (none when
-// last < first). Both passes decide from this alone which chunks have a partial result.
+// The keys of sequence b, [lo, hi), and the chunks first..last that hold them. Every block of the
+// sequence decides from this alone which chunks have a partial result.
 struct KeySpan {
     int64_t lo, hi, first, last;
 };
 __device__ __forceinline__ KeySpan key_span(const int32_t* lengths, int64_t b, int64_t max_ctx, int64_t window, int64_t chunk) {
-    // Clamped so that a wrong length cannot send the kernels outside the cache.
-    const int64_t len = min(max(int64_t(lengths[b]), int64_t(0)), max_ctx);
-    if (len == 0) return {0, 0, 0, -1};
+    // Clamped so that a wrong length cannot send the kernel outside the cache.
+    const int64_t len = min(max(int64_t(lengths[b]), int64_t(1)), max_ctx);
     const int64_t lo = window > 0 ? max(int64_t(0), len - window) : 0;
     return {lo, len, lo / chunk, (len - 1) / chunk};
 }
@@ -109,57 +116,152 @@ __device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], 
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+__device__ __forceinline__ uint8_t to_e4m3(float v) { return __nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3); }
+
 __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
     const __nv_bfloat162 p = __floats2bfloat162_rn(lo, hi);
     return *reinterpret_cast<const uint32_t*>(&p);
 }
 
-// Pass 1: block (KV head * head_tiles + head tile, sequence, chunk). The chunk varies slowest, so
-// that the blocks of the first chunks, which hold keys at any length, are dispatched first and the
-// blocks of chunks past a short length (which return at once) do not hold SM slots before them. Tiles of kKeys positions,
+// A head vector (head_dim HD) spread over a warp as RoPE pairs: lane i holds elements
+// (i + 32 j, i + 32 j + HD / 2), j < kPer. A warp first loads everything its heads need (load_*),
+// so that their loads share one memory latency, then finishes each head (finish_head).
+template <int HD>
+struct HeadPairs {
+    static constexpr int kHalf = HD / 2, kPer = (kHalf + 31) / 32;
+    float x[kPer] = {}, y[kPer] = {};
+};
+
+// Y[r, col + e] of the GEMM output for the lane's elements e.
+template <int HD>
+__device__ __forceinline__ void load_pairs(HeadPairs<HD>& h, const ScaledRows& s, int64_t r, int64_t col, int lane) {
+#pragma unroll
+    for (int j = 0; j < HeadPairs<HD>::kPer; ++j) {
+        const int i = lane + 32 * j;
+        if (i >= HeadPairs<HD>::kHalf) break;
+        h.x[j] = s.value(r, col + i);
+        h.y[j] = s.value(r, col + i + HeadPairs<HD>::kHalf);
+    }
+}
+
+// w[e] (a norm's weights) for the lane's elements e.
+template <int HD>
+__device__ __forceinline__ void load_pairs(HeadPairs<HD>& h, const float* w, int lane) {
+#pragma unroll
+    for (int j = 0; j < HeadPairs<HD>::kPer; ++j) {
+        const int i = lane + 32 * j;
+        if (i >= HeadPairs<HD>::kHalf) break;
+        h.x[j] = w[i];
+        h.y[j] = w[i + HeadPairs<HD>::kHalf];
+    }
+}
+
+// The head RMS-normed with weights `norm` (when normed) and rotated by the lane's (cos, sin) pairs
+// `rope` (when rotated), as BF16 into dst[0, HD) in shared memory and, when `also` is given, into
+// also[0, HD) in device memory. (Flags, not pointers, so that the arrays stay in registers.)
+template <int HD>
+__device__ __forceinline__ void finish_head(HeadPairs<HD> h, bool normed, const HeadPairs<HD>& norm, bool rotated,
+                                            const float2 (&rope)[HeadPairs<HD>::kPer], float eps, bf16* dst, bf16* also, int lane) {
+    constexpr int kHalf = HeadPairs<HD>::kHalf, kPer = HeadPairs<HD>::kPer;
+    if (normed) {
+        float ss = 0.0f;
+#pragma unroll
+        for (int j = 0; j < kPer; ++j) ss += h.x[j] * h.x[j] + h.y[j] * h.y[j];
+        for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(kFull, ss, o);
+        const float inv = rsqrtf(ss / float(HD) + eps);
+#pragma unroll
+        for (int j = 0; j < kPer; ++j) {
+            h.x[j] *= inv * norm.x[j];
+            h.y[j] *= inv * norm.y[j];
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < kPer; ++j) {
+        const int i = lane + 32 * j;
+        if (i >= kHalf) break;
+        float a = h.x[j], c = h.y[j];
+        if (rotated) {
+            const float ra = a * rope[j].x - c * rope[j].y, rc = c * rope[j].x + a * rope[j].y;
+            a = ra;
+            c = rc;
+        }
+        const bf16 ha = __float2bfloat16(a), hc = __float2bfloat16(c);
+        dst[i] = ha;
+        dst[i + kHalf] = hc;
+        if (also) {
+            also[i] = ha;
+            also[i + kHalf] = hc;
+        }
+    }
+}
+
+// Called by every thread of the block after its writes: true in every thread of the block that
+// draws the last of `count` tickets, which also resets the counter. The barrier orders the block's
+// writes before thread 0's atomic, whose release makes them visible at GPU scope with it, and whose
+// acquire (in the last block) makes every earlier block's writes visible to this one after the
+// second barrier (the pattern of CUTLASS's semaphores).
+__device__ __forceinline__ bool take_ticket(unsigned* counter, unsigned count) {
+    __shared__ bool last;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        unsigned old;
+        asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], 1;" : "=r"(old) : "l"(counter) : "memory");
+        last = old == count - 1;
+        if (last) *counter = 0;
+    }
+    __syncthreads();
+    return last;
+}
+
+// Block (head tile, sequence, chunk). The chunk varies slowest, so that the blocks of the first
+// chunks, which hold keys at any length, are dispatched first and the blocks of chunks past a short
+// length (which return at once) do not hold SM slots before them. Tiles of kKeys positions,
 // aligned to the chunk start, stream through kStages shared-memory stages; warp w takes positions
 // [16w, 16w + 16) of each tile with its own online softmax (m, l, o) for the 16 head rows, and the
-// four warps' results are merged at the end.
+// four warps' results are merged at the end. The new token's position p is zero-filled by the
+// loads and receives the block's own new key and value once its tile has arrived.
 //
 // Fragments (PTX ISA, mma.m16n8k16): lane = 4 g + t holds rows g and g + 8 of the score and output
 // tiles, columns 2t and 2t + 1 of each n8 piece. The two n8 score pieces of a warp's 16 keys are,
 // packed to BF16, exactly the A fragment of the P V product (k = those 16 keys), so P never leaves
 // registers.
+//
+// The combination. A sequence whose keys lie in one chunk has its head tile's output in the block
+// that computed it. Otherwise each block writes its chunk's part, and the last of the chunks' blocks
+// (a ticket per head tile and sequence; it resets the ticket) merges them: m' = max(m, lse_s),
+// acc' = acc exp2(m - m') + o_s exp2(lse_s - m'), l' likewise with 1 for o_s; o = acc / l. BF16
+// output is then written. FP8 output needs the row's amax over every head tile: each head tile's
+// final block writes its values and amax to the workspace, and the last of them (a ticket per
+// sequence) quantizes the row (take_ticket; the last block reads the others' writes past L1).
 template <int HD>
-__global__ void __launch_bounds__(kThreads) decode_split_kernel(SplitParams p) {
+__global__ void __launch_bounds__(kThreads) decode_attention_kernel(Params p) {
     using L = Layout<HD>;
     constexpr int kDim = L::kDim, kStride = L::kStride;
     extern __shared__ __align__(16) unsigned char smem[];
-    bf16* qs = reinterpret_cast<bf16*>(smem);                     // [kRows][kStride]
-    bf16* stages = reinterpret_cast<bf16*>(smem + L::kQBytes);  // stage s: K tile at 2 s kTile, V tile after it
+    bf16* qs = reinterpret_cast<bf16*>(smem);                                 // [kRows][kStride]
+    bf16* news = reinterpret_cast<bf16*>(smem + L::kQBytes);                  // the new key (row 0) and value (row 1)
+    bf16* stages = reinterpret_cast<bf16*>(smem + L::kQBytes + L::kNewBytes);  // stage s: K tile at 2 s kTile, V tile after it
+    __shared__ float warp_amax[kWarps];
 
-    const int64_t split = blockIdx.z, kvh = blockIdx.x / p.head_tiles, head_tile = blockIdx.x % p.head_tiles, b = blockIdx.y;
-    wait_for_predecessor();  // q and the new cache entries (launch.h)
+    const int64_t split = blockIdx.z, tile_id = blockIdx.x, kvh = tile_id / p.head_tiles, head_tile = tile_id % p.head_tiles, b = blockIdx.y;
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t4 = lane % 4;
+    wait_for_predecessor();  // the GEMM output and the lengths (launch.h)
     const KeySpan span = key_span(p.lengths, b, p.max_ctx, p.window, p.chunk);
-    if (split < span.first || split > span.last) return;  // no key in this chunk: pass 2 skips it
+    if (split < span.first || split > span.last) return;  // no key in this chunk
     const int64_t begin = max(split * p.chunk, span.lo), end = min((split + 1) * p.chunk, span.hi);
+    const int64_t pos = span.hi - 1;                       // the new token
+    const bool has_new = split == span.last;              // its chunk
+    const int64_t cached_end = has_new ? pos : end;       // the keys read from the cache: [begin, cached_end)
     const int64_t tile0 = begin / kKeys * kKeys;
     const int n_tiles = int(ceil_div(end - tile0, kKeys));
     const int64_t h0 = kvh * p.group + head_tile * kRows;
     const int rows = int(min(int64_t(kRows), p.group - head_tile * kRows));
-    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t4 = lane % 4;
-
-    // Q of the block's heads, in the first cp.async group with the first tile (one memory latency
-    // before the first product); rows past the group and columns past HD are zero.
-    for (int i = tid; i < kRows * kDim / 8; i += kThreads) {
-        const int r = i / (kDim / 8), c = i % (kDim / 8) * 8;
-        const bool in = r < rows && c < HD;
-        cp_async_16(smem_u32(qs + r * kStride + c), in ? p.q + (b * p.n_heads + h0 + r) * HD + c : p.q, in);
-    }
-    if constexpr (HD < kDim) {  // the padding columns of every K and V tile, which cp.async never writes
-        for (int i = tid; i < kStages * 2 * kKeys; i += kThreads) *reinterpret_cast<uint4*>(stages + i * kStride + HD) = make_uint4(0, 0, 0, 0);
-    }
 
     const size_t kv_base = size_t((b * p.n_kv_heads + kvh) * p.max_ctx) * HD;
     const bf16* kg = p.k + kv_base;
     const bf16* vg = p.v + kv_base;
-    // Tile t into stage s: row r is position tile0 + kKeys t + r, zero outside [begin, end) (so
-    // that neither garbage past len nor keys before the window reach the products).
+    // Tile t into stage s: row r is position tile0 + kKeys t + r, zero outside [begin, cached_end)
+    // (so that neither garbage past len nor keys before the window reach the products).
     auto load_tile = [&](int t, int s) {
         constexpr int kPieces = HD / 8;  // 16-byte pieces per row
         constexpr int kPasses = (kKeys * kPieces + kThreads - 1) / kThreads;
@@ -172,17 +274,53 @@ __global__ void __launch_bounds__(kThreads) decode_split_kernel(SplitParams p) {
             if (kKeys * kPieces % kThreads != 0 && i >= kKeys * kPieces) break;
             const int r = i / kPieces, c = i % kPieces * 8;
             const int64_t key = key0 + r;
-            const bool in = key >= begin && key < end;
+            const bool in = key >= begin && key < cached_end;
             const size_t off = size_t(in ? key : begin) * HD + c;
             cp_async_16(smem_u32(ks + r * kStride + c), kg + off, in);
             cp_async_16(smem_u32(vs + r * kStride + c), vg + off, in);
         }
     };
-
+    // The first tiles stream in while the heads are computed.
 #pragma unroll
     for (int s = 0; s < kStages - 1; ++s) {
         if (s < n_tiles) load_tile(s, s);
         cp_async_commit();
+    }
+    if constexpr (HD < kDim) {  // the padding columns of Q and of every K and V tile, which nothing else writes
+        for (int i = tid; i < kRows; i += kThreads) *reinterpret_cast<uint4*>(qs + i * kStride + HD) = make_uint4(0, 0, 0, 0);
+        for (int i = tid; i < kStages * 2 * kKeys; i += kThreads) *reinterpret_cast<uint4*>(stages + i * kStride + HD) = make_uint4(0, 0, 0, 0);
+    }
+    // Warp w: query heads w, w + kWarps, ... of the tile (zero rows past the group), and warps 0 and
+    // 1 the new key and value of the chunk that holds the new token, which the first head tile also
+    // appends to the cache.
+    {
+        using Pairs = HeadPairs<HD>;
+        constexpr int kRowsPerWarp = kRows / kWarps;
+        Pairs q[kRowsPerWarp], q_norm, k_norm, fresh;
+        float2 rope[Pairs::kPer] = {};
+#pragma unroll
+        for (int i = 0; i < kRowsPerWarp; ++i)
+            if (warp + i * kWarps < rows) load_pairs(q[i], p.qkv, b, (h0 + warp + i * kWarps) * HD, lane);
+        if (p.q_norm) load_pairs(q_norm, p.q_norm, lane);
+        const bool fresh_key = has_new && warp == 0, fresh_value = has_new && warp == 1;
+        if (fresh_key || fresh_value) load_pairs(fresh, p.qkv, b, (p.n_heads + (fresh_value ? p.n_kv_heads : 0) + kvh) * HD, lane);
+        if (fresh_key && p.k_norm) load_pairs(k_norm, p.k_norm, lane);
+        if (p.rope)
+#pragma unroll
+            for (int j = 0; j < Pairs::kPer; ++j)
+                if (lane + 32 * j < Pairs::kHalf) rope[j] = p.rope[pos * Pairs::kHalf + lane + 32 * j];
+#pragma unroll
+        for (int i = 0; i < kRowsPerWarp; ++i) {
+            const int r = warp + i * kWarps;
+            if (r < rows)
+                finish_head<HD>(q[i], p.q_norm, q_norm, p.rope, rope, p.eps, qs + r * kStride, nullptr, lane);
+            else
+                for (int c = lane; c < HD; c += 32) qs[r * kStride + c] = __float2bfloat16(0.0f);
+        }
+        const size_t at = kv_base + size_t(pos) * HD;
+        const bool append = head_tile == 0;
+        if (fresh_key) finish_head<HD>(fresh, p.k_norm, k_norm, p.rope, rope, p.eps, news, append ? p.k + at : nullptr, lane);
+        if (fresh_value) finish_head<HD>(fresh, false, k_norm, false, rope, p.eps, news + kStride, append ? p.v + at : nullptr, lane);
     }
 
     float o[kDim / 8][4] = {};
@@ -198,12 +336,21 @@ __global__ void __launch_bounds__(kThreads) decode_split_kernel(SplitParams p) {
 
     for (int t = 0; t < n_tiles; ++t) {
         cp_async_wait<kStages - 2>();
-        __syncthreads();  // tile t is visible to all; every warp is done with tile t - 1, whose stage is refilled now
+        __syncthreads();  // tile t (and Q, the new row) visible to all; every warp is done with tile t - 1, whose stage is refilled now
+        bf16* ks = stages + (t % kStages) * 2 * L::kTile;
+        bf16* vs = ks + L::kTile;
+        if (has_new && t == n_tiles - 1) {  // the new token's row of the last tile, zero-filled by the loads
+            const int r = int(pos - (tile0 + int64_t(t) * kKeys));
+            if (tid < 2 * (HD / 8)) {
+                const int which = tid / (HD / 8), c = tid % (HD / 8) * 8;
+                bf16* dst = (which == 0 ? ks : vs) + r * kStride + c;
+                *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(news + which * kStride + c);
+            }
+            __syncthreads();
+        }
         if (t + kStages - 1 < n_tiles) load_tile(t + kStages - 1, (t + kStages - 1) % kStages);
         cp_async_commit();  // possibly empty: keeps the group count in step with t
 
-        const bf16* ks = stages + (t % kStages) * 2 * L::kTile;
-        const bf16* vs = ks + L::kTile;
         float s[2][4] = {};  // scores of keys 8j + (2 t4, 2 t4 + 1) for rows g (elements 0, 1) and g + 8 (2, 3)
         const uint32_t k_addr = smem_u32(ks + k_off);
 #pragma unroll
@@ -265,7 +412,7 @@ __global__ void __launch_bounds__(kThreads) decode_split_kernel(SplitParams p) {
         }
     }
 
-    allow_dependents();  // this block streams no more: pass 2 may take SM slots
+    allow_dependents();  // this block streams no more: a dependent kernel may take SM slots
 
     // Merge the warps: o = sum_w o_w exp2(m_w - M) / sum_w l_w exp2(m_w - M), M = max_w m_w (finite:
     // the chunk holds a key, and every row sees every key). A warp that saw no key has m_w = -inf
@@ -295,6 +442,21 @@ __global__ void __launch_bounds__(kThreads) decode_split_kernel(SplitParams p) {
         ml[warp * kRows + g + 8] = l[1];
     }
     __syncthreads();
+
+    // The head tile's final output, element d of head h0 + r: BF16 out, or (FP8) into the row and
+    // the amax.
+    const int64_t width = p.n_heads * HD;
+    float amax = 0.0f;
+    auto emit = [&](int r, int d, float val) {
+        const int64_t i = b * width + (h0 + r) * HD + d;
+        if (p.fp8) {
+            p.rows[i] = val;
+            amax = fmaxf(amax, fabsf(val));
+        } else {
+            p.values[i] = __float2bfloat16_rn(val);
+        }
+    };
+    const bool one_chunk = span.first == span.last;
     for (int i = tid; i < rows * HD; i += kThreads) {
         const int r = i / HD, d = i % HD;
         float mmax = -INFINITY;
@@ -307,60 +469,81 @@ __global__ void __launch_bounds__(kThreads) decode_split_kernel(SplitParams p) {
             sum += ml[w * kRows + r] * f;
             acc += mo[(w * kRows + r) * kDim + d] * f;
         }
-        const int64_t row = (b * p.n_heads + h0 + r) * p.splits + split;
-        p.o_part[row * HD + d] = acc / sum;
-        if (d == 0) p.lse_part[row] = mmax + log2f(sum);
-    }
-}
-
-// Pass 2: block b merges, for every 4 consecutive outputs of every head (one thread each in
-// turn), the chunks holding keys in one pass with the running max: m' = max(m, lse_s),
-// acc' = acc exp2(m - m') + o_s exp2(lse_s - m'), l' likewise with 1 for o_s; o = acc / l. The
-// loads of successive chunks do not depend on one another. The float row goes to shared memory,
-// then out as BF16, or as E4M3 codes of row / s with s = amax / 448 (1 when amax is 0).
-__global__ void __launch_bounds__(kCombineThreads) decode_combine_kernel(CombineParams p) {
-    extern __shared__ float4 row4[];  // [n_heads * head_dim / 4]
-    __shared__ float warp_amax[kCombineThreads / 32];
-    const float* row = reinterpret_cast<const float*>(row4);
-    const int64_t b = blockIdx.x, width = p.n_heads * p.head_dim;
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    wait_for_predecessor();
-    const KeySpan span = key_span(p.lengths, b, p.max_ctx, p.window, p.chunk);
-    float amax = 0.0f;
-    for (int64_t item = threadIdx.x; item < width / 4; item += kCombineThreads) {
-        const int64_t h = item * 4 / p.head_dim, d = item * 4 % p.head_dim, head = b * p.n_heads + h;
-        const float* lse = p.lse_part + head * p.splits;
-        const float4* part = reinterpret_cast<const float4*>(p.o_part + head * p.splits * p.head_dim + d);
-        float m = -INFINITY, l = 0.0f;
-        float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-#pragma unroll 4
-        for (int64_t s = span.first; s <= span.last; ++s) {
-            const float e = lse[s];  // finite: the chunk holds a key
-            const float4 o = part[s * p.head_dim / 4];
-            const float m_new = fmaxf(m, e), c = exp2f(m - m_new), w = exp2f(e - m_new);
-            l = l * c + w;
-            acc = make_float4(acc.x * c + w * o.x, acc.y * c + w * o.y, acc.z * c + w * o.z, acc.w * c + w * o.w);
-            m = m_new;
+        if (one_chunk) {
+            emit(r, d, acc / sum);
+        } else {
+            const int64_t part = (b * p.n_heads + h0 + r) * p.splits + split;
+            p.o_part[part * HD + d] = acc / sum;
+            if (d == 0) p.lse_part[part] = mmax + log2f(sum);
         }
-        const float inv = l > 0.0f ? 1.0f / l : 0.0f;  // no chunk (a zero length): a zero row
-        const float4 val = make_float4(acc.x * inv, acc.y * inv, acc.z * inv, acc.w * inv);
-        row4[item] = val;
-        amax = fmaxf(amax, fmaxf(fmaxf(fabsf(val.x), fabsf(val.y)), fmaxf(fabsf(val.z), fabsf(val.w))));
     }
-    __syncthreads();
-    if (!p.fp8) {
-        for (int64_t i = threadIdx.x; i < width; i += kCombineThreads) p.values[b * width + i] = __float2bfloat16_rn(row[i]);
-        return;
+    if (!one_chunk) {
+        if (!take_ticket(p.chunk_tickets + b * gridDim.x + tile_id, unsigned(span.last - span.first + 1))) return;
+        // Four consecutive outputs of a head per item; the loads of successive chunks do not depend
+        // on one another.
+        for (int item = tid; item < rows * HD / 4; item += kThreads) {
+            const int r = item * 4 / HD, d = item * 4 % HD;
+            const int64_t head = b * p.n_heads + h0 + r;
+            const float* lse = p.lse_part + head * p.splits;
+            const float4* part = reinterpret_cast<const float4*>(p.o_part + head * p.splits * HD + d);
+            float mx = -INFINITY, sum = 0.0f;
+            float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll 4
+            for (int64_t c = span.first; c <= span.last; ++c) {
+                const float e = __ldcg(lse + c);  // finite: the chunk holds a key
+                const float4 v = __ldcg(part + c * HD / 4);
+                const float m_new = fmaxf(mx, e), f = exp2f(mx - m_new), w = exp2f(e - m_new);
+                sum = sum * f + w;
+                acc = make_float4(acc.x * f + w * v.x, acc.y * f + w * v.y, acc.z * f + w * v.z, acc.w * f + w * v.w);
+                mx = m_new;
+            }
+            emit(r, d, acc.x / sum);
+            emit(r, d + 1, acc.y / sum);
+            emit(r, d + 2, acc.z / sum);
+            emit(r, d + 3, acc.w / sum);
+        }
     }
+    if (!p.fp8) return;
+
     for (int off = 16; off > 0; off /= 2) amax = fmaxf(amax, __shfl_xor_sync(kFull, amax, off));
     if (lane == 0) warp_amax[warp] = amax;
     __syncthreads();
-    amax = 0.0f;
-    for (int w = 0; w < kCombineThreads / 32; ++w) amax = fmaxf(amax, warp_amax[w]);
-    const float scale = amax > 0.0f ? amax / kE4M3Max : 1.0f;
-    for (int64_t i = threadIdx.x; i < width; i += kCombineThreads)
-        p.fp8[b * width + i] = __nv_cvt_float_to_fp8(row[i] / scale, __NV_SATFINITE, __NV_E4M3);
-    if (threadIdx.x == 0) p.row_scale[b] = scale;
+    if (tid == 0) {
+        float tile_amax = 0.0f;
+        for (int w = 0; w < kWarps; ++w) tile_amax = fmaxf(tile_amax, warp_amax[w]);
+        atomicMax(p.row_amax + b, __float_as_uint(tile_amax));
+    }
+    if (!take_ticket(p.row_tickets + b, gridDim.x)) return;
+    // The last head tile of the row: its first loads go out with the read-and-reset of the amax.
+    // Every load of a batch is issued before its codes are written (a row of 64 heads of 128: one batch).
+    constexpr int kBatch = 16;
+    __shared__ float row_amax;
+    const int64_t w4 = width / 4;
+    const float4* row4 = reinterpret_cast<const float4*>(p.rows + b * width);
+    uchar4* out4 = reinterpret_cast<uchar4*>(p.fp8 + b * width);
+    float4 v[kBatch];
+    auto load_batch = [&](int64_t i0) {
+#pragma unroll
+        for (int u = 0; u < kBatch; ++u) {
+            const int64_t i = i0 + int64_t(u) * kThreads;
+            v[u] = i < w4 ? __ldcg(row4 + i) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        }
+    };
+    load_batch(tid);
+    if (tid == 0) row_amax = __uint_as_float(atomicExch(p.row_amax + b, 0u));
+    __syncthreads();
+    const float scale = row_amax > 0.0f ? row_amax / kE4M3Max : 1.0f;
+    if (tid == 0) p.row_scale[b] = scale;
+    for (int64_t i0 = tid;;) {
+#pragma unroll
+        for (int u = 0; u < kBatch; ++u) {
+            const int64_t i = i0 + int64_t(u) * kThreads;
+            if (i < w4) out4[i] = make_uchar4(to_e4m3(v[u].x / scale), to_e4m3(v[u].y / scale), to_e4m3(v[u].z / scale), to_e4m3(v[u].w / scale));
+        }
+        i0 += int64_t(kThreads) * kBatch;
+        if (i0 >= w4) break;
+        load_batch(i0);
+    }
 }
 
 bool supported_head_dim(int64_t hd) { return hd == 8 || hd == 16 || hd == 32 || hd == 64 || hd == 128 || hd == 256; }
@@ -392,6 +575,23 @@ int64_t choose_chunk(int64_t max_ctx, int64_t units, int64_t slots) {
     return std::min(chunk, ceil_div(max_ctx, kKeys) * kKeys);
 }
 
+// The workspace's parts (Params), in floats: the float4-read ones first (multiples of head_dim).
+struct WorkspaceParts {
+    int64_t o_part, rows, lse_part, row_amax, chunk_tickets, row_tickets, total;
+};
+WorkspaceParts workspace_parts(const DecodeAttentionShape& s, int64_t splits, int64_t head_tiles) {
+    WorkspaceParts w{};
+    const int64_t tiles = s.batch * s.n_kv_heads * head_tiles;
+    w.o_part = 0;
+    w.rows = w.o_part + s.batch * s.n_heads * splits * s.head_dim;
+    w.lse_part = w.rows + s.batch * s.n_heads * s.head_dim;
+    w.row_amax = w.lse_part + s.batch * s.n_heads * splits;
+    w.chunk_tickets = w.row_amax + s.batch;
+    w.row_tickets = w.chunk_tickets + tiles;
+    w.total = w.row_tickets + s.batch;
+    return w;
+}
+
 }  // namespace
 
 DecodeAttention::DecodeAttention(const DecodeAttentionShape& shape, const cudaDeviceProp& props) : shape_(shape) {
@@ -409,51 +609,65 @@ DecodeAttention::DecodeAttention(const DecodeAttentionShape& shape, const cudaDe
     int64_t slots = 0;
     with_head_dim(s.head_dim, [&](auto hd) {
         constexpr int HD = decltype(hd)::value;
-        split_smem_ = Layout<HD>::kSmem;
-        SPENSE_CHECK(split_smem_ <= props.sharedMemPerBlockOptin, what, ": needs ", split_smem_, " bytes of shared memory per block, the GPU has ",
+        smem_ = Layout<HD>::kSmem;
+        SPENSE_CHECK(smem_ <= props.sharedMemPerBlockOptin, what, ": needs ", smem_, " bytes of shared memory per block, the GPU has ",
                      props.sharedMemPerBlockOptin);
-        SPENSE_CUDA_CHECK(cudaFuncSetAttribute(decode_split_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(split_smem_)), what);
+        SPENSE_CUDA_CHECK(cudaFuncSetAttribute(decode_attention_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem_)), what);
         int per_sm = 0;
-        SPENSE_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, decode_split_kernel<HD>, kThreads, split_smem_), what);
+        SPENSE_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, decode_attention_kernel<HD>, kThreads, smem_), what);
         slots = int64_t(std::max(per_sm, 1)) * props.multiProcessorCount;
     });
     chunk_ = s.chunk > 0 ? s.chunk : choose_chunk(s.max_ctx, s.batch * s.n_kv_heads * head_tiles_, slots);
     splits_ = ceil_div(s.max_ctx, chunk_);
     SPENSE_CHECK(splits_ <= 65535, what, ": ", splits_, " chunks of ", chunk_, " exceed the grid (use a larger chunk)");
-
-    combine_smem_ = size_t(s.n_heads * s.head_dim) * sizeof(float);
-    SPENSE_CHECK(combine_smem_ <= props.sharedMemPerBlockOptin, what, ": an output row of ", s.n_heads * s.head_dim,
-                 " floats does not fit in shared memory");
-    SPENSE_CUDA_CHECK(cudaFuncSetAttribute(decode_combine_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(combine_smem_)), what);
 }
 
-size_t DecodeAttention::workspace_bytes() const {
-    return size_t(shape_.batch * shape_.n_heads * splits_ * (shape_.head_dim + 1)) * sizeof(float);
-}
+size_t DecodeAttention::workspace_bytes() const { return size_t(workspace_parts(shape_, splits_, head_tiles_).total) * sizeof(float); }
 
-void DecodeAttention::run(const bf16* q, const bf16* k, const bf16* v, const int32_t* lengths, const Output& out, void* workspace,
+void DecodeAttention::run(const Input& in, bf16* k, bf16* v, const int32_t* lengths, const Output& out, void* workspace,
                           cudaStream_t stream) const {
     const DecodeAttentionShape& s = shape_;
     const auto aligned = [](const void* ptr, uintptr_t a) { return reinterpret_cast<uintptr_t>(ptr) % a == 0; };
-    SPENSE_CHECK(q && k && v && lengths && aligned(q, 16) && aligned(k, 16) && aligned(v, 16), describe(s),
-                 ": q, k, v and lengths must be given, q, k and v 16-byte aligned");
-    SPENSE_CHECK(out.fp8 ? out.row_scale != nullptr : out.values != nullptr, describe(s),
-                 ": the output needs BF16 values, or FP8 codes and row scales");
+    SPENSE_CHECK(in.qkv.raw && in.qkv.ld >= (s.n_heads + 2 * s.n_kv_heads) * s.head_dim, describe(s),
+                 ": the q|k|v GEMM output must be given, with rows of at least (n_heads + 2 n_kv_heads) head_dim elements");
+    SPENSE_CHECK(k && v && lengths && aligned(k, 16) && aligned(v, 16), describe(s), ": the caches and lengths must be given, the caches 16-byte aligned");
+    SPENSE_CHECK(out.fp8 ? out.row_scale != nullptr && aligned(out.fp8, 4) : out.values != nullptr, describe(s),
+                 ": the output needs BF16 values, or FP8 codes (4-byte aligned) and row scales");
     SPENSE_CHECK(workspace && aligned(workspace, 16), describe(s), ": the workspace must be given, 16-byte aligned");
 
-    float* o_part = static_cast<float*>(workspace);
-    float* lse_part = o_part + s.batch * s.n_heads * splits_ * s.head_dim;
-    const SplitParams sp{q,         k,        v,         lengths,   o_part, lse_part, s.n_heads, s.n_kv_heads, s.n_heads / s.n_kv_heads,
-                         head_tiles_, s.max_ctx, s.window, chunk_, splits_, float(1.4426950408889634 / std::sqrt(double(s.head_dim)))};
+    const WorkspaceParts w = workspace_parts(s, splits_, head_tiles_);
+    float* ws = static_cast<float*>(workspace);
+    const Params params{in.qkv,
+                        in.q_norm,
+                        in.k_norm,
+                        in.rope,
+                        k,
+                        v,
+                        lengths,
+                        ws + w.o_part,
+                        ws + w.rows,
+                        ws + w.lse_part,
+                        reinterpret_cast<unsigned*>(ws + w.row_amax),
+                        reinterpret_cast<unsigned*>(ws + w.chunk_tickets),
+                        reinterpret_cast<unsigned*>(ws + w.row_tickets),
+                        out.values,
+                        out.fp8,
+                        out.row_scale,
+                        s.n_heads,
+                        s.n_kv_heads,
+                        s.n_heads / s.n_kv_heads,
+                        head_tiles_,
+                        s.max_ctx,
+                        s.window,
+                        chunk_,
+                        splits_,
+                        in.eps,
+                        float(1.4426950408889634 / std::sqrt(double(s.head_dim)))};
     const dim3 grid(unsigned(s.n_kv_heads * head_tiles_), unsigned(s.batch), unsigned(splits_));
     with_head_dim(s.head_dim, [&](auto hd) {
-        SPENSE_CUDA_CHECK(launch_pdl(decode_split_kernel<decltype(hd)::value>, LaunchShape{grid, dim3(kThreads), split_smem_}, stream, sp),
-                          describe(s), ", pass 1: ", splits_, " chunks of ", chunk_);
+        SPENSE_CUDA_CHECK(launch_pdl(decode_attention_kernel<decltype(hd)::value>, LaunchShape{grid, dim3(kThreads), smem_}, stream, params),
+                          describe(s), ": ", splits_, " chunks of ", chunk_);
     });
-
-    const CombineParams cp{o_part, lse_part, lengths, out.values, out.fp8, out.row_scale, s.n_heads, s.head_dim, s.max_ctx, s.window, chunk_, splits_};
-    SPENSE_CUDA_CHECK(launch_pdl(decode_combine_kernel, LaunchShape{dim3(unsigned(s.batch)), dim3(kCombineThreads), combine_smem_}, stream, cp),
-                      describe(s), ", pass 2");
 }
 
 }  // namespace spense::gpu

@@ -108,7 +108,7 @@ struct DecodeEngine::State {
     int64_t rows = 0;       // activation rows: batch, rounded up to the sparse GEMMs' granule
     int64_t mlp_width = 0;  // widest s_p + k_p over the layers
     DeviceBuffer tokens, lengths, best;
-    DeviceBuffer x, act, act_scale, qkv, q, attn, attn_scale, o, h, z, z_scale, y, y_dense, logits;
+    DeviceBuffer x, act, act_scale, qkv, attn, attn_scale, o, h, z, z_scale, y, y_dense, logits;
     DeviceBuffer k_cache, v_cache, attn_workspace;
     std::vector<int32_t> host_lengths;
 
@@ -168,7 +168,6 @@ struct DecodeEngine::State {
         act = DeviceBuffer(size_t(rows * d) * e, "normalized activations");
         act_scale = DeviceBuffer(size_t(rows) * 4, "activation scales");
         qkv = DeviceBuffer(size_t(B * qkv_width()) * 2, "qkv");
-        q = DeviceBuffer(size_t(B * attn_width()) * 2, "queries");
         attn = DeviceBuffer(size_t(B * attn_width()) * e, "attention output");
         attn_scale = DeviceBuffer(size_t(B) * 4, "attention output scales");
         o = DeviceBuffer(size_t(B * d) * 2, "attention projection");
@@ -181,7 +180,8 @@ struct DecodeEngine::State {
         const size_t cache = cache_layer_elems() * size_t(cfg.n_layers) * 2;
         k_cache = DeviceBuffer(cache, cat("K cache (", cfg.n_layers, " layers x ", B, " sequences x ", opt.max_ctx, " tokens)"));
         v_cache = DeviceBuffer(cache, cat("V cache (", cfg.n_layers, " layers x ", B, " sequences x ", opt.max_ctx, " tokens)"));
-        attn_workspace = DeviceBuffer(std::max<size_t>(attention->workspace_bytes(), 16), "attention workspace");
+        attn_workspace = DeviceBuffer(attention->workspace_bytes(), "attention workspace");
+        SPENSE_CUDA_CHECK(cudaMemsetAsync(attn_workspace.get(), 0, attn_workspace.bytes(), stream), "clearing the attention workspace");
         SPENSE_CUDA_CHECK(cudaMemsetAsync(k_cache.get(), 0, k_cache.bytes(), stream), "clearing the K cache");
         SPENSE_CUDA_CHECK(cudaMemsetAsync(v_cache.get(), 0, v_cache.bytes(), stream), "clearing the V cache");
         SPENSE_CUDA_CHECK(cudaMemsetAsync(tokens.get(), 0, tokens.bytes(), stream));
@@ -297,7 +297,6 @@ void DecodeEngine::enqueue_step(unsigned parts) {
     const ModelConfig& c = s.cfg;
     const int64_t B = s.opt.batch, d = c.hidden, rows = s.rows;
     cudaStream_t st = s.stream;
-    const QkvLayout qkv_layout{c.n_heads, c.n_kv_heads, c.head_dim, s.opt.max_ctx};
     const float eps = float(c.rms_eps);
     auto* act_scale = s.act_scale.as<float>();
     const ActOut act = s.act_out(s.act.get(), d, act_scale);
@@ -311,10 +310,6 @@ void DecodeEngine::enqueue_step(unsigned parts) {
         if (gemms) L.qkv.gemm->run(s.act.get(), s.qkv.get(), B, st);
         bf16* k_cache = s.k_cache.as<bf16>() + l * s.cache_layer_elems();
         bf16* v_cache = s.v_cache.as<bf16>() + l * s.cache_layer_elems();
-        if (elementwise)
-            launch_qkv_rope_cache(L.qkv.output(s.qkv.as<bf16>(), s.fp8_only(s.act_scale)), qkv_layout, L.q_norm.as<float>(),
-                              L.k_norm.as<float>(), eps, s.rope.as<float2>(), s.lengths.as<int32_t>(), s.q.as<bf16>(), k_cache,
-                              v_cache, B, st);
         DecodeAttention::Output out;
         if (s.opt.dtype == GemmDType::FP8) {
             out.fp8 = s.attn.as<uint8_t>();
@@ -322,7 +317,9 @@ void DecodeEngine::enqueue_step(unsigned parts) {
         } else {
             out.values = s.attn.as<bf16>();
         }
-        if (attention) s.attention->run(s.q.as<bf16>(), k_cache, v_cache, s.lengths.as<int32_t>(), out, s.attn_workspace.get(), st);
+        const DecodeAttention::Input in{L.qkv.output(s.qkv.as<bf16>(), s.fp8_only(s.act_scale)), L.q_norm.as<float>(), L.k_norm.as<float>(),
+                                        eps, s.rope.as<float2>()};
+        if (attention) s.attention->run(in, k_cache, v_cache, s.lengths.as<int32_t>(), out, s.attn_workspace.get(), st);
         if (gemms) L.o.gemm->run(s.attn.get(), s.o.get(), B, st);
         if (elementwise)
             launch_add_norm_quantize(s.x.as<float>(), L.o.output(s.o.as<bf16>(), s.fp8_only(s.attn_scale)), L.post_norm.as<float>(), eps,

@@ -4,8 +4,8 @@
 // One step, per layer l (decode_kernels.h gives each fused step and the scaling convention):
 //   x += (previous sublayer);  a = quant(rmsnorm(x) * input_norm)        add_norm_quantize
 //   qkv = a W_qkv^T                                                      one GEMM for q | k | v
-//   q, k, v: bias, q/k RMSNorm (Qwen3), RoPE; k, v appended to the cache  qkv_rope_cache
-//   o = attention(q, cache) (flash-decoding, GQA), quantized              decode_attention.h
+//   q, k, v: bias, q/k RMSNorm (Qwen3), RoPE; k, v appended to the cache;
+//   o = attention(q, cache) (flash-decoding, GQA), quantized              one kernel, decode_attention.h
 //   x += o W_o^T;  a = quant(rmsnorm(x) * post_norm)                      GEMM, add_norm_quantize
 //   h = a W_gate_up^T: output-split (2:4 rows | dense rows)               Spense MLP (spense_mlp.h)
 //   z = quant(silu(gate) * up);  y = z W_down^T: input-split              swiglu_quantize, Spense MLP

@@ -15,15 +15,6 @@ namespace {
 
 constexpr int kRowThreads = 256;
 
-__device__ __forceinline__ float scaled(const ScaledRows& s, int64_t r, int64_t j) {
-    float v = __bfloat162float(s.raw[r * s.ld + j]);
-    if (s.raw2) v += __bfloat162float(s.raw2[r * s.ld + j]);
-    if (s.row_scale) v *= s.row_scale[r];
-    if (s.col_scale) v *= s.col_scale[j];
-    if (s.bias) v += s.bias[j];
-    return v;
-}
-
 // Columns 4 c4 .. 4 c4 + 3 of row r, with 8- and 16-byte loads (ld, the columns and the vectors
 // are multiples of 4, so every access is aligned).
 __device__ __forceinline__ float4 scaled4(const ScaledRows& s, int64_t r, int64_t c4) {
@@ -188,43 +179,6 @@ __global__ void add_norm_quantize_kernel(float* x, ScaledRows add, const float* 
     }
 }
 
-// Block (r, head): thread i < head_dim / 2 holds the RoPE pair (i, i + head_dim / 2).
-__global__ void qkv_rope_cache_kernel(ScaledRows qkv, QkvLayout L, const float* q_norm, const float* k_norm, float eps,
-                                      const float2* rope, const int32_t* lengths, bf16* q_out, bf16* k_cache, bf16* v_cache) {
-    const int64_t r = blockIdx.x, head = blockIdx.y, half = L.head_dim / 2, i = threadIdx.x;
-    wait_for_predecessor();
-    allow_dependents();  // attention's blocks may take their SM slots while the last of these run
-    const bool live = i < half;
-    const int64_t col = head * L.head_dim;
-    float a = live ? scaled(qkv, r, col + i) : 0.0f, b = live ? scaled(qkv, r, col + i + half) : 0.0f;
-    const bool is_q = head < L.n_heads, is_k = !is_q && head < L.n_heads + L.n_kv_heads;
-    const float* norm = is_q ? q_norm : is_k ? k_norm : nullptr;
-    if (norm) {
-        const float inv = rsqrtf(block_reduce<false>(a * a + b * b) / float(L.head_dim) + eps);
-        if (live) {
-            a *= inv * norm[i];
-            b *= inv * norm[i + half];
-        }
-    }
-    if (!live) return;
-    const int64_t pos = lengths[r] - 1;
-    if (is_q || is_k) {
-        const float2 cs = rope[pos * half + i];
-        const float ra = a * cs.x - b * cs.y, rb = b * cs.x + a * cs.y;
-        a = ra;
-        b = rb;
-    }
-    bf16* dst;
-    if (is_q) {
-        dst = q_out + (r * L.n_heads + head) * L.head_dim;
-    } else {
-        const int64_t kvh = is_k ? head - L.n_heads : head - L.n_heads - L.n_kv_heads;
-        dst = (is_k ? k_cache : v_cache) + ((r * L.n_kv_heads + kvh) * L.max_ctx + pos) * L.head_dim;
-    }
-    dst[i] = __float2bfloat16(a);
-    dst[i + half] = __float2bfloat16(b);
-}
-
 // Cluster (., r): row r, its slice of z in shared memory between the two passes the scale needs
 // (so h is read once): z = silu(gate) * up, its amax, then the codes. Each thread takes 8
 // consecutive columns at a time (the regions are multiples of 8 wide).
@@ -290,7 +244,7 @@ constexpr int64_t kArgmaxChunk = 4096;
 __global__ void argmax_kernel(ScaledRows logits, int64_t vocab, unsigned long long* best) {
     const int64_t r = blockIdx.x, j0 = blockIdx.y * kArgmaxChunk, j1 = min(vocab, j0 + kArgmaxChunk);
     unsigned long long key = 0;
-    for (int64_t j = j0 + threadIdx.x; j < j1; j += blockDim.x) key = max(key, argmax_key(scaled(logits, r, j), j));
+    for (int64_t j = j0 + threadIdx.x; j < j1; j += blockDim.x) key = max(key, argmax_key(logits.value(r, j), j));
     for (int o = 16; o > 0; o >>= 1) key = max(key, __shfl_xor_sync(0xffffffffu, key, o));
     if (threadIdx.x % 32 == 0) atomicMax(best + r, key);
 }
@@ -305,7 +259,7 @@ __global__ void advance_kernel(const unsigned long long* best, int64_t n, int32_
 __global__ void logits_f32_kernel(ScaledRows logits, int64_t vocab, float* out) {
     const int64_t r = blockIdx.y;
     for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < vocab; j += int64_t(gridDim.x) * blockDim.x)
-        out[r * vocab + j] = scaled(logits, r, j);
+        out[r * vocab + j] = logits.value(r, j);
 }
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -336,19 +290,6 @@ void launch_add_norm_quantize(float* x, const ScaledRows& add, const float* norm
     SPENSE_CHECK(d % 4 == 0 && d <= kMaxCluster * kMaxSliceFloats, "add_norm_quantize: hidden size ", d,
                  " must be a multiple of 4 and at most ", kMaxCluster * kMaxSliceFloats);
     launch_row_clusters(add_norm_quantize_kernel, rows, d / 4, 4, stream, x, add, norm_weight, eps, n, d, out);
-}
-
-void launch_qkv_rope_cache(const ScaledRows& qkv, const QkvLayout& layout, const float* q_norm, const float* k_norm,
-                           float eps, const float2* rope, const int32_t* lengths, bf16* q_out, bf16* k_cache, bf16* v_cache,
-                           int64_t n, cudaStream_t stream) {
-    SPENSE_CHECK(layout.head_dim % 2 == 0 && layout.head_dim <= 2048, "qkv_rope_cache: head_dim ", layout.head_dim,
-                 " must be even and at most 2048");
-    const dim3 grid(unsigned(n), unsigned(layout.n_heads + 2 * layout.n_kv_heads));
-    const unsigned threads = unsigned(ceil_div(layout.head_dim / 2, 32) * 32);
-    SPENSE_CUDA_CHECK(launch_pdl(qkv_rope_cache_kernel, LaunchShape{grid, dim3(threads)}, stream, qkv, layout, q_norm, k_norm, eps, rope,
-                                 lengths, q_out, k_cache, v_cache),
-                      "qkv_rope_cache n=", n, " heads=", layout.n_heads, " kv_heads=", layout.n_kv_heads,
-                      " head_dim=", layout.head_dim);
 }
 
 void launch_swiglu_quantize(const ScaledRows& h, SwigluLayout layout, int64_t n, int64_t rows, const ActOut& z, cudaStream_t stream) {

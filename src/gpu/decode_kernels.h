@@ -1,6 +1,6 @@
 // The steps of a decode step (decode_engine.h) between its GEMMs and its attention: embedding,
-// residual add + RMSNorm + quantization, q/k norm + RoPE + KV-cache append, SwiGLU +
-// quantization, greedy sampling. Host launchers; each checks its launch and throws spense::Error
+// residual add + RMSNorm + quantization, SwiGLU + quantization, greedy sampling (q/k norm, RoPE
+// and the KV-cache append are part of the attention kernel, decode_attention.h). Host launchers; each checks its launch and throws spense::Error
 // with the kernel's name and sizes. The kernels between a layer's GEMMs are launched with
 // programmatic dependent launch (launch.h). Row r of every activation is sequence r of the batch.
 // They are bound by latency and leave the memory bus idle; having them (or a kernel beside them on
@@ -39,6 +39,16 @@ struct ScaledRows {
     // A second raw product of the same scales and layout, added to raw before scaling: the dense
     // region of an input-split GEMM, run beside the sparse one (GpuSpenseMlp::down_products).
     const bf16* raw2 = nullptr;
+
+    // Y[r, j] (device code).
+    SPENSE_HOST_DEVICE float value(int64_t r, int64_t j) const {
+        float v = __bfloat162float(raw[r * ld + j]);
+        if (raw2) v += __bfloat162float(raw2[r * ld + j]);
+        if (row_scale) v *= row_scale[r];
+        if (col_scale) v *= col_scale[j];
+        if (bias) v += bias[j];
+        return v;
+    }
 };
 
 struct ActOut {
@@ -58,20 +68,6 @@ void launch_embed(const int32_t* tokens, const bf16* table, float* x, int64_t n,
 // through distributed shared memory), so that a small batch still spreads over the SMs.
 void launch_add_norm_quantize(float* x, const ScaledRows& add, const float* norm_weight, float eps, int64_t n, int64_t rows,
                               int64_t d, const ActOut& out, cudaStream_t stream);
-
-// The attention geometry of one layer's step; the cache holds [batch, kv_heads, max_ctx, head_dim]
-// BF16 per layer for K and for V.
-struct QkvLayout {
-    int64_t n_heads = 0, n_kv_heads = 0, head_dim = 0, max_ctx = 0;
-};
-
-// From the fused q|k|v GEMM output (ScaledRows over [n, (n_heads + 2 n_kv_heads) head_dim]):
-// per head, optional RMSNorm (q_norm / k_norm [head_dim], Qwen3), then half-split RoPE at position
-// p_r = lengths[r] - 1 with rope [max_ctx, head_dim / 2] (cos, sin) pairs; q goes to
-// q_out [n, n_heads, head_dim], k and v into the caches at position p_r of sequence r.
-void launch_qkv_rope_cache(const ScaledRows& qkv, const QkvLayout& layout, const float* q_norm, const float* k_norm,
-                           float eps, const float2* rope, const int32_t* lengths, bf16* q_out, bf16* k_cache, bf16* v_cache,
-                           int64_t n, cudaStream_t stream);
 
 // z = silu(gate) * up over the Spense intermediate layout (kernels.h's SwigluLayout), h given as
 // ScaledRows over [n, 2(s_p + k_p)], then quantized into z [rows, s_p + k_p]; s_p + k_p is at most
