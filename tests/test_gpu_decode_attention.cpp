@@ -72,20 +72,23 @@ struct Transforms {
 
 int64_t qkv_width(const DecodeAttentionShape& s) { return (s.n_heads + 2 * s.n_kv_heads) * s.head_dim; }
 
-// qkv [batch, (H + 2 KV) hd] and the caches [batch, KV, max_ctx, hd] (the host copy follows the
-// kernel's appends: append()). Cache positions that none of the length sets makes a key are NaN,
-// and so are the new token's positions of the first set.
+// qkv [batch, (H + 2 KV) hd], the caches [batch, KV, max_ctx, hd] and the V bounds [batch, KV]
+// (the host copies follow the kernel's appends: append()). Cache positions that none of the length
+// sets makes a key are NaN, and so are the new token's positions of the first set; the bounds
+// start as the largest |v| of the other positions.
 struct Inputs {
     DecodeAttentionShape shape;
     std::vector<uint16_t> qkv, k, v;
     Transforms tf;
+    std::vector<float> v_bound;
 };
 
 Inputs make_inputs(const DecodeAttentionShape& s, const std::vector<std::vector<int32_t>>& length_sets, uint64_t seed,
                    const Transforms& tf = {}) {
     std::mt19937_64 rng(seed);
     const int64_t hd = s.head_dim, width = qkv_width(s), cache = s.batch * s.n_kv_heads * s.max_ctx * hd;
-    Inputs in{s, {}, random_bf16(size_t(cache), 0.1f, 1.0f, rng), random_bf16(size_t(cache), 0.1f, 1.0f, rng), tf};
+    Inputs in{s, {}, random_bf16(size_t(cache), 0.1f, 1.0f, rng), random_bf16(size_t(cache), 0.1f, 1.0f, rng), tf,
+              std::vector<float>(size_t(s.batch * s.n_kv_heads), 0.0f)};
     for (int64_t b = 0; b < s.batch; ++b) {  // q as the queries of the earlier tests, k and v as the cache
         const std::vector<uint16_t> q = random_bf16(size_t(s.n_heads * hd), 0.1f, 3.0f, rng);
         const std::vector<uint16_t> kv = random_bf16(size_t(width - s.n_heads * hd), 0.1f, 1.0f, rng);
@@ -106,6 +109,11 @@ Inputs make_inputs(const DecodeAttentionShape& s, const std::vector<std::vector<
                         const size_t i = size_t(((b * s.n_kv_heads + kv) * s.max_ctx + j) * hd + d);
                         in.k[i] = in.v[i] = kBf16NaN;
                     }
+    }
+    for (size_t i = 0; i < in.v.size(); ++i) {
+        const float v = bf16_to_f32(in.v[i]);
+        float& bound = in.v_bound[i / size_t(s.max_ctx * hd)];
+        if (std::isfinite(v)) bound = std::max(bound, std::fabs(v));
     }
     return in;
 }
@@ -154,6 +162,7 @@ void append(Inputs& in, const std::vector<int32_t>& lengths) {
             const std::vector<uint16_t> v = head_bf16(in, b, s.n_heads + s.n_kv_heads + kv, {}, false, pos);
             std::copy(k.begin(), k.end(), in.k.begin() + std::ptrdiff_t(at));
             std::copy(v.begin(), v.end(), in.v.begin() + std::ptrdiff_t(at));
+            for (uint16_t bits : v) in.v_bound[size_t(b * s.n_kv_heads + kv)] = std::max(in.v_bound[size_t(b * s.n_kv_heads + kv)], std::fabs(bf16_to_f32(bits)));
         }
 }
 
@@ -220,6 +229,7 @@ struct DeviceProblem {
           values(poisoned(size_t(in.shape.batch * in.shape.n_heads * in.shape.head_dim) * 2)),
           fp8(poisoned(size_t(in.shape.batch * in.shape.n_heads * in.shape.head_dim))),
           scales(poisoned(size_t(in.shape.batch) * sizeof(float))),
+          v_bound(uploaded(in.v_bound.data(), in.v_bound.size() * sizeof(float))),
           workspace(attn.workspace_bytes(), "test workspace"),
           width(qkv_width(in.shape)),
           eps(in.tf.eps) {
@@ -240,10 +250,10 @@ struct DeviceProblem {
         }
         const DecodeAttention::Input input{{qkv.as<gpu::bf16>(), width, row_scale.as<float>(), col_scale.as<float>(), bias.as<float>()},
                                            q_norm.as<float>(), k_norm.as<float>(), eps, rope.as<float2>()};
-        attn.run(input, k.as<gpu::bf16>(), v.as<gpu::bf16>(), lengths.as<int32_t>(), out, workspace.get(), stream);
+        attn.run(input, k.as<gpu::bf16>(), v.as<gpu::bf16>(), v_bound.as<float>(), lengths.as<int32_t>(), out, workspace.get(), stream);
     }
 
-    DeviceBuffer qkv, k, v, row_scale, col_scale, bias, q_norm, k_norm, rope, lengths, values, fp8, scales, workspace;
+    DeviceBuffer qkv, k, v, row_scale, col_scale, bias, q_norm, k_norm, rope, lengths, values, fp8, scales, v_bound, workspace;
     int64_t width;
     float eps;
 };
@@ -266,6 +276,9 @@ void expect_caches(const DeviceProblem& p, const Inputs& in, const std::string& 
         }
         EXPECT_EQ(bad, 0) << what << ": " << (is_k ? "K" : "V") << " cache elements off";
     }
+    std::vector<float> bounds(in.v_bound.size());
+    p.v_bound.download(bounds.data(), bounds.size() * sizeof(float));
+    for (size_t i = 0; i < bounds.size(); ++i) EXPECT_EQ(bounds[i], in.v_bound[i]) << what << ": V bound " << i;
 }
 
 // Every head's output within `tol` times that head's largest reference magnitude.
@@ -295,8 +308,10 @@ std::vector<float> download_bf16(const DeviceBuffer& b, size_t count) {
     return out;
 }
 
-// FP8 codes decoded with their row scales; the scales checked against the reference row amax.
-std::vector<float> download_fp8(const DeviceProblem& p, const std::vector<double>& ref, const DecodeAttentionShape& s, const std::string& what) {
+// FP8 codes decoded with their row scales; the scales checked against the header's formula (from
+// the appended host bounds) and against the reference row amax, which they must cover.
+std::vector<float> download_fp8(const DeviceProblem& p, const Inputs& in, const std::vector<double>& ref, const std::string& what) {
+    const DecodeAttentionShape& s = in.shape;
     const int64_t width = s.n_heads * s.head_dim;
     std::vector<uint8_t> codes(size_t(s.batch * width));
     std::vector<float> scales(static_cast<size_t>(s.batch));
@@ -306,7 +321,11 @@ std::vector<float> download_fp8(const DeviceProblem& p, const std::vector<double
     for (int64_t b = 0; b < s.batch; ++b) {
         double amax = 0;
         for (int64_t i = 0; i < width; ++i) amax = std::max(amax, std::fabs(ref[size_t(b * width + i)]));
-        EXPECT_NEAR(scales[size_t(b)], amax / 448.0, 1e-2 * amax / 448.0) << what << ": row scale of sequence " << b;
+        float bound = 0.0f;
+        for (int64_t kv = 0; kv < s.n_kv_heads; ++kv) bound = std::max(bound, in.v_bound[size_t(b * s.n_kv_heads + kv)]);
+        const float want = bound > 0.0f ? bound * (1.0f + 1.0f / 128.0f) / 448.0f : 1.0f;
+        EXPECT_NEAR(scales[size_t(b)], want, 1e-6 * want) << what << ": row scale of sequence " << b;
+        EXPECT_GE(scales[size_t(b)], amax / 448.0) << what << ": row scale of sequence " << b << " below the row's amax / 448";
         for (int64_t i = 0; i < width; ++i) out[size_t(b * width + i)] = test::e4m3_decode(codes[size_t(b * width + i)]) * scales[size_t(b)];
     }
     return out;
@@ -331,7 +350,7 @@ void check_problem(const DecodeAttentionShape& shape, const std::vector<int32_t>
     expect_close(download_bf16(p.values, count), ref, shape, 1e-2, where + ", BF16");
     // E4M3 keeps 3 mantissa bits: rounding moves a value by at most 1/16 of it (by 2^-10 s below
     // the normal range), so each head stays within 1/16 of its largest value, plus the BF16 error.
-    expect_close(download_fp8(p, ref, shape, where), ref, shape, 0.07, where + ", FP8");
+    expect_close(download_fp8(p, in, ref, where), ref, shape, 0.07, where + ", FP8");
     expect_caches(p, in, where);
 }
 
@@ -445,7 +464,7 @@ TEST(GpuDecodeAttention, GraphReplayWithNewLengths) {
         const std::vector<double> ref = reference(in, steps[step]);
         const std::string what = cat("graph replay, step ", step);
         expect_close(download_bf16(p.values, count), ref, s, 1e-2, what + ", BF16");
-        expect_close(download_fp8(p, ref, s, what), ref, s, 0.07, what + ", FP8");
+        expect_close(download_fp8(p, in, ref, what), ref, s, 0.07, what + ", FP8");
         expect_caches(p, in, what);
     }
     SPENSE_CUDA_CHECK(cudaGraphExecDestroy(exec));

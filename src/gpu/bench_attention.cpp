@@ -61,12 +61,14 @@ nlohmann::json run_attention_bench(const AttentionBenchOptions& opt, std::ostrea
     DeviceBuffer qkv(size_t(s.batch * qkv_width) * 2, "attention bench q|k|v"), k(size_t(cache_count) * 2, "attention bench K cache"),
         v(size_t(cache_count) * 2, "attention bench V cache"), lengths(size_t(s.batch) * sizeof(int32_t), "attention bench lengths"),
         values(size_t(q_count) * 2, "attention bench BF16 output"), fp8(size_t(q_count), "attention bench FP8 output"),
+        v_bound(size_t(s.batch * s.n_kv_heads) * sizeof(float), "attention bench V bounds"),
         scales(size_t(s.batch) * sizeof(float), "attention bench row scales");
     // Qwen3's work per head: q and k norms (weights 1) and RoPE (every angle 0).
     DeviceBuffer norm(size_t(s.head_dim) * sizeof(float), "attention bench q/k norm"),
         rope(size_t(s.max_ctx * s.head_dim / 2) * sizeof(float2), "attention bench RoPE table");
     launch_random_activations(GemmDType::BF16, qkv.get(), s.batch * qkv_width, 1.0f, opt.seed, stream);
     launch_fill_f32(norm.as<float>(), s.head_dim, 1.0f, stream);
+    launch_fill_f32(v_bound.as<float>(), s.batch * s.n_kv_heads, 1.0f, stream);  // the random values lie in [-1, 1]
     std::vector<float2> angles(size_t(s.max_ctx * s.head_dim / 2), float2{1.0f, 0.0f});
     rope.upload(angles.data(), rope.bytes());
     launch_random_activations(GemmDType::BF16, k.get(), cache_count, 1.0f, opt.seed + 1, stream);
@@ -105,7 +107,7 @@ nlohmann::json run_attention_bench(const AttentionBenchOptions& opt, std::ostrea
                     o.values = values.as<bf16>();
                 }
                 const Timing t = measure(
-                    [&] { attn.run(input, k.as<bf16>(), v.as<bf16>(), lengths.as<int32_t>(), o, workspace.get(), stream); }, opt.reps,
+                    [&] { attn.run(input, k.as<bf16>(), v.as<bf16>(), v_bound.as<float>(), lengths.as<int32_t>(), o, workspace.get(), stream); }, opt.reps,
                     flush, sink.as<float>(), stream);
                 const double gbs = bytes / (t.median * 1e-3) / 1e9;
                 const char* name = to_fp8 ? "fp8" : "bf16";

@@ -52,20 +52,18 @@ struct Layout {
 };
 
 // The workspace (workspace_bytes()): o_part [batch, n_heads, splits, head_dim] and lse_part
-// [batch, n_heads, splits], one chunk's normalized output and log2-sum-exp; rows [batch, n_heads
-// head_dim], the merged outputs of an FP8 row, and row_amax [batch], the bits of its largest
-// magnitude so far (non-negative floats order like their bits); the tickets, chunk_tickets
-// [batch, tiles] (chunks of a head tile done) and row_tickets [batch] (head tiles of a row done).
-// A head tile: the KV head and tile of query heads of a block, blockIdx.x, `tiles` of them
-// (gridDim.x). The last block to use a counter or row_amax resets it to zero.
+// [batch, n_heads, splits], one chunk's normalized output and log2-sum-exp, and chunk_tickets
+// [batch, tiles], the chunks of a head tile done (reset to zero by the last). A head tile: the KV
+// head and tile of query heads of a block, blockIdx.x, `tiles` of them (gridDim.x).
 struct Params {
     ScaledRows qkv;
     const float *q_norm, *k_norm;
     const float2* rope;
     bf16 *k, *v;
     const int32_t* lengths;
-    float *o_part, *rows, *lse_part;
-    unsigned *row_amax, *chunk_tickets, *row_tickets;
+    float* v_bound;  // [batch, n_kv_heads]: FP8 output only
+    float *o_part, *lse_part;
+    unsigned* chunk_tickets;
     bf16* values;
     uint8_t* fp8;
     float* row_scale;
@@ -230,9 +228,18 @@ __device__ __forceinline__ bool take_ticket(unsigned* counter, unsigned count) {
 // that computed it. Otherwise each block writes its chunk's part, and the last of the chunks' blocks
 // (a ticket per head tile and sequence; it resets the ticket) merges them: m' = max(m, lse_s),
 // acc' = acc exp2(m - m') + o_s exp2(lse_s - m'), l' likewise with 1 for o_s; o = acc / l. BF16
-// output is then written. FP8 output needs the row's amax over every head tile: each head tile's
-// final block writes its values and amax to the workspace, and the last of them (a ticket per
-// sequence) quantizes the row (take_ticket; the last block reads the others' writes past L1).
+// output is written then (take_ticket; the last block reads the others' writes past L1).
+//
+// The FP8 row scale. Every block of a row must quantize with the same scale, known before any has
+// its output: each head's output is a convex combination of V rows (P rounded to BF16 sums to at
+// most 1 + 2^-8), so |o[b, :]| <= (1 + 2^-7) bound_b with bound_b the largest |v| of the row's
+// cache, which every block computes alike from v_bound (the largest so far of each KV head, kept
+// up to date by the blocks that append) and the new values of all the row's KV heads. E4M3 is a
+// floating-point format: a scale above the exact amax keeps every value's 3 mantissa bits as long
+// as it stays above 2^-6 of the range, i.e. above 3.5e-5 of the bound. (A row-wide amax instead
+// needs the row's blocks to finish first: a ticket and a second pass by the last block cost 4 us
+// per layer at Qwen3-32B's shape on the H200, and a cluster of the row's head tiles, which could
+// exchange it in shared memory, slowed the kernel 1.2-1.4x by constraining where blocks run.)
 template <int HD>
 __global__ void __launch_bounds__(kThreads) decode_attention_kernel(Params p) {
     using L = Layout<HD>;
@@ -241,7 +248,6 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(Params p) {
     bf16* qs = reinterpret_cast<bf16*>(smem);                                 // [kRows][kStride]
     bf16* news = reinterpret_cast<bf16*>(smem + L::kQBytes);                  // the new key (row 0) and value (row 1)
     bf16* stages = reinterpret_cast<bf16*>(smem + L::kQBytes + L::kNewBytes);  // stage s: K tile at 2 s kTile, V tile after it
-    __shared__ float warp_amax[kWarps];
 
     const int64_t split = blockIdx.z, tile_id = blockIdx.x, kvh = tile_id / p.head_tiles, head_tile = tile_id % p.head_tiles, b = blockIdx.y;
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t4 = lane % 4;
@@ -321,6 +327,26 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(Params p) {
         const bool append = head_tile == 0;
         if (fresh_key) finish_head<HD>(fresh, p.k_norm, k_norm, p.rope, rope, p.eps, news, append ? p.k + at : nullptr, lane);
         if (fresh_value) finish_head<HD>(fresh, false, k_norm, false, rope, p.eps, news + kStride, append ? p.v + at : nullptr, lane);
+        if (fresh_value && append && p.fp8) {  // raise the KV head's bound by its new value (as stored: BF16)
+            float m = 0.0f;
+#pragma unroll
+            for (int j = 0; j < Pairs::kPer; ++j)
+                if (lane + 32 * j < Pairs::kHalf)
+                    m = fmaxf(m, fmaxf(fabsf(__bfloat162float(__float2bfloat16(fresh.x[j]))), fabsf(__bfloat162float(__float2bfloat16(fresh.y[j])))));
+            for (int off = 16; off > 0; off /= 2) m = fmaxf(m, __shfl_xor_sync(kFull, m, off));
+            if (lane == 0) atomicMax(reinterpret_cast<unsigned*>(p.v_bound + b * p.n_kv_heads + kvh), __float_as_uint(m));
+        }
+    }
+
+    // FP8: this thread's part of the row's bound, reduced after the last tile.
+    __shared__ float warp_bound[kWarps];
+    if (p.fp8) {
+        float bound = 0.0f;
+        for (int64_t i = tid; i < p.n_kv_heads; i += kThreads) bound = fmaxf(bound, __ldcg(p.v_bound + b * p.n_kv_heads + i));
+        for (int64_t i = tid; i < p.n_kv_heads * HD; i += kThreads)
+            bound = fmaxf(bound, fabsf(__bfloat162float(__float2bfloat16(p.qkv.value(b, (p.n_heads + p.n_kv_heads) * HD + i)))));
+        for (int off = 16; off > 0; off /= 2) bound = fmaxf(bound, __shfl_xor_sync(kFull, bound, off));
+        if (lane == 0) warp_bound[warp] = bound;
     }
 
     float o[kDim / 8][4] = {};
@@ -443,18 +469,21 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(Params p) {
     }
     __syncthreads();
 
-    // The head tile's final output, element d of head h0 + r: BF16 out, or (FP8) into the row and
-    // the amax.
+    // The head tile's final output, element d of head h0 + r, as BF16 or as FP8 codes of the row
+    // scale (written by the first head tile's final block).
     const int64_t width = p.n_heads * HD;
-    float amax = 0.0f;
+    float scale = 1.0f;
+    if (p.fp8) {
+        float bound = 0.0f;
+        for (int w = 0; w < kWarps; ++w) bound = fmaxf(bound, warp_bound[w]);
+        scale = bound > 0.0f ? bound * (1.0f + 1.0f / 128.0f) / kE4M3Max : 1.0f;
+    }
     auto emit = [&](int r, int d, float val) {
         const int64_t i = b * width + (h0 + r) * HD + d;
-        if (p.fp8) {
-            p.rows[i] = val;
-            amax = fmaxf(amax, fabsf(val));
-        } else {
+        if (p.fp8)
+            p.fp8[i] = to_e4m3(val / scale);
+        else
             p.values[i] = __float2bfloat16_rn(val);
-        }
     };
     const bool one_chunk = span.first == span.last;
     for (int i = tid; i < rows * HD; i += kThreads) {
@@ -503,47 +532,7 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(Params p) {
             emit(r, d + 3, acc.w / sum);
         }
     }
-    if (!p.fp8) return;
-
-    for (int off = 16; off > 0; off /= 2) amax = fmaxf(amax, __shfl_xor_sync(kFull, amax, off));
-    if (lane == 0) warp_amax[warp] = amax;
-    __syncthreads();
-    if (tid == 0) {
-        float tile_amax = 0.0f;
-        for (int w = 0; w < kWarps; ++w) tile_amax = fmaxf(tile_amax, warp_amax[w]);
-        atomicMax(p.row_amax + b, __float_as_uint(tile_amax));
-    }
-    if (!take_ticket(p.row_tickets + b, gridDim.x)) return;
-    // The last head tile of the row: its first loads go out with the read-and-reset of the amax.
-    // Every load of a batch is issued before its codes are written (a row of 64 heads of 128: one batch).
-    constexpr int kBatch = 16;
-    __shared__ float row_amax;
-    const int64_t w4 = width / 4;
-    const float4* row4 = reinterpret_cast<const float4*>(p.rows + b * width);
-    uchar4* out4 = reinterpret_cast<uchar4*>(p.fp8 + b * width);
-    float4 v[kBatch];
-    auto load_batch = [&](int64_t i0) {
-#pragma unroll
-        for (int u = 0; u < kBatch; ++u) {
-            const int64_t i = i0 + int64_t(u) * kThreads;
-            v[u] = i < w4 ? __ldcg(row4 + i) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        }
-    };
-    load_batch(tid);
-    if (tid == 0) row_amax = __uint_as_float(atomicExch(p.row_amax + b, 0u));
-    __syncthreads();
-    const float scale = row_amax > 0.0f ? row_amax / kE4M3Max : 1.0f;
-    if (tid == 0) p.row_scale[b] = scale;
-    for (int64_t i0 = tid;;) {
-#pragma unroll
-        for (int u = 0; u < kBatch; ++u) {
-            const int64_t i = i0 + int64_t(u) * kThreads;
-            if (i < w4) out4[i] = make_uchar4(to_e4m3(v[u].x / scale), to_e4m3(v[u].y / scale), to_e4m3(v[u].z / scale), to_e4m3(v[u].w / scale));
-        }
-        i0 += int64_t(kThreads) * kBatch;
-        if (i0 >= w4) break;
-        load_batch(i0);
-    }
+    if (p.fp8 && tile_id == 0 && tid == 0) p.row_scale[b] = scale;
 }
 
 bool supported_head_dim(int64_t hd) { return hd == 8 || hd == 16 || hd == 32 || hd == 64 || hd == 128 || hd == 256; }
@@ -577,18 +566,15 @@ int64_t choose_chunk(int64_t max_ctx, int64_t units, int64_t slots) {
 
 // The workspace's parts (Params), in floats: the float4-read ones first (multiples of head_dim).
 struct WorkspaceParts {
-    int64_t o_part, rows, lse_part, row_amax, chunk_tickets, row_tickets, total;
+    int64_t o_part, lse_part, chunk_tickets, total;
 };
 WorkspaceParts workspace_parts(const DecodeAttentionShape& s, int64_t splits, int64_t head_tiles) {
     WorkspaceParts w{};
     const int64_t tiles = s.batch * s.n_kv_heads * head_tiles;
     w.o_part = 0;
-    w.rows = w.o_part + s.batch * s.n_heads * splits * s.head_dim;
-    w.lse_part = w.rows + s.batch * s.n_heads * s.head_dim;
-    w.row_amax = w.lse_part + s.batch * s.n_heads * splits;
-    w.chunk_tickets = w.row_amax + s.batch;
-    w.row_tickets = w.chunk_tickets + tiles;
-    w.total = w.row_tickets + s.batch;
+    w.lse_part = w.o_part + s.batch * s.n_heads * splits * s.head_dim;
+    w.chunk_tickets = w.lse_part + s.batch * s.n_heads * splits;
+    w.total = w.chunk_tickets + tiles;
     return w;
 }
 
@@ -624,15 +610,15 @@ DecodeAttention::DecodeAttention(const DecodeAttentionShape& shape, const cudaDe
 
 size_t DecodeAttention::workspace_bytes() const { return size_t(workspace_parts(shape_, splits_, head_tiles_).total) * sizeof(float); }
 
-void DecodeAttention::run(const Input& in, bf16* k, bf16* v, const int32_t* lengths, const Output& out, void* workspace,
+void DecodeAttention::run(const Input& in, bf16* k, bf16* v, float* v_bound, const int32_t* lengths, const Output& out, void* workspace,
                           cudaStream_t stream) const {
     const DecodeAttentionShape& s = shape_;
     const auto aligned = [](const void* ptr, uintptr_t a) { return reinterpret_cast<uintptr_t>(ptr) % a == 0; };
     SPENSE_CHECK(in.qkv.raw && in.qkv.ld >= (s.n_heads + 2 * s.n_kv_heads) * s.head_dim, describe(s),
                  ": the q|k|v GEMM output must be given, with rows of at least (n_heads + 2 n_kv_heads) head_dim elements");
     SPENSE_CHECK(k && v && lengths && aligned(k, 16) && aligned(v, 16), describe(s), ": the caches and lengths must be given, the caches 16-byte aligned");
-    SPENSE_CHECK(out.fp8 ? out.row_scale != nullptr && aligned(out.fp8, 4) : out.values != nullptr, describe(s),
-                 ": the output needs BF16 values, or FP8 codes (4-byte aligned) and row scales");
+    SPENSE_CHECK(out.fp8 ? out.row_scale != nullptr && v_bound != nullptr : out.values != nullptr, describe(s),
+                 ": the output needs BF16 values, or FP8 codes, row scales and the V bounds");
     SPENSE_CHECK(workspace && aligned(workspace, 16), describe(s), ": the workspace must be given, 16-byte aligned");
 
     const WorkspaceParts w = workspace_parts(s, splits_, head_tiles_);
@@ -644,12 +630,10 @@ void DecodeAttention::run(const Input& in, bf16* k, bf16* v, const int32_t* leng
                         k,
                         v,
                         lengths,
+                        v_bound,
                         ws + w.o_part,
-                        ws + w.rows,
                         ws + w.lse_part,
-                        reinterpret_cast<unsigned*>(ws + w.row_amax),
                         reinterpret_cast<unsigned*>(ws + w.chunk_tickets),
-                        reinterpret_cast<unsigned*>(ws + w.row_tickets),
                         out.values,
                         out.fp8,
                         out.row_scale,

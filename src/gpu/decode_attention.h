@@ -25,8 +25,9 @@
 // once. The results are combined in the same launch, by the blocks that finish last (ticket
 // counters in the workspace): when a sequence's keys span several chunks, each block writes its
 // chunk's normalized output and log2-sum-exp, and the last block of the (sequence, head tile)
-// merges the chunks by log-sum-exp weights; for FP8 output each head tile's merged values and
-// amax go to the workspace, and the last head tile of the sequence quantizes the row.
+// merges the chunks by log-sum-exp weights. FP8 output is scaled per row by a bound of |o| that
+// every block knows from the start (the largest |v| of the row's cache), so no block waits for
+// another to quantize.
 // (Before, a second kernel merged and quantized, and a third before both did the norms, RoPE and
 // the append: per layer of Qwen3-32B at batch 32 on the H200, context 0, a decode step spent
 // 12 + 4 us in them against 11 us in this kernel; bench/README.md.)
@@ -64,8 +65,8 @@ public:
     const DecodeAttentionShape& shape() const { return shape_; }
     int64_t chunk() const { return chunk_; }
     int64_t splits() const { return splits_; }  // ceil(max_ctx / chunk)
-    // The partial results, the merged rows and the ticket counters: zeroed once before the first
-    // run (every run leaves its counters zero again).
+    // The chunks' partial results and ticket counters: zeroed once before the first run (every run
+    // leaves its counters zero again).
     size_t workspace_bytes() const;
 
     // The new token's q|k|v GEMM output and what turns it into heads: qkv over [batch,
@@ -83,8 +84,14 @@ public:
     // earlier tokens, position len - 1 receives the new one. Positions past len are never read, so
     // the cache may hold anything there. Output row b = concat over heads of o[b, h], either BF16
     // `values` [batch, n_heads * head_dim], or (when fp8 != nullptr) FP8 E4M3 codes
-    // fp8[b, :] = e4m3(o[b, :] / s_b) with the per-row scale s_b = amax_b / 448 (1 when amax is 0)
-    // written to row_scale[b], rounded as in kernels.h.
+    // fp8[b, :] = e4m3(o[b, :] / s_b), rounded as in kernels.h, with the per-row scale written to
+    // row_scale[b]:
+    //   s_b = (1 + 2^-7) B_b / 448 (1 when B_b is 0),  B_b = max(max_kv v_bound[b, kv], |new v of b|)
+    // where v_bound [batch, n_kv_heads] (FP8 only; the same layer's, like k and v) holds an upper
+    // bound of |v| over each KV head's cache: 0 for an empty cache, raised by each run to cover the
+    // value it appends (a caller that fills a cache itself sets it). Since o is a convex combination
+    // of V rows, s_b >= amax_b / 448: nothing saturates, and E4M3 keeps its relative precision for
+    // every value above 3.5e-5 B_b (decode_attention.cu).
     struct Output {
         bf16* values = nullptr;
         uint8_t* fp8 = nullptr;
@@ -93,7 +100,8 @@ public:
     // One kernel launch on `stream`, configured by the shape alone (capturable in a CUDA graph and
     // replayable with new lengths), with programmatic dependent launch (launch.h). `workspace`:
     // workspace_bytes(), 16-byte aligned, for one run at a time.
-    void run(const Input& in, bf16* k, bf16* v, const int32_t* lengths, const Output& out, void* workspace, cudaStream_t stream) const;
+    void run(const Input& in, bf16* k, bf16* v, float* v_bound, const int32_t* lengths, const Output& out, void* workspace,
+             cudaStream_t stream) const;
 
 private:
     DecodeAttentionShape shape_;

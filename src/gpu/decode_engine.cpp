@@ -109,7 +109,7 @@ struct DecodeEngine::State {
     int64_t mlp_width = 0;  // widest s_p + k_p over the layers
     DeviceBuffer tokens, lengths, best;
     DeviceBuffer x, act, act_scale, qkv, attn, attn_scale, o, h, z, z_scale, y, y_dense, logits;
-    DeviceBuffer k_cache, v_cache, attn_workspace;
+    DeviceBuffer k_cache, v_cache, v_bound, attn_workspace;  // v_bound [layers, batch, kv heads]: FP8 (decode_attention.h)
     std::vector<int32_t> host_lengths;
 
     int64_t steps = 0;
@@ -180,6 +180,8 @@ struct DecodeEngine::State {
         const size_t cache = cache_layer_elems() * size_t(cfg.n_layers) * 2;
         k_cache = DeviceBuffer(cache, cat("K cache (", cfg.n_layers, " layers x ", B, " sequences x ", opt.max_ctx, " tokens)"));
         v_cache = DeviceBuffer(cache, cat("V cache (", cfg.n_layers, " layers x ", B, " sequences x ", opt.max_ctx, " tokens)"));
+        v_bound = DeviceBuffer(size_t(cfg.n_layers * B * cfg.n_kv_heads) * sizeof(float), "V cache bounds");
+        SPENSE_CUDA_CHECK(cudaMemsetAsync(v_bound.get(), 0, v_bound.bytes(), stream), "clearing the V cache bounds");
         attn_workspace = DeviceBuffer(attention->workspace_bytes(), "attention workspace");
         SPENSE_CUDA_CHECK(cudaMemsetAsync(attn_workspace.get(), 0, attn_workspace.bytes(), stream), "clearing the attention workspace");
         SPENSE_CUDA_CHECK(cudaMemsetAsync(k_cache.get(), 0, k_cache.bytes(), stream), "clearing the K cache");
@@ -283,6 +285,10 @@ void DecodeEngine::set_lengths(std::span<const int32_t> lengths) {
     for (int32_t len : lengths)
         SPENSE_CHECK(len >= 0 && len < s.opt.max_ctx, "set_lengths: ", len, " cached tokens leave no room in a cache of ", s.opt.max_ctx);
     SPENSE_CUDA_CHECK(cudaStreamSynchronize(s.stream), "before setting lengths");
+    // Fresh sequences: their caches' bounds start again from zero (kept otherwise: a bound of values
+    // no longer in the cache is still a bound).
+    if (std::all_of(lengths.begin(), lengths.end(), [](int32_t len) { return len == 0; }))
+        SPENSE_CUDA_CHECK(cudaMemset(s.v_bound.get(), 0, s.v_bound.bytes()), "clearing the V cache bounds");
     s.host_lengths.assign(lengths.begin(), lengths.end());
     std::vector<int32_t> next(lengths.begin(), lengths.end());
     for (int32_t& len : next) ++len;  // the device counts the next step's token (enqueue_step)
@@ -319,7 +325,8 @@ void DecodeEngine::enqueue_step(unsigned parts) {
         }
         const DecodeAttention::Input in{L.qkv.output(s.qkv.as<bf16>(), s.fp8_only(s.act_scale)), L.q_norm.as<float>(), L.k_norm.as<float>(),
                                         eps, s.rope.as<float2>()};
-        if (attention) s.attention->run(in, k_cache, v_cache, s.lengths.as<int32_t>(), out, s.attn_workspace.get(), st);
+        float* v_bound = s.opt.dtype == GemmDType::FP8 ? s.v_bound.as<float>() + l * B * c.n_kv_heads : nullptr;
+        if (attention) s.attention->run(in, k_cache, v_cache, v_bound, s.lengths.as<int32_t>(), out, s.attn_workspace.get(), st);
         if (gemms) L.o.gemm->run(s.attn.get(), s.o.get(), B, st);
         if (elementwise)
             launch_add_norm_quantize(s.x.as<float>(), L.o.output(s.o.as<bf16>(), s.fp8_only(s.attn_scale)), L.post_norm.as<float>(), eps,
