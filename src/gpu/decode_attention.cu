@@ -239,7 +239,7 @@ __device__ __forceinline__ bool take_ticket(unsigned* counter, unsigned count) {
 // as it stays above 2^-6 of the range, i.e. above 3.5e-5 of the bound. (A row-wide amax instead
 // needs the row's blocks to finish first: a ticket and a second pass by the last block cost 4 us
 // per layer at Qwen3-32B's shape on the H200, and a cluster of the row's head tiles, which could
-// exchange it in shared memory, slowed the kernel 1.2-1.4x by constraining where blocks run.)
+// exchange it in shared memory, slowed the kernel 1.2-1.45x by constraining where blocks run.)
 template <int HD>
 __global__ void __launch_bounds__(kThreads) decode_attention_kernel(Params p) {
     using L = Layout<HD>;
