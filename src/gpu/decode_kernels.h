@@ -1,7 +1,7 @@
 // The steps of a decode step (decode_engine.h) between its GEMMs and its attention: embedding,
 // residual add + RMSNorm + quantization, SwiGLU + quantization, greedy sampling (q/k norm, RoPE
-// and the KV-cache append are part of the attention kernel, decode_attention.h). Host launchers; each checks its launch and throws spense::Error
-// with the kernel's name and sizes. The kernels between a layer's GEMMs are launched with
+// and the KV-cache append are part of the attention kernel, decode_attention.h). Host launchers;
+// each checks its launch and throws spense::Error with the kernel's name and sizes. The kernels between a layer's GEMMs are launched with
 // programmatic dependent launch (launch.h). Row r of every activation is sequence r of the batch.
 // They are bound by latency and leave the memory bus idle; having them (or a kernel beside them on
 // a forked stream) prefetch the next GEMM's weight into L2 (cp.async.bulk.prefetch.L2) was
@@ -40,7 +40,7 @@ struct ScaledRows {
     // region of an input-split GEMM, run beside the sparse one (GpuSpenseMlp::down_products).
     const bf16* raw2 = nullptr;
 
-    // Y[r, j] (device code).
+    // Y[r, j], read in device code (the pointers are the device's).
     SPENSE_HOST_DEVICE float value(int64_t r, int64_t j) const {
         float v = __bfloat162float(raw[r * ld + j]);
         if (raw2) v += __bfloat162float(raw2[r * ld + j]);
