@@ -114,6 +114,9 @@ __device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], 
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+// v as the cache stores it (BF16), back in float.
+__device__ __forceinline__ float bf16_round(float v) { return __bfloat162float(__float2bfloat16(v)); }
+
 __device__ __forceinline__ uint8_t to_e4m3(float v) { return __nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3); }
 
 __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
@@ -332,7 +335,7 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(Params p) {
 #pragma unroll
             for (int j = 0; j < Pairs::kPer; ++j)
                 if (lane + 32 * j < Pairs::kHalf)
-                    m = fmaxf(m, fmaxf(fabsf(__bfloat162float(__float2bfloat16(fresh.x[j]))), fabsf(__bfloat162float(__float2bfloat16(fresh.y[j])))));
+                    m = fmaxf(m, fmaxf(fabsf(bf16_round(fresh.x[j])), fabsf(bf16_round(fresh.y[j]))));
             for (int off = 16; off > 0; off /= 2) m = fmaxf(m, __shfl_xor_sync(kFull, m, off));
             if (lane == 0) atomicMax(reinterpret_cast<unsigned*>(p.v_bound + b * p.n_kv_heads + kvh), __float_as_uint(m));
         }
@@ -344,7 +347,7 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(Params p) {
         float bound = 0.0f;
         for (int64_t i = tid; i < p.n_kv_heads; i += kThreads) bound = fmaxf(bound, __ldcg(p.v_bound + b * p.n_kv_heads + i));
         for (int64_t i = tid; i < p.n_kv_heads * HD; i += kThreads)
-            bound = fmaxf(bound, fabsf(__bfloat162float(__float2bfloat16(p.qkv.value(b, (p.n_heads + p.n_kv_heads) * HD + i)))));
+            bound = fmaxf(bound, fabsf(bf16_round(p.qkv.value(b, (p.n_heads + p.n_kv_heads) * HD + i))));
         for (int off = 16; off > 0; off /= 2) bound = fmaxf(bound, __shfl_xor_sync(kFull, bound, off));
         if (lane == 0) warp_bound[warp] = bound;
     }
