@@ -314,6 +314,60 @@ TEST_P(GpuMlpOperators, MatchTheCpuReference) {
 INSTANTIATE_TEST_SUITE_P(CasesAndModes, GpuMlpOperators,
                          ::testing::Combine(::testing::Range(0, int(std::size(kCases))), ::testing::Range(0, int(std::size(kModes)))));
 
+// Float32 GEMM outputs (the BF16 decode engine's): gate_up and down_products, the path the engine
+// runs, agree with the reference to float32 accumulation (the inputs are exact), with both regions
+// and with one; the operators that read BF16 outputs refuse such an MLP.
+TEST(GpuMlp, Float32OutputsMatchTheReferenceToFloatPrecision) {
+    REQUIRE_GPU();
+    for (const Case& c : {kCases[0], kCases[1], kCases[2]}) {
+        const SpenseMlpWeights w = random_spense_mlp(c.hidden, c.d_ff, c.dense, 13);
+        const SpenseMlpWeights we = effective(w, GemmDType::BF16);
+        GpuMlpOptions opt;
+        opt.gemm_out = gpu::GemmOut::F32;
+        GpuSpenseMlp mlp = GpuSpenseMlp::upload(context(), w, opt, nullptr);
+        const SpenseMlpLayout& L = mlp.layout();
+        const int64_t d = c.hidden, f = c.d_ff, hw = 2 * L.width(), zw = L.width();
+        for (int64_t n : {1, 33}) {
+            SCOPED_TRACE(cat(c.what, ", N=", n));
+            const MlpPlan plan = mlp.plan_for(n, nullptr);
+            EXPECT_EQ(plan.max_rows(), n) << "float32 outputs run our 2:4 kernel, which needs no padding";
+            const std::vector<uint16_t> x_bits = random_bf16(size_t(n * d), uint64_t(n) + 3);
+            DeviceBuffer xd(x_bits.size() * 2, "x");
+            xd.upload(x_bits.data(), x_bits.size() * 2);
+            DeviceBuffer h = poisoned(size_t(n * hw) * 4);
+            mlp.gate_up(xd.get(), h.get(), n, plan.gate_up, nullptr);
+            const auto hf = download<float>(h, size_t(n * hw));
+            std::vector<float> g(size_t(n * f)), u(size_t(n * f));
+            for (int64_t r = 0; r < n; ++r)
+                for (int64_t i = 0; i < f; ++i) {
+                    g[size_t(r * f + i)] = hf[size_t(r * hw + L.gate_column(i))];
+                    u[size_t(r * f + i)] = hf[size_t(r * hw + L.up_column(i))];
+                }
+            const std::vector<float> x = to_float(x_bits);
+            EXPECT_LT(test::rel_error(g, linear(x, n, we.gate)), 1e-5);
+            EXPECT_LT(test::rel_error(u, linear(x, n, we.up)), 1e-5);
+
+            // z in the layout's columns (zero in the padding), y = the sum of the two regions' products.
+            const std::vector<uint16_t> zi = random_bf16(size_t(n * f), uint64_t(n) + 5);
+            std::vector<uint16_t> z_bits(size_t(n * zw), 0);
+            for (int64_t r = 0; r < n; ++r)
+                for (int64_t i = 0; i < f; ++i) z_bits[size_t(r * zw + L.z_column(i))] = zi[size_t(r * f + i)];
+            DeviceBuffer zd(z_bits.size() * 2, "z");
+            zd.upload(z_bits.data(), z_bits.size() * 2);
+            DeviceBuffer y = poisoned(size_t(n * d) * 4), y_dense = poisoned(size_t(n * d) * 4);
+            mlp.down_products(zd.get(), y.get(), y_dense.get(), n, plan.down, nullptr);
+            std::vector<float> yf = download<float>(y, size_t(n * d));
+            if (mlp.has_both_regions()) {
+                const auto yd = download<float>(y_dense, size_t(n * d));
+                for (size_t i = 0; i < yf.size(); ++i) yf[i] += yd[i];
+            }
+            EXPECT_LT(test::rel_error(yf, linear(to_float(zi), n, we.down)), 1e-5);
+        }
+        DeviceBuffer x1(size_t(d) * 2, "x"), y1(size_t(d) * 2, "y");
+        EXPECT_THROW(mlp.forward(x1.as<gpu::bf16>(), y1.as<gpu::bf16>(), 1, nullptr), Error);
+    }
+}
+
 // Large token counts (prefill sizes) take the same paths: the whole MLP at N = 16384 and 4097.
 TEST(GpuMlp, LargeTokenCountsMatchTheReference) {
     REQUIRE_GPU();

@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -180,21 +181,42 @@ struct GemmCase {
     GemmDType dtype;
     int64_t m, k;
     bool accumulate;
+    gpu::GemmOut out = gpu::GemmOut::BF16;
 };
 
 class NativeSparseGemmTest : public ::testing::TestWithParam<GemmCase> {};
 
 // y [n, ldc] poisoned (or random, when accumulating); the GEMM writes columns [col0, col0 + m) of
-// every row r < n: y = scale * (x W^T + y0); the rest of y must be untouched.
+// every row r < n: y = scale * (x W^T + y0); the rest of y must be untouched. BF16 outputs are
+// checked to 1e-2 (their rounding), float32 ones to 1e-5 (the inputs are exact in both).
 TEST_P(NativeSparseGemmTest, MatchesTheCpuReference) {
     REQUIRE_GPU();
     const GemmCase c = GetParam();
-    const bool fp8 = c.dtype == GemmDType::FP8;
+    const bool fp8 = c.dtype == GemmDType::FP8, f32 = c.out == gpu::GemmOut::F32;
+    // y as raw bytes of its type: all-ones is NaN in both.
+    const size_t eo = gpu::gemm_out_bytes(c.out);
+    const auto y_at = [&](const std::vector<uint8_t>& y, size_t i) {
+        if (f32) {
+            float v;
+            std::memcpy(&v, y.data() + 4 * i, 4);
+            return v;
+        }
+        return bf16_to_f32(uint16_t(y[2 * i] | y[2 * i + 1] << 8));
+    };
+    const auto set_y = [&](std::vector<uint8_t>& y, size_t i, float v) {
+        if (f32) {
+            std::memcpy(y.data() + 4 * i, &v, 4);
+        } else {
+            const uint16_t b = f32_to_bf16(v);
+            y[2 * i] = uint8_t(b);
+            y[2 * i + 1] = uint8_t(b >> 8);
+        }
+    };
     const int64_t ldb = (c.k + 15) / 16 * 16 + 16, col0 = 24, ldc = c.m + 40;
     const Weight w = random_weight(c.dtype, c.m, c.k, 7);
     DeviceBuffer wd(w.bits.size(), "weight");
     wd.upload(w.bits.data(), w.bits.size());
-    gpu::NativeSparseGemm gemm(context(), {c.dtype, c.m, c.k, ldb, ldc, c.accumulate}, wd, nullptr);
+    gpu::NativeSparseGemm gemm(context(), {c.dtype, c.m, c.k, ldb, ldc, c.accumulate, c.out}, wd, nullptr);
     std::vector<float> scale(size_t(c.m));
     for (int64_t j = 0; j < c.m; ++j) scale[size_t(j)] = 0.5f + 0.01f * float(j % 37);
     DeviceBuffer scale_d(scale.size() * 4, "scale");
@@ -206,16 +228,16 @@ TEST_P(NativeSparseGemmTest, MatchesTheCpuReference) {
         DeviceBuffer xd(xb.size(), "x");
         xd.upload(xb.data(), xb.size());
         std::mt19937_64 rng(uint64_t(n) + 99);
-        std::vector<uint16_t> y0(size_t(n * ldc), 0xffff);  // NaN
+        std::vector<uint8_t> y0(size_t(n * ldc) * eo, 0xff);  // NaN
         if (c.accumulate)
             for (int64_t r = 0; r < n; ++r)
-                for (int64_t j = 0; j < c.m; ++j) y0[size_t(r * ldc + col0 + j)] = f32_to_bf16(float(int64_t(rng() % 200) - 100) / 50.0f);
+                for (int64_t j = 0; j < c.m; ++j) set_y(y0, size_t(r * ldc + col0 + j), float(int64_t(rng() % 200) - 100) / 50.0f);
         std::vector<float> expect(size_t(n * c.m)), ref_raw(size_t(n * c.m));
         for (int64_t r = 0; r < n; ++r)
             for (int64_t j = 0; j < c.m; ++j) {
                 double acc = 0;
                 for (int64_t i = 0; i < c.k; ++i) acc += xv[size_t(r * c.k + i)] * w.value[size_t(j * c.k + i)];
-                if (c.accumulate) acc += bf16_to_f32(y0[size_t(r * ldc + col0 + j)]);
+                if (c.accumulate) acc += y_at(y0, size_t(r * ldc + col0 + j));
                 expect[size_t(r * c.m + j)] = float(acc * (fp8 ? scale[size_t(j)] : 1.0f));
             }
         const float* sp = fp8 ? scale_d.as<float>() : nullptr;
@@ -223,39 +245,39 @@ TEST_P(NativeSparseGemmTest, MatchesTheCpuReference) {
         configs.push_back({gpu::NativeKernel::Wgmma, 0});  // splits 0: run(), the searched choice
         for (const gpu::NativeConfig& config : configs) {
             const int sk = config.splits;
-            SCOPED_TRACE(cat(gpu::gemm_dtype_name(c.dtype), " m=", c.m, " k=", c.k, " N=", n, " accumulate=", c.accumulate, " kernel=",
-                             gpu::native_kernel_name(config.kernel), " splits=", sk));
-            DeviceBuffer yd(y0.size() * 2, "y");
-            yd.upload(y0.data(), y0.size() * 2);
-            gpu::bf16* out = yd.as<gpu::bf16>() + col0;
+            SCOPED_TRACE(cat(gpu::gemm_dtype_name(c.dtype), " m=", c.m, " k=", c.k, " N=", n, " accumulate=", c.accumulate, " f32 out=", f32,
+                             " kernel=", gpu::native_kernel_name(config.kernel), " splits=", sk));
+            DeviceBuffer yd(y0.size(), "y");
+            yd.upload(y0.data(), y0.size());
+            void* out = static_cast<uint8_t*>(yd.get()) + size_t(col0) * eo;
             for (int rep = 0; rep < 2; ++rep) {  // twice: the split-K workspace must come back clean
-                if (rep == 1) yd.upload(y0.data(), y0.size() * 2);
+                if (rep == 1) yd.upload(y0.data(), y0.size());
                 if (sk == 0)
                     gemm.run(xd.get(), out, n, sp, nullptr);
                 else
                     gemm.run_with(config, xd.get(), out, n, sp, nullptr);
             }
             SPENSE_CUDA_CHECK(cudaDeviceSynchronize());
-            std::vector<uint16_t> yb(y0.size());
-            yd.download(yb.data(), yb.size() * 2);
+            std::vector<uint8_t> yb(y0.size());
+            yd.download(yb.data(), yb.size());
             std::vector<float> got(size_t(n * c.m));
             int64_t unwritten = 0, touched = 0;
             for (int64_t r = 0; r < n; ++r)
                 for (int64_t j = 0; j < ldc; ++j) {
-                    const uint16_t v = yb[size_t(r * ldc + j)];
+                    const size_t at = size_t(r * ldc + j);
                     if (j >= col0 && j < col0 + c.m) {
-                        got[size_t(r * c.m + j - col0)] = bf16_to_f32(v);
-                        unwritten += std::isnan(bf16_to_f32(v));
+                        got[size_t(r * c.m + j - col0)] = y_at(yb, at);
+                        unwritten += std::isnan(y_at(yb, at));
                     } else {
-                        touched += v != 0xffff;
+                        touched += std::memcmp(yb.data() + at * eo, y0.data() + at * eo, eo) != 0;
                     }
                 }
             EXPECT_EQ(unwritten, 0) << "outputs left unwritten";
             EXPECT_EQ(touched, 0) << "columns outside the output block were written";
             const double err = test::rel_error(got, expect);
-            EXPECT_LT(err, 1e-2);
-            if (sk == 0) std::printf("[native-2:4] %s m=%lld k=%lld N=%lld acc=%d rel err %.2e\n", gpu::gemm_dtype_name(c.dtype),
-                                     (long long)c.m, (long long)c.k, (long long)n, int(c.accumulate), err);
+            EXPECT_LT(err, f32 ? 1e-5 : 1e-2);
+            if (sk == 0) std::printf("[native-2:4] %s m=%lld k=%lld N=%lld acc=%d out=%s rel err %.2e\n", gpu::gemm_dtype_name(c.dtype),
+                                     (long long)c.m, (long long)c.k, (long long)n, int(c.accumulate), f32 ? "f32" : "bf16", err);
         }
     }
 }
@@ -263,7 +285,9 @@ TEST_P(NativeSparseGemmTest, MatchesTheCpuReference) {
 INSTANTIATE_TEST_SUITE_P(Shapes, NativeSparseGemmTest,
                          ::testing::Values(GemmCase{GemmDType::BF16, 48, 200, false}, GemmCase{GemmDType::FP8, 48, 200, false},
                                            GemmCase{GemmDType::BF16, 272, 1500, true}, GemmCase{GemmDType::FP8, 272, 1500, true},
-                                           GemmCase{GemmDType::BF16, 528, 2100, false}, GemmCase{GemmDType::FP8, 80, 2100, true}));
+                                           GemmCase{GemmDType::BF16, 528, 2100, false}, GemmCase{GemmDType::FP8, 80, 2100, true},
+                                           GemmCase{GemmDType::BF16, 272, 1500, true, gpu::GemmOut::F32},
+                                           GemmCase{GemmDType::FP8, 80, 2100, false, gpu::GemmOut::F32}));
 
 // SparseGemm picks a valid backend per bucket (native below cuSPARSELt's 16-token granule) and its
 // result matches the reference either way.

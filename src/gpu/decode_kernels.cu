@@ -15,18 +15,23 @@ namespace {
 
 constexpr int kRowThreads = 256;
 
-// Columns 4 c4 .. 4 c4 + 3 of row r, with 8- and 16-byte loads (ld, the columns and the vectors
-// are multiples of 4, so every access is aligned).
-__device__ __forceinline__ float4 scaled4(const ScaledRows& s, int64_t r, int64_t c4) {
-    const uint2 bits = *reinterpret_cast<const uint2*>(s.raw + r * s.ld + 4 * c4);
+// Raw products 4 i .. 4 i + 3 of p (an 8- or 16-byte load).
+__device__ __forceinline__ float4 raw4(const ScaledRows& s, const void* p, int64_t i) {
+    if (s.f32) return reinterpret_cast<const float4*>(p)[i];
+    const uint2 bits = reinterpret_cast<const uint2*>(p)[i];
     const float2 lo = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&bits.x));
     const float2 hi = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&bits.y));
-    float4 v = {lo.x, lo.y, hi.x, hi.y};
+    return {lo.x, lo.y, hi.x, hi.y};
+}
+
+// Columns 4 c4 .. 4 c4 + 3 of row r (ld, the columns and the vectors are multiples of 4, so every
+// access is aligned).
+__device__ __forceinline__ float4 scaled4(const ScaledRows& s, int64_t r, int64_t c4) {
+    const int64_t i = r * (s.ld / 4) + c4;
+    float4 v = raw4(s, s.raw, i);
     if (s.raw2) {
-        const uint2 bits2 = *reinterpret_cast<const uint2*>(s.raw2 + r * s.ld + 4 * c4);
-        const float2 lo2 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&bits2.x));
-        const float2 hi2 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&bits2.y));
-        v = {v.x + lo2.x, v.y + lo2.y, v.z + hi2.x, v.w + hi2.y};
+        const float4 v2 = raw4(s, s.raw2, i);
+        v = {v.x + v2.x, v.y + v2.y, v.z + v2.z, v.w + v2.w};
     }
     const float rs = s.row_scale ? s.row_scale[r] : 1.0f;
     const float4 cs = s.col_scale ? reinterpret_cast<const float4*>(s.col_scale)[c4] : make_float4(1.0f, 1.0f, 1.0f, 1.0f);
@@ -289,6 +294,7 @@ void launch_add_norm_quantize(float* x, const ScaledRows& add, const float* norm
                               int64_t d, const ActOut& out, cudaStream_t stream) {
     SPENSE_CHECK(d % 4 == 0 && d <= kMaxCluster * kMaxSliceFloats, "add_norm_quantize: hidden size ", d,
                  " must be a multiple of 4 and at most ", kMaxCluster * kMaxSliceFloats);
+    SPENSE_CHECK(!add.raw || add.ld % 4 == 0, "add_norm_quantize: the added rows' stride ", add.ld, " is not a multiple of 4");
     launch_row_clusters(add_norm_quantize_kernel, rows, d / 4, 4, stream, x, add, norm_weight, eps, n, d, out);
 }
 
@@ -296,6 +302,7 @@ void launch_swiglu_quantize(const ScaledRows& h, SwigluLayout layout, int64_t n,
     const int64_t width = layout.z_width();
     SPENSE_CHECK(width <= kMaxCluster * kMaxSliceFloats && width % 8 == 0 && layout.sparse % 8 == 0, "swiglu_quantize: intermediate regions ",
                  layout.sparse, " + ", layout.dense, " must be multiples of 8 and at most ", kMaxCluster * kMaxSliceFloats, " wide together");
+    SPENSE_CHECK(h.ld % 4 == 0, "swiglu_quantize: the gate_up output's stride ", h.ld, " is not a multiple of 4");
     launch_row_clusters(swiglu_quantize_kernel, rows, width / 8, 8, stream, h, layout, n, z);
 }
 

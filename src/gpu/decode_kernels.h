@@ -8,7 +8,7 @@
 // measured slower on the H200: 11.29 -> 11.62 ms per dense Qwen3-32B step at batch 32, as these
 // kernels slowed by more than the GEMMs gained (bench/README.md).
 //
-// Scaling convention. A GEMM writes raw products R[r, j] (gemm.h); their value is
+// Scaling convention. A GEMM writes raw products R[r, j] (gemm.h; BF16 or float32); their value is
 //   Y[r, j] = (R[r, j] + R2[r, j]) * row_scale[r] * col_scale[j] + bias[j]   (R2: raw2, or 0)
 // with row_scale the per-token scale of the activation the GEMM read and col_scale the weight's
 // per-output-channel scale (FP8), `ScaledRows`; a null pointer means 1 (or no bias), so BF16
@@ -31,19 +31,24 @@
 namespace spense::gpu {
 
 struct ScaledRows {
-    const bf16* raw = nullptr;
-    int64_t ld = 0;  // row stride in elements
+    const void* raw = nullptr;  // BF16, or float32 with f32
+    int64_t ld = 0;             // row stride in elements
     const float* row_scale = nullptr;
     const float* col_scale = nullptr;
     const float* bias = nullptr;
-    // A second raw product of the same scales and layout, added to raw before scaling: the dense
-    // region of an input-split GEMM, run beside the sparse one (GpuSpenseMlp::down_products).
-    const bf16* raw2 = nullptr;
+    // A second raw product of the same scales, layout and type, added to raw before scaling: the
+    // dense region of an input-split GEMM, run beside the sparse one (GpuSpenseMlp::down_products).
+    const void* raw2 = nullptr;
+    bool f32 = false;  // the products are float32 (GemmOut::F32)
 
+    // The raw product at element i of p.
+    SPENSE_HOST_DEVICE float raw_at(const void* p, int64_t i) const {
+        return f32 ? static_cast<const float*>(p)[i] : __bfloat162float(static_cast<const bf16*>(p)[i]);
+    }
     // Y[r, j], read in device code (the pointers are the device's).
     SPENSE_HOST_DEVICE float value(int64_t r, int64_t j) const {
-        float v = __bfloat162float(raw[r * ld + j]);
-        if (raw2) v += __bfloat162float(raw2[r * ld + j]);
+        float v = raw_at(raw, r * ld + j);
+        if (raw2) v += raw_at(raw2, r * ld + j);
         if (row_scale) v *= row_scale[r];
         if (col_scale) v *= col_scale[j];
         if (bias) v += bias[j];

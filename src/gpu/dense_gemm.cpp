@@ -31,7 +31,7 @@ std::unique_ptr<DensePlan> make_descriptors(const GemmShape& s, int64_t n) {
     SPENSE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb), what);
     SPENSE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->a, data_type(s.dtype), s.k, s.m, s.k), what);
     SPENSE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->b, data_type(s.dtype), s.k, n, s.ldb), what);
-    SPENSE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->c, CUDA_R_16BF, s.m, n, s.ldc), what);
+    SPENSE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->c, s.out == GemmOut::F32 ? CUDA_R_32F : CUDA_R_16BF, s.m, n, s.ldc), what);
     return p;
 }
 
@@ -120,8 +120,8 @@ DenseGemm::DenseGemm(GpuContext& ctx, GemmShape shape, DeviceBuffer weight) : ct
                  " bytes for ", s.describe());
     if (s.dtype == GemmDType::FP8) {
         // cuBLASLt's FP8 kernels need 16-byte aligned leading dimensions and m, k multiples of 16.
-        SPENSE_CHECK(s.m % 16 == 0 && s.k % 16 == 0 && s.ldb % 16 == 0 && s.ldc % 8 == 0,
-                     "cuBLASLt FP8 needs m, k and the input row stride multiples of 16 and the output row stride a multiple of 8: ",
+        SPENSE_CHECK(s.m % 16 == 0 && s.k % 16 == 0 && s.ldb % 16 == 0 && s.ldc * gemm_out_bytes(s.out) % 16 == 0,
+                     "cuBLASLt FP8 needs m, k and the input row stride multiples of 16 and output rows of a multiple of 16 bytes: ",
                      s.describe());
     }
 }

@@ -3,12 +3,12 @@
 //   Y[r, j] (+)= sum_c X[r, c] * W[j, c]      r < n tokens, j < m outputs, c < k
 //
 // W [m, k] is row-major (a PyTorch linear weight), X [n, k] row-major with row stride ldb, Y [n, m]
-// row-major BF16 with row stride ldc: an input may be a column block of a wider tensor (the dense
+// row-major BF16 (or float32: GemmShape::out) with row stride ldc: an input may be a column block of a wider tensor (the dense
 // columns of the intermediate activation) and an output a column block of one (the sparse or dense
 // rows of gate_up), so no activation is copied. In the libraries' column-major terms this is
 // D[m, n] = op(A) B with both operands K-major ("TN"), the layout FP8 kernels need on sm_90.
 //
-// BF16, or FP8 (E4M3 W and X); FP32 accumulation, BF16 Y. FP8 GEMMs produce the raw products of
+// BF16, or FP8 (E4M3 W and X); FP32 accumulation, BF16 or float32 Y. FP8 GEMMs produce the raw products of
 // the E4M3 codes: the per-output-channel weight scale and the per-tensor activation scale are
 // applied by the Spense MLP's fused steps (spense_mlp.h), the same way for both backends, because
 // cuSPARSELt has no per-channel epilogue scale for E4M3 on sm_90 (alpha-vector scaling is
@@ -44,9 +44,10 @@ struct GemmShape {
     int64_t ldb = 0;       // row stride of X, in elements (>= k)
     int64_t ldc = 0;       // row stride of Y, in elements (>= m)
     bool accumulate = false;
+    GemmOut out = GemmOut::BF16;
 
     auto operator<=>(const GemmShape&) const = default;
-    std::string describe() const;  // "fp8 m=51200 k=5120 ldb=5120 ldc=51200 beta=0"
+    std::string describe() const;  // "fp8 m=51200 k=5120 ldb=5120 ldc=51200 beta=0" (+ " out=f32")
 };
 
 // Token counts that share one searched algorithm: n rounded up to a power of two.
@@ -106,7 +107,7 @@ class NativeSparseGemm;
 
 // y = x W^T with W 2:4 sparse along k, by the faster of two kernels per (shape, token bucket),
 // measured once and cached in the context: our own (native_sparse.h; any n) and cuSPARSELt's (n a
-// multiple of kRowGranule; m and k multiples of 32 for FP8, 16 for BF16). Owns the weight in both
+// multiple of kRowGranule; m and k multiples of 32 for FP8, 16 for BF16; BF16 outputs). Owns the weight in both
 // kernels' formats (cuSPARSELt's only where the library is built in and takes the shape) until
 // keep_backend settles on one, halving its memory.
 enum class SparseBackend : uint8_t { Native, CuSparseLt };

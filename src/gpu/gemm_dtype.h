@@ -1,4 +1,4 @@
-// The input precision of the GPU GEMMs (weights and activations; outputs are always BF16).
+// The precisions of the GPU GEMMs: of their inputs (weights and activations) and of their outputs.
 #pragma once
 
 #include <cstddef>
@@ -11,5 +11,9 @@ enum class GemmDType : uint8_t { BF16, FP8 };  // FP8: E4M3
 const char* gemm_dtype_name(GemmDType t);
 GemmDType parse_gemm_dtype(const std::string& s);  // bf16 | fp8
 inline size_t gemm_dtype_bytes(GemmDType t) { return t == GemmDType::BF16 ? 2 : 1; }
+
+// Outputs: BF16, or float32 where their rounding matters (the BF16 decode engine, decode_engine.h).
+enum class GemmOut : uint8_t { BF16, F32 };
+inline size_t gemm_out_bytes(GemmOut o) { return o == GemmOut::BF16 ? 2 : 4; }
 
 }  // namespace spense::gpu

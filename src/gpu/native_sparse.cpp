@@ -51,7 +51,8 @@ void NativeSparseGemm::run_with(NativeConfig config, const void* x, void* y, int
     a.layout = layout_;
     a.w = weights_.get();
     a.x = x;
-    a.y = static_cast<bf16*>(y);
+    a.y = y;
+    a.out = shape_.out;
     a.out_scale = out_scale;
     a.ldb = shape_.ldb;
     a.ldc = shape_.ldc;

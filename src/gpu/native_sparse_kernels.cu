@@ -171,7 +171,7 @@ __device__ __forceinline__ uint2 load_stream8(const uint8_t* p) {
 struct KernelArgs {
     const uint8_t* w;
     const uint8_t* x;
-    bf16* y;
+    void* y;  // BF16, or float32 with f32_out
     const float* out_scale;
     float* workspace;
     unsigned* counters;
@@ -179,7 +179,7 @@ struct KernelArgs {
     int64_t tiles, k_blocks;
     int splits;
     int chunk_blocks;  // k-blocks of x per shared-memory buffer (a multiple of 4)
-    bool accumulate;
+    bool accumulate, f32_out;
 };
 
 template <GemmDType T>
@@ -238,14 +238,22 @@ __device__ void stage_x(const KernelArgs& a, int64_t n0, int rows, int64_t block
 
 // y[row, j] before this GEMM's write: the accumulated term (0 without accumulate or out of range).
 __device__ __forceinline__ float old_y(const KernelArgs& a, int64_t row, int64_t j) {
-    return a.accumulate && row < a.n && j < a.m ? __bfloat162float(a.y[row * a.ldc + j]) : 0.0f;
+    if (!a.accumulate || row >= a.n || j >= a.m) return 0.0f;
+    const int64_t i = row * a.ldc + j;
+    return a.f32_out ? static_cast<const float*>(a.y)[i] : __bfloat162float(static_cast<const bf16*>(a.y)[i]);
 }
 
 __device__ __forceinline__ float out_scale_of(const KernelArgs& a, int64_t j) { return a.out_scale && j < a.m ? a.out_scale[j] : 1.0f; }
 
 // y[row, j] = scale * (sum + old), with old from old_y and scale from out_scale_of.
 __device__ __forceinline__ void write_y(const KernelArgs& a, int64_t row, int64_t j, float sum, float old, float scale) {
-    if (row < a.n && j < a.m) a.y[row * a.ldc + j] = __float2bfloat16((sum + old) * scale);
+    if (row >= a.n || j >= a.m) return;
+    const int64_t i = row * a.ldc + j;
+    const float v = (sum + old) * scale;
+    if (a.f32_out)
+        static_cast<float*>(a.y)[i] = v;
+    else
+        static_cast<bf16*>(a.y)[i] = __float2bfloat16(v);
 }
 
 // The epilogue of both kernels (THREADS a CTA), over the accumulators of a warp's TPW tiles from
@@ -731,6 +739,7 @@ void launch_native_2to4_gemm(const NativeGemmArgs& g, cudaStream_t stream) {
     a.w = static_cast<const uint8_t*>(g.w);
     a.x = static_cast<const uint8_t*>(g.x);
     a.y = g.y;
+    a.f32_out = g.out == GemmOut::F32;
     a.out_scale = g.out_scale;
     a.workspace = g.workspace;
     a.counters = g.counters;

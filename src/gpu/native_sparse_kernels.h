@@ -54,7 +54,7 @@
 // before waiting for the kernel that writes x, left the batch-1 decode step unchanged on the H200:
 // FP8, 2:4 MLPs, 8.180 / 8.016 ms against 8.106 / 8.230 in interleaved runs.)
 // More than 64 tokens run as slices of 64 (each re-streams the weight: the library kernels win
-// there). The epilogue computes
+// there). The epilogue computes, into BF16 or float32 y,
 //   y[r, j] = out_scale[j] * (acc[r, j] + (accumulate ? y[r, j] : 0))   (out_scale optional)
 // so that an FP8 GEMM that runs last on an output applies the per-output-channel factor itself.
 #pragma once
@@ -112,7 +112,8 @@ struct NativeGemmArgs {
     NativeSparseLayout layout;
     const void* w = nullptr;  // layout.bytes() on the device
     const void* x = nullptr;  // [n, ldb], 16-byte aligned, ldb * element bytes a multiple of 16
-    bf16* y = nullptr;        // [n, ldc]
+    void* y = nullptr;        // [n, ldc] of `out`
+    GemmOut out = GemmOut::BF16;
     const float* out_scale = nullptr;
     float* workspace = nullptr;   // splits > 1: layout.workspace_floats(n), zero
     unsigned* counters = nullptr;  // splits > 1: layout.counters(n), zero

@@ -135,13 +135,14 @@ void GpuSpenseMlp::build(Regions&& r, cudaStream_t stream) {
     const SpenseMlpLayout& l = layout_;
     const int64_t d = l.hidden, sp = l.sparse_padded, kp = l.dense_padded, f = l.width();
     const GemmDType t = opt_.dtype;
+    const GemmOut o = opt_.gemm_out;
     if (sp > 0) {
-        gate_up_sparse_.emplace(*ctx_, GemmShape{t, 2 * sp, d, d, 2 * f, false}, r.gate_up_sparse, stream);
-        down_sparse_.emplace(*ctx_, GemmShape{t, d, sp, f, d, false}, r.down_sparse, stream);
+        gate_up_sparse_.emplace(*ctx_, GemmShape{t, 2 * sp, d, d, 2 * f, false, o}, r.gate_up_sparse, stream);
+        down_sparse_.emplace(*ctx_, GemmShape{t, d, sp, f, d, false, o}, r.down_sparse, stream);
     }
     if (kp > 0) {
-        gate_up_dense_.emplace(*ctx_, GemmShape{t, 2 * kp, d, d, 2 * f, false}, std::move(r.gate_up_dense));
-        down_dense_.emplace(*ctx_, GemmShape{t, d, kp, f, d, sp > 0}, std::move(r.down_dense));
+        gate_up_dense_.emplace(*ctx_, GemmShape{t, 2 * kp, d, d, 2 * f, false, o}, std::move(r.gate_up_dense));
+        down_dense_.emplace(*ctx_, GemmShape{t, d, kp, f, d, sp > 0, o}, std::move(r.down_dense));
     }
     if (t == GemmDType::FP8) {
         gate_up_w_scale_ = std::move(r.gate_up_scale);
@@ -186,7 +187,7 @@ MlpBackendChoice GpuSpenseMlp::choose_backends(int64_t n, cudaStream_t stream) {
     // forward()'s workspace, y_ first holding a random x whose quantization also sets FP8's column factors.
     const int64_t rows = SparseGemm::padded_rows(n), d = layout_.hidden;
     reserve(rows);
-    DeviceBuffer y_dense(size_t(rows * d) * 2, "MLP output of the dense regions (backend choice)");
+    DeviceBuffer y_dense(size_t(rows * d) * gemm_out_bytes(opt_.gemm_out), "MLP output of the dense regions (backend choice)");
     launch_random_activations(GemmDType::BF16, y_.get(), n * d, 1.0f, uint64_t(n), stream);
     quantize(y_.as<bf16>(), xq_.get(), n, rows, stream);
 
@@ -197,9 +198,9 @@ MlpBackendChoice GpuSpenseMlp::choose_backends(int64_t n, cudaStream_t stream) {
             const MlpPlan p{sparse_run(n, g), sparse_run(n, dw)};
             plans.push_back(p);
             runs.push_back([this, p, n, stream, &y_dense] {
-                gate_up(xq_.get(), h_.as<bf16>(), n, p.gate_up, stream);
+                gate_up(xq_.get(), h_.get(), n, p.gate_up, stream);
                 activate(h_.as<bf16>(), z_.get(), n, p.down.rows, stream);
-                down_products(z_.get(), y_.as<bf16>(), y_dense.as<bf16>(), n, p.down, stream);
+                down_products(z_.get(), y_.get(), y_dense.get(), n, p.down, stream);
             });
         }
     // A pair that pads rows must beat the best one that does not by more than kPaddingMargin: these
@@ -227,12 +228,12 @@ MlpBackendChoice GpuSpenseMlp::choose_backends(int64_t n, cudaStream_t stream) {
 
 void GpuSpenseMlp::reserve(int64_t rows) {
     if (rows <= capacity_) return;
-    const size_t e = gemm_dtype_bytes(opt_.dtype);
+    const size_t e = gemm_dtype_bytes(opt_.dtype), out = gemm_out_bytes(opt_.gemm_out);
     const int64_t d = layout_.hidden, f = layout_.width();
     xq_ = DeviceBuffer(size_t(rows * d) * e, cat("MLP input, ", rows, " tokens"));
-    h_ = DeviceBuffer(size_t(rows * 2 * f) * 2, cat("gate_up output, ", rows, " tokens"));
+    h_ = DeviceBuffer(size_t(rows * 2 * f) * out, cat("gate_up output, ", rows, " tokens"));
     z_ = DeviceBuffer(size_t(rows * f) * e, cat("intermediate activation, ", rows, " tokens"));
-    y_ = DeviceBuffer(size_t(rows * d) * 2, cat("MLP output, ", rows, " tokens"));
+    y_ = DeviceBuffer(size_t(rows * d) * out, cat("MLP output, ", rows, " tokens"));
     capacity_ = rows;
 }
 
@@ -261,18 +262,25 @@ void GpuSpenseMlp::quantize(const bf16* x, void* xq, int64_t n, int64_t rows, cu
 // searched alone, and the decode engine picks among the fastest alone by timing whole steps
 // (DecodeEngine::tune_dense_regions): timed beside the 2:4 GEMM in the MLP alone, the candidates
 // could not be told apart (bench/README.md).
-void GpuSpenseMlp::gate_up(const void* xq, bf16* h, int64_t n, const SparseRun& run, cudaStream_t stream) {
+void GpuSpenseMlp::gate_up(const void* xq, void* h, int64_t n, const SparseRun& run, cudaStream_t stream) {
     if (!gate_up_sparse_ || !gate_up_dense_) {
         if (gate_up_sparse_) gate_up_sparse_->run_backend(run.backend, xq, h, run.rows, stream);
         if (gate_up_dense_) gate_up_dense_->run(xq, h, n, stream);
         return;
     }
-    gate_up_dense_->run(xq, h + 2 * layout_.sparse_padded, n, ctx_->fork(stream));
+    void* h_dense = static_cast<uint8_t*>(h) + size_t(2 * layout_.sparse_padded) * gemm_out_bytes(opt_.gemm_out);
+    gate_up_dense_->run(xq, h_dense, n, ctx_->fork(stream));
     gate_up_sparse_->run_backend(run.backend, xq, h, run.rows, stream);
     ctx_->join(stream);
 }
 
+void GpuSpenseMlp::require_bf16_outputs(const char* op) const {
+    SPENSE_CHECK(opt_.gemm_out == GemmOut::BF16, "GpuSpenseMlp::", op, ": this MLP's GEMMs write float32 outputs, which only the decode "
+                 "engine's kernels read (GpuMlpOptions::gemm_out)");
+}
+
 void GpuSpenseMlp::activate(const bf16* h, void* z, int64_t n, int64_t rows, cudaStream_t stream) {
+    require_bf16_outputs("activate");
     const SwigluLayout l = layout_.swiglu();
     if (opt_.dtype == GemmDType::BF16) {
         launch_swiglu_bf16(h, static_cast<bf16*>(z), n, rows, l, stream);
@@ -290,6 +298,7 @@ void GpuSpenseMlp::activate(const bf16* h, void* z, int64_t n, int64_t rows, cud
 }
 
 void GpuSpenseMlp::down(const void* z, bf16* y, int64_t n, const SparseRun& run, cudaStream_t stream) {
+    require_bf16_outputs("down");
     if (down_sparse_) down_sparse_->run_backend(run.backend, z, y, run.rows, stream);
     if (down_dense_) down_dense_->run(dense_part(z), y, n, stream);
     // FP8: y holds the raw sum of both GEMMs; one factor per output channel makes it the value.
@@ -300,7 +309,7 @@ const void* GpuSpenseMlp::dense_part(const void* z) const {
     return static_cast<const uint8_t*>(z) + size_t(layout_.sparse_padded) * gemm_dtype_bytes(opt_.dtype);
 }
 
-void GpuSpenseMlp::down_products(const void* z, bf16* y, bf16* y_dense, int64_t n, const SparseRun& run, cudaStream_t stream) {
+void GpuSpenseMlp::down_products(const void* z, void* y, void* y_dense, int64_t n, const SparseRun& run, cudaStream_t stream) {
     if (!down_sparse_ || !down_dense_) {
         if (down_sparse_) down_sparse_->run_backend(run.backend, z, y, run.rows, stream);
         if (down_dense_) down_dense_->run(dense_part(z), y, n, stream);
@@ -326,6 +335,7 @@ size_t GpuSpenseMlp::weight_bytes() const {
 
 void GpuSpenseMlp::forward(const bf16* x, bf16* y, int64_t n, cudaStream_t stream) {
     SPENSE_CHECK(n >= 1, "GpuSpenseMlp::forward: ", n, " tokens");
+    require_bf16_outputs("forward");
     const MlpPlan plan = plan_for(n, stream);
     reserve(plan.max_rows());
     const void* in = x;
@@ -333,7 +343,7 @@ void GpuSpenseMlp::forward(const bf16* x, bf16* y, int64_t n, cudaStream_t strea
         quantize(x, xq_.get(), n, plan.gate_up.rows, stream);
         in = xq_.get();
     }
-    gate_up(in, h_.as<bf16>(), n, plan.gate_up, stream);
+    gate_up(in, h_.get(), n, plan.gate_up, stream);
     activate(h_.as<bf16>(), z_.get(), n, plan.down.rows, stream);
     bf16* out = plan.down.rows == n ? y : y_.as<bf16>();
     down(z_.get(), out, n, plan.down, stream);

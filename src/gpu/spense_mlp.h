@@ -57,6 +57,9 @@ struct GpuMlpOptions {
     // FP8 activation scales: dynamic (from each call's amax), or the static x_scale / z_scale.
     bool dynamic_scales = true;
     float x_scale = 1.0f, z_scale = 1.0f;
+    // The type of the GEMMs' outputs h and y. Float32 serves the BF16 decode engine, whose own
+    // kernels read them (decode_kernels.h); activate, down and forward read BF16 outputs only.
+    GemmOut gemm_out = GemmOut::BF16;
 };
 
 // Where the regions and intermediate indices sit in the padded buffers.
@@ -122,14 +125,15 @@ public:
     // The operators (see the top of this file), for plan = plan_for(n, stream): quantize pads to
     // plan.gate_up.rows, activate to plan.down.rows.
     void quantize(const bf16* x, void* xq, int64_t n, int64_t rows, cudaStream_t stream);
-    void gate_up(const void* xq, bf16* h, int64_t n, const SparseRun& run, cudaStream_t stream);
+    // h and y (and y_dense) are of GpuMlpOptions::gemm_out.
+    void gate_up(const void* xq, void* h, int64_t n, const SparseRun& run, cudaStream_t stream);
     void activate(const bf16* h, void* z, int64_t n, int64_t rows, cudaStream_t stream);
     void down(const void* z, bf16* y, int64_t n, const SparseRun& run, cudaStream_t stream);
     // down without its FP8 scaling pass, its two GEMMs run concurrently: y holds the raw products
     // of the sparse region and y_dense [n, d] those of the dense region (untouched where the layout
     // has only one region: y then holds all); the decode engine adds the two and applies
     // down_weight_scale() times its own per-token activation scales where it reads them.
-    void down_products(const void* z, bf16* y, bf16* y_dense, int64_t n, const SparseRun& run, cudaStream_t stream);
+    void down_products(const void* z, void* y, void* y_dense, int64_t n, const SparseRun& run, cudaStream_t stream);
     // Whether down_products writes y_dense: the layout has both regions.
     bool has_both_regions() const { return down_sparse_ && down_dense_; }
 
@@ -173,6 +177,8 @@ private:
 
     // The dense region's columns of an intermediate activation z [rows, s_p + k_p].
     const void* dense_part(const void* z) const;
+    // Throws unless the GEMMs write BF16 (the operators that read their outputs here need it).
+    void require_bf16_outputs(const char* op) const;
 
     GpuContext* ctx_;
     SpenseMlpLayout layout_;
