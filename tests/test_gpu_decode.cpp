@@ -1,13 +1,14 @@
 // The GPU decode engine (gpu/decode_engine.h) against the CPU forward pass (model/transformer.h):
 // logits after every prompt token and the greedy continuation, on the fixture architectures
-// (transformers-made, tests/fixtures/models), stories260K dense and pruned by spense prune, and
-// SmolLM2-135M when fetched. The measure is each position's largest logit error relative to its
-// largest logit. BF16 must stay within 2e-2 on stories260K, within 3e-2 on SmolLM2 (measured 2.0e-2
-// to 2.3e-2 as reduction orders change; a PyTorch BF16 forward of SmolLM2 gets 2.6e-2 on the same
-// prompt), within 4e-2 on the random fixtures, whose hidden size of 64 leaves BF16's rounding
-// little averaging; FP8 (E4M3: 3 mantissa bits, per-channel weight and
-// per-token activation scales) is bounded loosely, as a guard against gross errors such as a
-// wrong scale (errors of 1 and more). Every error is printed. Skipped without a GPU.
+// (transformers-made, tests/fixtures/models), and stories260K and SmolLM2-135M (when fetched),
+// each dense and pruned by spense prune. The measure is each position's largest logit error
+// relative to its largest logit. BF16 must stay within 2e-2 on stories260K and SmolLM2 (measured
+// 6e-3 and 1.4e-2 with float32 GEMM outputs; with BF16 ones SmolLM2 took 1.7e-2 to 2.3e-2 as
+// reduction orders changed, and a PyTorch BF16 forward gets 2.6e-2 on the same prompt), within
+// 4e-2 on the random fixtures, whose hidden size of 64 leaves BF16's rounding little averaging;
+// FP8 (E4M3: 3 mantissa bits, per-channel weight and per-token activation scales) is bounded
+// loosely, as a guard against gross errors such as a wrong scale (errors of 1 and more). Every
+// error is printed. Skipped without a GPU.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -39,7 +40,7 @@ using gpu::GemmDType;
 #define SKIP_WITHOUT_GPU() \
     if (!gpu::cuda_device_available()) GTEST_SKIP() << "no CUDA device"
 
-constexpr double kBf16Tolerance = 2e-2, kBf16SmolTolerance = 3e-2, kBf16FixtureTolerance = 4e-2;
+constexpr double kBf16Tolerance = 2e-2, kBf16FixtureTolerance = 4e-2;
 constexpr double kFp8Bound = 0.4;
 
 gpu::CpuComparison compare(const fs::path& model, GemmDType dtype, const std::vector<int32_t>& prompt, int64_t new_tokens) {
@@ -114,15 +115,30 @@ TEST(GpuDecode, Stories260kDenseAndPrunedMatchCpu) {
     fs::remove_all(dir);
 }
 
-TEST(GpuDecode, SmolLM2MatchesCpu) {
+// SmolLM2 dense, and SpenseGPT+ 25% pruned on the GPU from wikitext-2.
+TEST(GpuDecode, SmolLM2DenseAndPrunedMatchCpu) {
     SKIP_WITHOUT_GPU();
     if (!fs::exists(test::smollm2_gguf())) GTEST_SKIP() << "SmolLM2 not fetched (scripts/fetch_models.sh)";
+    const fs::path calib = test::shared_dir() / "data" / "wikitext2-test.raw";
+    if (!fs::exists(calib)) GTEST_SKIP() << "wikitext-2 not found at " << calib;
     const Checkpoint ckpt = open_checkpoint(test::smollm2_gguf());
     const std::vector<int32_t> prompt = ckpt.tokenizer->encode_for_model("The capital of France is Paris. The capital of Italy is");
-    const auto bf = compare(test::smollm2_gguf(), GemmDType::BF16, prompt, 16);
-    EXPECT_LT(bf.max_logit_error, kBf16SmolTolerance);
-    const auto f8 = compare(test::smollm2_gguf(), GemmDType::FP8, prompt, 16);
-    EXPECT_LT(f8.max_logit_error, kFp8Bound);
+
+    const fs::path dir = test::temp_dir("decode-smollm2");
+    const fs::path pruned = dir / "pruned";
+    const std::string cmd = test::cli_path().string() + " prune --model " + test::smollm2_gguf().string() + " --calib " + calib.string() +
+                            " --range 0:0.5 --nsamples 16 --seqlen 256 --method spensegpt+ --sparsity 0.25 --device cuda --out " +
+                            pruned.string() + " > " + (dir / "prune.log").string() + " 2>&1";
+    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+    for (const fs::path& model : {test::smollm2_gguf(), pruned}) {
+        SCOPED_TRACE(model.string());
+        const auto bf = compare(model, GemmDType::BF16, prompt, 16);
+        EXPECT_LT(bf.max_logit_error, kBf16Tolerance);
+        EXPECT_GE(bf.matching_tokens, 12) << "BF16 greedy continuation left the CPU's early";
+        const auto f8 = compare(model, GemmDType::FP8, prompt, 16);
+        EXPECT_LT(f8.max_logit_error, kFp8Bound);
+    }
+    fs::remove_all(dir);
 }
 
 // Rows of a batch are independent sequences: each row of a batch-3 engine decodes what a batch-1

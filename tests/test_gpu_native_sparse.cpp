@@ -188,7 +188,8 @@ class NativeSparseGemmTest : public ::testing::TestWithParam<GemmCase> {};
 
 // y [n, ldc] poisoned (or random, when accumulating); the GEMM writes columns [col0, col0 + m) of
 // every row r < n: y = scale * (x W^T + y0); the rest of y must be untouched. BF16 outputs are
-// checked to 1e-2 (their rounding), float32 ones to 1e-5 (the inputs are exact in both).
+// checked to 1e-2 (their rounding); float32 ones to 1e-5 from BF16 products, 5e-4 from FP8 ones,
+// which sm_90's tensor cores accumulate at reduced precision (8-9e-5 measured on the H200).
 TEST_P(NativeSparseGemmTest, MatchesTheCpuReference) {
     REQUIRE_GPU();
     const GemmCase c = GetParam();
@@ -275,7 +276,7 @@ TEST_P(NativeSparseGemmTest, MatchesTheCpuReference) {
             EXPECT_EQ(unwritten, 0) << "outputs left unwritten";
             EXPECT_EQ(touched, 0) << "columns outside the output block were written";
             const double err = test::rel_error(got, expect);
-            EXPECT_LT(err, f32 ? 1e-5 : 1e-2);
+            EXPECT_LT(err, !f32 ? 1e-2 : fp8 ? 5e-4 : 1e-5);
             if (sk == 0) std::printf("[native-2:4] %s m=%lld k=%lld N=%lld acc=%d out=%s rel err %.2e\n", gpu::gemm_dtype_name(c.dtype),
                                      (long long)c.m, (long long)c.k, (long long)n, int(c.accumulate), f32 ? "f32" : "bf16", err);
         }

@@ -12,8 +12,8 @@
 // then x += y of the last layer, the final norm, the LM head GEMM, and greedy sampling, which writes
 // the next tokens and advances the lengths on the device. The residual stream x is float32; the
 // GEMMs read FP8 (E4M3, per-output-channel weight scales, per-token activation scales) or BF16 and
-// write BF16 (FP8) or float32 (BF16: their rounding was a third of the logit error); the KV cache
-// is BF16. A dense MLP is the Spense MLP with every index dense.
+// write BF16 (FP8) or float32 (BF16, where their rounding was up to half of the logit error); the
+// KV cache is BF16. A dense MLP is the Spense MLP with every index dense.
 //
 // Every step after the first replays one CUDA graph captured from the second step (the first runs
 // eagerly so that the GEMMs search their algorithms outside the capture, after which every 2:4
