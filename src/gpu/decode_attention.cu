@@ -3,6 +3,7 @@
 #include <cuda_fp8.h>
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <string>
 #include <type_traits>
@@ -134,14 +135,14 @@ struct HeadPairs {
 };
 
 // Y[r, col + e] of the GEMM output for the lane's elements e.
-template <int HD>
+template <int HD, bool F32>
 __device__ __forceinline__ void load_pairs(HeadPairs<HD>& h, const ScaledRows& s, int64_t r, int64_t col, int lane) {
 #pragma unroll
     for (int j = 0; j < HeadPairs<HD>::kPer; ++j) {
         const int i = lane + 32 * j;
         if (i >= HeadPairs<HD>::kHalf) break;
-        h.x[j] = s.value(r, col + i);
-        h.y[j] = s.value(r, col + i + HeadPairs<HD>::kHalf);
+        h.x[j] = s.value<F32>(r, col + i);
+        h.y[j] = s.value<F32>(r, col + i + HeadPairs<HD>::kHalf);
     }
 }
 
@@ -243,7 +244,7 @@ __device__ __forceinline__ bool take_ticket(unsigned* counter, unsigned count) {
 // needs the row's blocks to finish first: a ticket and a second pass by the last block cost 4 us
 // per layer at Qwen3-32B's shape on the H200, and a cluster of the row's head tiles, which could
 // exchange it in shared memory, slowed the kernel 1.2-1.45x by constraining where blocks run.)
-template <int HD>
+template <int HD, bool F32>
 __global__ void __launch_bounds__(kThreads) decode_attention_kernel(Params p) {
     using L = Layout<HD>;
     constexpr int kDim = L::kDim, kStride = L::kStride;
@@ -309,10 +310,10 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(Params p) {
         float2 rope[Pairs::kPer] = {};
 #pragma unroll
         for (int i = 0; i < kRowsPerWarp; ++i)
-            if (warp + i * kWarps < rows) load_pairs(q[i], p.qkv, b, (h0 + warp + i * kWarps) * HD, lane);
+            if (warp + i * kWarps < rows) load_pairs<HD, F32>(q[i], p.qkv, b, (h0 + warp + i * kWarps) * HD, lane);
         if (p.q_norm) load_pairs(q_norm, p.q_norm, lane);
         const bool fresh_key = has_new && warp == 0, fresh_value = has_new && warp == 1;
-        if (fresh_key || fresh_value) load_pairs(fresh, p.qkv, b, (p.n_heads + (fresh_value ? p.n_kv_heads : 0) + kvh) * HD, lane);
+        if (fresh_key || fresh_value) load_pairs<HD, F32>(fresh, p.qkv, b, (p.n_heads + (fresh_value ? p.n_kv_heads : 0) + kvh) * HD, lane);
         if (fresh_key && p.k_norm) load_pairs(k_norm, p.k_norm, lane);
         if (p.rope)
 #pragma unroll
@@ -347,7 +348,7 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(Params p) {
         float bound = 0.0f;
         for (int64_t i = tid; i < p.n_kv_heads; i += kThreads) bound = fmaxf(bound, __ldcg(p.v_bound + b * p.n_kv_heads + i));
         for (int64_t i = tid; i < p.n_kv_heads * HD; i += kThreads)
-            bound = fmaxf(bound, fabsf(bf16_round(p.qkv.value(b, (p.n_heads + p.n_kv_heads) * HD + i))));
+            bound = fmaxf(bound, fabsf(bf16_round(p.qkv.value<F32>(b, (p.n_heads + p.n_kv_heads) * HD + i))));
         for (int off = 16; off > 0; off /= 2) bound = fmaxf(bound, __shfl_xor_sync(kFull, bound, off));
         if (lane == 0) warp_bound[warp] = bound;
     }
@@ -601,9 +602,13 @@ DecodeAttention::DecodeAttention(const DecodeAttentionShape& shape, const cudaDe
         smem_ = Layout<HD>::kSmem;
         SPENSE_CHECK(smem_ <= props.sharedMemPerBlockOptin, what, ": needs ", smem_, " bytes of shared memory per block, the GPU has ",
                      props.sharedMemPerBlockOptin);
-        SPENSE_CUDA_CHECK(cudaFuncSetAttribute(decode_attention_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem_)), what);
-        int per_sm = 0;
-        SPENSE_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, decode_attention_kernel<HD>, kThreads, smem_), what);
+        int per_sm = INT_MAX;  // of the instance for either type of GEMM products
+        for (auto kernel : {decode_attention_kernel<HD, false>, decode_attention_kernel<HD, true>}) {
+            SPENSE_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem_)), what);
+            int blocks = 0;
+            SPENSE_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kThreads, smem_), what);
+            per_sm = std::min(per_sm, blocks);
+        }
         slots = int64_t(std::max(per_sm, 1)) * props.multiProcessorCount;
     });
     chunk_ = s.chunk > 0 ? s.chunk : choose_chunk(s.max_ctx, s.batch * s.n_kv_heads * head_tiles_, slots);
@@ -652,8 +657,10 @@ void DecodeAttention::run(const Input& in, bf16* k, bf16* v, float* v_bound, con
                         float(1.4426950408889634 / std::sqrt(double(s.head_dim)))};
     const dim3 grid(unsigned(s.n_kv_heads * head_tiles_), unsigned(s.batch), unsigned(splits_));
     with_head_dim(s.head_dim, [&](auto hd) {
-        SPENSE_CUDA_CHECK(launch_pdl(decode_attention_kernel<decltype(hd)::value>, LaunchShape{grid, dim3(kThreads), smem_}, stream, params),
-                          describe(s), ": ", splits_, " chunks of ", chunk_);
+        with_product_type(in.qkv, [&](auto f32) {
+            SPENSE_CUDA_CHECK(launch_pdl(decode_attention_kernel<hd, f32>, LaunchShape{grid, dim3(kThreads), smem_}, stream, params), describe(s),
+                              ": ", splits_, " chunks of ", chunk_);
+        });
     });
 }
 

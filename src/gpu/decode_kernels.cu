@@ -16,8 +16,9 @@ namespace {
 constexpr int kRowThreads = 256;
 
 // Raw products 4 i .. 4 i + 3 of p (an 8- or 16-byte load).
-__device__ __forceinline__ float4 raw4(const ScaledRows& s, const void* p, int64_t i) {
-    if (s.f32) return reinterpret_cast<const float4*>(p)[i];
+template <bool F32>
+__device__ __forceinline__ float4 raw4(const void* p, int64_t i) {
+    if constexpr (F32) return reinterpret_cast<const float4*>(p)[i];
     const uint2 bits = reinterpret_cast<const uint2*>(p)[i];
     const float2 lo = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&bits.x));
     const float2 hi = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&bits.y));
@@ -26,11 +27,12 @@ __device__ __forceinline__ float4 raw4(const ScaledRows& s, const void* p, int64
 
 // Columns 4 c4 .. 4 c4 + 3 of row r (ld, the columns and the vectors are multiples of 4, so every
 // access is aligned).
+template <bool F32>
 __device__ __forceinline__ float4 scaled4(const ScaledRows& s, int64_t r, int64_t c4) {
     const int64_t i = r * (s.ld / 4) + c4;
-    float4 v = raw4(s, s.raw, i);
+    float4 v = raw4<F32>(s.raw, i);
     if (s.raw2) {
-        const float4 v2 = raw4(s, s.raw2, i);
+        const float4 v2 = raw4<F32>(s.raw2, i);
         v = {v.x + v2.x, v.y + v2.y, v.z + v2.z, v.w + v2.w};
     }
     const float rs = s.row_scale ? s.row_scale[r] : 1.0f;
@@ -132,6 +134,7 @@ __device__ float cluster_combine(float v, float (&slots)[kMaxCluster]) {
 // Cluster (., r): row r, the row's slice in shared memory between the passes the scale needs:
 // x + add (written back to x) times the norm weight, then times 1 / rms(x + add), then the
 // codes. Each thread takes 4 consecutive columns per pass (d % 4 == 0).
+template <bool F32>
 __global__ void add_norm_quantize_kernel(float* x, ScaledRows add, const float* weight, float eps, int64_t n, int64_t d, ActOut out) {
     extern __shared__ float4 row4[];
     __shared__ float ss_slots[kMaxCluster], amax_slots[kMaxCluster];
@@ -146,7 +149,7 @@ __global__ void add_norm_quantize_kernel(float* x, ScaledRows add, const float* 
     for (int64_t c = sl.begin + threadIdx.x; c < sl.end; c += blockDim.x) {
         float4 v = x4[c];
         if (add.raw) {
-            const float4 a = scaled4(add, r, c);
+            const float4 a = scaled4<F32>(add, r, c);
             v = {v.x + a.x, v.y + a.y, v.z + a.z, v.w + a.w};
             x4[c] = v;
         }
@@ -189,6 +192,7 @@ __global__ void add_norm_quantize_kernel(float* x, ScaledRows add, const float* 
 // consecutive columns at a time (the regions are multiples of 8 wide).
 __device__ __forceinline__ float silu_mul(float g, float u) { return g / (1.0f + __expf(-g)) * u; }
 
+template <bool F32>
 __global__ void swiglu_quantize_kernel(ScaledRows h, SwigluLayout L, int64_t n, ActOut z) {
     extern __shared__ float4 z4[];  // the slice, 2 float4 per group of 8 columns
     __shared__ float amax_slots[kMaxCluster];
@@ -203,8 +207,8 @@ __global__ void swiglu_quantize_kernel(ScaledRows h, SwigluLayout L, int64_t n, 
         const int64_t c = 8 * c8;
         const int64_t g = c < L.sparse ? c : 2 * L.sparse + (c - L.sparse);
         const int64_t u = c < L.sparse ? L.sparse + c : 2 * L.sparse + L.dense + (c - L.sparse);
-        const float4 g0 = scaled4(h, r, g / 4), g1 = scaled4(h, r, g / 4 + 1);
-        const float4 u0 = scaled4(h, r, u / 4), u1 = scaled4(h, r, u / 4 + 1);
+        const float4 g0 = scaled4<F32>(h, r, g / 4), g1 = scaled4<F32>(h, r, g / 4 + 1);
+        const float4 u0 = scaled4<F32>(h, r, u / 4), u1 = scaled4<F32>(h, r, u / 4 + 1);
         const float4 a = {silu_mul(g0.x, u0.x), silu_mul(g0.y, u0.y), silu_mul(g0.z, u0.z), silu_mul(g0.w, u0.w)};
         const float4 b = {silu_mul(g1.x, u1.x), silu_mul(g1.y, u1.y), silu_mul(g1.z, u1.z), silu_mul(g1.w, u1.w)};
         z4[2 * (c8 - sl.begin)] = a;
@@ -246,10 +250,11 @@ __device__ __forceinline__ unsigned long long argmax_key(float v, int64_t j) {
 
 constexpr int64_t kArgmaxChunk = 4096;
 
+template <bool F32>
 __global__ void argmax_kernel(ScaledRows logits, int64_t vocab, unsigned long long* best) {
     const int64_t r = blockIdx.x, j0 = blockIdx.y * kArgmaxChunk, j1 = min(vocab, j0 + kArgmaxChunk);
     unsigned long long key = 0;
-    for (int64_t j = j0 + threadIdx.x; j < j1; j += blockDim.x) key = max(key, argmax_key(logits.value(r, j), j));
+    for (int64_t j = j0 + threadIdx.x; j < j1; j += blockDim.x) key = max(key, argmax_key(logits.value<F32>(r, j), j));
     for (int o = 16; o > 0; o >>= 1) key = max(key, __shfl_xor_sync(0xffffffffu, key, o));
     if (threadIdx.x % 32 == 0) atomicMax(best + r, key);
 }
@@ -261,10 +266,11 @@ __global__ void advance_kernel(const unsigned long long* best, int64_t n, int32_
     lengths[r] += 1;
 }
 
+template <bool F32>
 __global__ void logits_f32_kernel(ScaledRows logits, int64_t vocab, float* out) {
     const int64_t r = blockIdx.y;
     for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < vocab; j += int64_t(gridDim.x) * blockDim.x)
-        out[r * vocab + j] = logits.value(r, j);
+        out[r * vocab + j] = logits.value<F32>(r, j);
 }
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -295,7 +301,9 @@ void launch_add_norm_quantize(float* x, const ScaledRows& add, const float* norm
     SPENSE_CHECK(d % 4 == 0 && d <= kMaxCluster * kMaxSliceFloats, "add_norm_quantize: hidden size ", d,
                  " must be a multiple of 4 and at most ", kMaxCluster * kMaxSliceFloats);
     SPENSE_CHECK(!add.raw || add.ld % 4 == 0, "add_norm_quantize: the added rows' stride ", add.ld, " is not a multiple of 4");
-    launch_row_clusters(add_norm_quantize_kernel, rows, d / 4, 4, stream, x, add, norm_weight, eps, n, d, out);
+    with_product_type(add, [&](auto f32) {
+        launch_row_clusters(add_norm_quantize_kernel<f32>, rows, d / 4, 4, stream, x, add, norm_weight, eps, n, d, out);
+    });
 }
 
 void launch_swiglu_quantize(const ScaledRows& h, SwigluLayout layout, int64_t n, int64_t rows, const ActOut& z, cudaStream_t stream) {
@@ -303,21 +311,25 @@ void launch_swiglu_quantize(const ScaledRows& h, SwigluLayout layout, int64_t n,
     SPENSE_CHECK(width <= kMaxCluster * kMaxSliceFloats && width % 8 == 0 && layout.sparse % 8 == 0, "swiglu_quantize: intermediate regions ",
                  layout.sparse, " + ", layout.dense, " must be multiples of 8 and at most ", kMaxCluster * kMaxSliceFloats, " wide together");
     SPENSE_CHECK(h.ld % 4 == 0, "swiglu_quantize: the gate_up output's stride ", h.ld, " is not a multiple of 4");
-    launch_row_clusters(swiglu_quantize_kernel, rows, width / 8, 8, stream, h, layout, n, z);
+    with_product_type(h, [&](auto f32) { launch_row_clusters(swiglu_quantize_kernel<f32>, rows, width / 8, 8, stream, h, layout, n, z); });
 }
 
 void launch_argmax_advance(const ScaledRows& logits, int64_t n, int64_t vocab, unsigned long long* best, int32_t* tokens,
                            int32_t* lengths, cudaStream_t stream) {
     SPENSE_CUDA_CHECK(cudaMemsetAsync(best, 0, size_t(n) * sizeof *best, stream), "argmax keys n=", n);
-    argmax_kernel<<<dim3(unsigned(n), unsigned(ceil_div(vocab, kArgmaxChunk))), kRowThreads, 0, stream>>>(logits, vocab, best);
+    with_product_type(logits, [&](auto f32) {
+        argmax_kernel<f32><<<dim3(unsigned(n), unsigned(ceil_div(vocab, kArgmaxChunk))), kRowThreads, 0, stream>>>(logits, vocab, best);
+    });
     SPENSE_CUDA_CHECK(cudaGetLastError(), "argmax n=", n, " vocab=", vocab);
     advance_kernel<<<unsigned(ceil_div(n, 128)), 128, 0, stream>>>(best, n, tokens, lengths);
     SPENSE_CUDA_CHECK(cudaGetLastError(), "advance n=", n);
 }
 
 void launch_logits_f32(const ScaledRows& logits, int64_t n, int64_t vocab, float* out, cudaStream_t stream) {
-    logits_f32_kernel<<<dim3(unsigned(std::min<int64_t>(ceil_div(vocab, kRowThreads), 1024)), unsigned(n)), kRowThreads, 0,
-                        stream>>>(logits, vocab, out);
+    with_product_type(logits, [&](auto f32) {
+        logits_f32_kernel<f32><<<dim3(unsigned(std::min<int64_t>(ceil_div(vocab, kRowThreads), 1024)), unsigned(n)), kRowThreads, 0,
+                                 stream>>>(logits, vocab, out);
+    });
     SPENSE_CUDA_CHECK(cudaGetLastError(), "logits_f32 n=", n, " vocab=", vocab);
 }
 

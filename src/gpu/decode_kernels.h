@@ -21,6 +21,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -41,20 +42,33 @@ struct ScaledRows {
     const void* raw2 = nullptr;
     bool f32 = false;  // the products are float32 (GemmOut::F32)
 
-    // The raw product at element i of p.
-    SPENSE_HOST_DEVICE float raw_at(const void* p, int64_t i) const {
-        return f32 ? static_cast<const float*>(p)[i] : __bfloat162float(static_cast<const bf16*>(p)[i]);
-    }
-    // Y[r, j], read in device code (the pointers are the device's).
+    // Y[r, j], read in device code (the pointers are the device's). The kernels take the products'
+    // type as a template argument F32 (== f32, with_product_type), so that it costs no branch between
+    // their loads: as a run-time branch, the loads of a warp's heads in the attention kernel no longer
+    // issued together, and the batch-32 FP8 step of Qwen3-32B on the H200 slowed 10.80 -> 11.07 ms.
+    template <bool F32>
     SPENSE_HOST_DEVICE float value(int64_t r, int64_t j) const {
-        float v = raw_at(raw, r * ld + j);
-        if (raw2) v += raw_at(raw2, r * ld + j);
+        float v = product<F32>(raw, r * ld + j);
+        if (raw2) v += product<F32>(raw2, r * ld + j);
         if (row_scale) v *= row_scale[r];
         if (col_scale) v *= col_scale[j];
         if (bias) v += bias[j];
         return v;
     }
+    template <bool F32>
+    SPENSE_HOST_DEVICE static float product(const void* p, int64_t i) {
+        if constexpr (F32)
+            return static_cast<const float*>(p)[i];
+        else
+            return __bfloat162float(static_cast<const bf16*>(p)[i]);
+    }
 };
+
+// f(std::bool_constant<rows.f32>{}): launchers pick their kernel's instance with it.
+template <class F>
+auto with_product_type(const ScaledRows& rows, F&& f) {
+    return rows.f32 ? f(std::true_type{}) : f(std::false_type{});
+}
 
 struct ActOut {
     GemmDType dtype = GemmDType::BF16;

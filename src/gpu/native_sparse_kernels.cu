@@ -237,20 +237,26 @@ __device__ void stage_x(const KernelArgs& a, int64_t n0, int rows, int64_t block
 }
 
 // y[row, j] before this GEMM's write: the accumulated term (0 without accumulate or out of range).
+// F32: y is float32 (== a.f32_out; a template argument, so that the epilogue's reads stay batched).
+template <bool F32>
 __device__ __forceinline__ float old_y(const KernelArgs& a, int64_t row, int64_t j) {
     if (!a.accumulate || row >= a.n || j >= a.m) return 0.0f;
     const int64_t i = row * a.ldc + j;
-    return a.f32_out ? static_cast<const float*>(a.y)[i] : __bfloat162float(static_cast<const bf16*>(a.y)[i]);
+    if constexpr (F32)
+        return static_cast<const float*>(a.y)[i];
+    else
+        return __bfloat162float(static_cast<const bf16*>(a.y)[i]);
 }
 
 __device__ __forceinline__ float out_scale_of(const KernelArgs& a, int64_t j) { return a.out_scale && j < a.m ? a.out_scale[j] : 1.0f; }
 
 // y[row, j] = scale * (sum + old), with old from old_y and scale from out_scale_of.
+template <bool F32>
 __device__ __forceinline__ void write_y(const KernelArgs& a, int64_t row, int64_t j, float sum, float old, float scale) {
     if (row >= a.n || j >= a.m) return;
     const int64_t i = row * a.ldc + j;
     const float v = (sum + old) * scale;
-    if (a.f32_out)
+    if constexpr (F32)
         static_cast<float*>(a.y)[i] = v;
     else
         static_cast<bf16*>(a.y)[i] = __float2bfloat16(v);
@@ -266,8 +272,8 @@ __device__ __forceinline__ void write_y(const KernelArgs& a, int64_t row, int64_
 // write: the compiler must assume that a write may alias a later read, so reads interleaved with
 // writes each wait a full memory latency (the last CTA's loop over 256 rows x 32 tokens did so 16
 // times in a row).
-template <int NT, int TPW, int THREADS, int CTA_ROWS>
-__device__ void store_acc(const KernelArgs& a, const float (&acc)[TPW][NT][4], int64_t tile0, bool active, int64_t n0) {
+template <int NT, int TPW, int THREADS, int CTA_ROWS, bool F32>
+__device__ void store_acc_as(const KernelArgs& a, const float (&acc)[TPW][NT][4], int64_t tile0, bool active, int64_t n0) {
     const int lane = threadIdx.x % 32, g = lane / 4, q = lane % 4;
     if (a.splits == 1) {
         if (!active) return;
@@ -282,14 +288,14 @@ __device__ void store_acc(const KernelArgs& a, const float (&acc)[TPW][NT][4], i
 #pragma unroll
             for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
-                for (int i = 0; i < 4; ++i) old[t][nt][i] = old_y(a, row_of(nt, i), col_of(t, i));
+                for (int i = 0; i < 4; ++i) old[t][nt][i] = old_y<F32>(a, row_of(nt, i), col_of(t, i));
         }
 #pragma unroll
         for (int t = 0; t < TPW; ++t)
 #pragma unroll
             for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
-                for (int i = 0; i < 4; ++i) write_y(a, row_of(nt, i), col_of(t, i), acc[t][nt][i], old[t][nt][i], scale[t][i / 2]);
+                for (int i = 0; i < 4; ++i) write_y<F32>(a, row_of(nt, i), col_of(t, i), acc[t][nt][i], old[t][nt][i], scale[t][i / 2]);
         return;
     }
     constexpr int width = NT * 8;
@@ -330,13 +336,22 @@ __device__ void store_acc(const KernelArgs& a, const float (&acc)[TPW][NT][4], i
                 sum[4 * u] = f.x, sum[4 * u + 1] = f.y, sum[4 * u + 2] = f.z, sum[4 * u + 3] = f.w;
             }
 #pragma unroll
-            for (int r = 0; r < kBatch; ++r) old[r] = old_y(a, n0 + b + r, j);
+            for (int r = 0; r < kBatch; ++r) old[r] = old_y<F32>(a, n0 + b + r, j);
 #pragma unroll
             for (int u = 0; u < kBatch / 4; ++u) __stcg(p + u, make_float4(0.0f, 0.0f, 0.0f, 0.0f));
 #pragma unroll
-            for (int r = 0; r < kBatch; ++r) write_y(a, n0 + b + r, j, sum[r], old[r], scale);
+            for (int r = 0; r < kBatch; ++r) write_y<F32>(a, n0 + b + r, j, sum[r], old[r], scale);
         }
     if (threadIdx.x == 0) *counter = 0;
+}
+
+// The epilogue for y's type, chosen once outside its loops.
+template <int NT, int TPW, int THREADS, int CTA_ROWS>
+__device__ void store_acc(const KernelArgs& a, const float (&acc)[TPW][NT][4], int64_t tile0, bool active, int64_t n0) {
+    if (a.f32_out)
+        store_acc_as<NT, TPW, THREADS, CTA_ROWS, true>(a, acc, tile0, active, n0);
+    else
+        store_acc_as<NT, TPW, THREADS, CTA_ROWS, false>(a, acc, tile0, active, n0);
 }
 
 // This CTA's k-blocks, in whole units of 4 blocks (512 columns), and the blocks of its chunk c
