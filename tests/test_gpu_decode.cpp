@@ -115,7 +115,8 @@ TEST(GpuDecode, Stories260kDenseAndPrunedMatchCpu) {
     fs::remove_all(dir);
 }
 
-// SmolLM2 dense, and SpenseGPT+ 25% pruned on the GPU from wikitext-2.
+// SmolLM2 dense, and SpenseGPT+ 25% pruned on the GPU with the calibration of the benchmarks'
+// SmolLM2 runs (bench/run_decode_device.sh: 64 x 512 tokens of wikitext-2).
 TEST(GpuDecode, SmolLM2DenseAndPrunedMatchCpu) {
     SKIP_WITHOUT_GPU();
     if (!fs::exists(test::smollm2_gguf())) GTEST_SKIP() << "SmolLM2 not fetched (scripts/fetch_models.sh)";
@@ -127,7 +128,7 @@ TEST(GpuDecode, SmolLM2DenseAndPrunedMatchCpu) {
     const fs::path dir = test::temp_dir("decode-smollm2");
     const fs::path pruned = dir / "pruned";
     const std::string cmd = test::cli_path().string() + " prune --model " + test::smollm2_gguf().string() + " --calib " + calib.string() +
-                            " --range 0:0.5 --nsamples 16 --seqlen 256 --method spensegpt+ --sparsity 0.25 --device cuda --out " +
+                            " --range 0:0.5 --nsamples 64 --seqlen 512 --method spensegpt+ --sparsity 0.25 --device cuda --out " +
                             pruned.string() + " > " + (dir / "prune.log").string() + " 2>&1";
     ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
     for (const fs::path& model : {test::smollm2_gguf(), pruned}) {
