@@ -43,9 +43,9 @@ struct ScaledRows {
     bool f32 = false;  // the products are float32 (GemmOut::F32)
 
     // Y[r, j], read in device code (the pointers are the device's). The kernels take the products'
-    // type as a template argument F32 (== f32, with_product_type), so that it costs no branch between
-    // their loads: as a run-time branch, the loads of a warp's heads in the attention kernel no longer
-    // issued together, and the batch-32 FP8 step of Qwen3-32B on the H200 slowed 10.80 -> 11.07 ms.
+    // type as a template argument F32 (== f32, with_product_type), so that it puts no branch between
+    // their loads: read at run time instead, it slowed the batch-32 FP8 step of Qwen3-32B on the
+    // H200 from 10.80 to 11.07 ms.
     template <bool F32>
     SPENSE_HOST_DEVICE float value(int64_t r, int64_t j) const {
         float v = product<F32>(raw, r * ld + j);
