@@ -90,29 +90,36 @@ TEST(GpuDecode, UnsupportedHeadDimIsAClearError) {
 
 fs::path stories260k() { return test::shared_dir() / "models" / "stories260K" / "stories260K.bin"; }
 
+// Prunes `model` with `spense prune` and `prune_args` into temp_dir(dir_name), then checks the
+// model and its pruned copy against the CPU forward: BF16 within kBf16Tolerance with at least
+// min_greedy leading greedy tokens agreeing, FP8 within kFp8Bound.
+void expect_dense_and_pruned_match(const fs::path& model, const std::string& prune_args, const std::vector<int32_t>& prompt,
+                                   int64_t new_tokens, int64_t min_greedy, const std::string& dir_name) {
+    const fs::path dir = test::temp_dir(dir_name);
+    const fs::path pruned = dir / "pruned";
+    const std::string cmd = test::cli_path().string() + " prune --model " + model.string() + " " + prune_args + " --out " +
+                            pruned.string() + " > " + (dir / "prune.log").string() + " 2>&1";
+    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+    for (const fs::path& m : {model, pruned}) {
+        SCOPED_TRACE(m.string());
+        const auto bf = compare(m, GemmDType::BF16, prompt, new_tokens);
+        EXPECT_LT(bf.max_logit_error, kBf16Tolerance);
+        EXPECT_GE(bf.matching_tokens, min_greedy) << "BF16 greedy continuation left the CPU's early";
+        const auto f8 = compare(m, GemmDType::FP8, prompt, new_tokens);
+        EXPECT_LT(f8.max_logit_error, kFp8Bound);
+    }
+    fs::remove_all(dir);
+}
+
 TEST(GpuDecode, Stories260kDenseAndPrunedMatchCpu) {
     SKIP_WITHOUT_GPU();
     if (!fs::exists(stories260k())) GTEST_SKIP() << "stories260K not found at " << stories260k();
     const Checkpoint ckpt = open_checkpoint(stories260k());
     const std::vector<int32_t> prompt = ckpt.tokenizer->encode_for_model("Once upon a time, there was a little girl named Lily.");
-
-    const fs::path dir = test::temp_dir("decode");
-    const fs::path pruned = dir / "pruned";
-    const std::string cmd = test::cli_path().string() + " prune --model " + stories260k().string() + " --calib " +
-                            (test::shared_dir() / "data" / "tinystories-valid-1k.txt").string() +
-                            " --range 0:0.5 --nsamples 32 --seqlen 128 --align 4 --method spensegpt+ --sparsity 0.25 --out " +
-                            pruned.string() + " > " + (dir / "prune.log").string() + " 2>&1";
-    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
-
-    for (const fs::path& model : {stories260k(), pruned}) {
-        SCOPED_TRACE(model.string());
-        const auto bf = compare(model, GemmDType::BF16, prompt, 24);
-        EXPECT_LT(bf.max_logit_error, kBf16Tolerance);
-        EXPECT_GE(bf.matching_tokens, 16) << "BF16 greedy continuation left the CPU's early";
-        const auto f8 = compare(model, GemmDType::FP8, prompt, 24);
-        EXPECT_LT(f8.max_logit_error, kFp8Bound);
-    }
-    fs::remove_all(dir);
+    expect_dense_and_pruned_match(stories260k(),
+                                  "--calib " + (test::shared_dir() / "data" / "tinystories-valid-1k.txt").string() +
+                                      " --range 0:0.5 --nsamples 32 --seqlen 128 --align 4 --method spensegpt+ --sparsity 0.25",
+                                  prompt, 24, 16, "decode");
 }
 
 // SmolLM2 dense, and SpenseGPT+ 25% pruned on the GPU with the calibration of the benchmarks'
@@ -124,22 +131,10 @@ TEST(GpuDecode, SmolLM2DenseAndPrunedMatchCpu) {
     if (!fs::exists(calib)) GTEST_SKIP() << "wikitext-2 not found at " << calib;
     const Checkpoint ckpt = open_checkpoint(test::smollm2_gguf());
     const std::vector<int32_t> prompt = ckpt.tokenizer->encode_for_model("The capital of France is Paris. The capital of Italy is");
-
-    const fs::path dir = test::temp_dir("decode-smollm2");
-    const fs::path pruned = dir / "pruned";
-    const std::string cmd = test::cli_path().string() + " prune --model " + test::smollm2_gguf().string() + " --calib " + calib.string() +
-                            " --range 0:0.5 --nsamples 64 --seqlen 512 --method spensegpt+ --sparsity 0.25 --device cuda --out " +
-                            pruned.string() + " > " + (dir / "prune.log").string() + " 2>&1";
-    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
-    for (const fs::path& model : {test::smollm2_gguf(), pruned}) {
-        SCOPED_TRACE(model.string());
-        const auto bf = compare(model, GemmDType::BF16, prompt, 16);
-        EXPECT_LT(bf.max_logit_error, kBf16Tolerance);
-        EXPECT_GE(bf.matching_tokens, 12) << "BF16 greedy continuation left the CPU's early";
-        const auto f8 = compare(model, GemmDType::FP8, prompt, 16);
-        EXPECT_LT(f8.max_logit_error, kFp8Bound);
-    }
-    fs::remove_all(dir);
+    expect_dense_and_pruned_match(test::smollm2_gguf(),
+                                  "--calib " + calib.string() +
+                                      " --range 0:0.5 --nsamples 64 --seqlen 512 --method spensegpt+ --sparsity 0.25 --device cuda",
+                                  prompt, 16, 12, "decode-smollm2");
 }
 
 // Rows of a batch are independent sequences: each row of a batch-3 engine decodes what a batch-1
