@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <ostream>
 #include <random>
 #include <vector>
 
@@ -183,6 +184,10 @@ struct GemmCase {
     bool accumulate;
     gpu::GemmOut out = gpu::GemmOut::BF16;
 };
+void PrintTo(const GemmCase& c, std::ostream* os) {
+    *os << gpu::gemm_dtype_name(c.dtype) << " m=" << c.m << " k=" << c.k << (c.accumulate ? " accumulate" : "")
+        << (c.out == gpu::GemmOut::F32 ? " f32 out" : "");
+}
 
 class NativeSparseGemmTest : public ::testing::TestWithParam<GemmCase> {};
 
@@ -288,7 +293,12 @@ INSTANTIATE_TEST_SUITE_P(Shapes, NativeSparseGemmTest,
                                            GemmCase{GemmDType::BF16, 272, 1500, true}, GemmCase{GemmDType::FP8, 272, 1500, true},
                                            GemmCase{GemmDType::BF16, 528, 2100, false}, GemmCase{GemmDType::FP8, 80, 2100, true},
                                            GemmCase{GemmDType::BF16, 272, 1500, true, gpu::GemmOut::F32},
-                                           GemmCase{GemmDType::FP8, 80, 2100, false, gpu::GemmOut::F32}));
+                                           GemmCase{GemmDType::FP8, 80, 2100, false, gpu::GemmOut::F32}),
+                         [](const ::testing::TestParamInfo<GemmCase>& info) {  // e.g. fp8_m272_k1500_accumulate_f32out
+                             const GemmCase& c = info.param;
+                             return cat(gpu::gemm_dtype_name(c.dtype), "_m", c.m, "_k", c.k, c.accumulate ? "_accumulate" : "",
+                                        c.out == gpu::GemmOut::F32 ? "_f32out" : "");
+                         });
 
 // SparseGemm picks a valid backend per bucket (native below cuSPARSELt's 16-token granule) and its
 // result matches the reference either way.
