@@ -28,8 +28,9 @@ namespace {
 // The type every GEMM of the step writes. BF16 engines take float32 outputs: against the CPU
 // forward, SmolLM2-135M's largest logit error went from 1.7e-2 to 1.4e-2 of the largest logit
 // (dense) and from 2.7e-2 to 1.2e-2 (SpenseGPT+ 25%) on the H200, and the batch-1 Qwen3-32B step
-// did not slow (17.21 -> 17.08 ms dense; bench/README.md). FP8 engines keep BF16 outputs: there
-// the E4M3 codes dominate the error, and BF16 halves the bytes of h.
+// did not slow (dense 17.36-17.43 -> 17.34-17.42 ms in three runs each;
+// bench/results/decode-h200-f32-outputs.md). FP8 engines keep BF16 outputs: there the E4M3 codes
+// dominate the error, and BF16 halves the bytes of h.
 GemmOut gemm_out_for(GemmDType t) { return t == GemmDType::BF16 ? GemmOut::F32 : GemmOut::BF16; }
 
 // A linear layer: its GEMM, FP8 per-output-channel scales (empty for BF16) and optional bias.
