@@ -206,7 +206,12 @@ nlohmann::json GpuContext::plan_report() const {
                        {"down", sparse_backend_name(c.down)},
                        {"candidates_ms", times}});
     }
+    // Which built plans take programmatic edges in a captured graph (library_pdl.h).
+    for (const auto& [key, p] : caches_->dense_plans)
+        out.push_back({{"backend", "cublaslt plan"}, {"shape", key.first.describe()}, {"n", key.second}, {"programmatic", p->programmatic}});
 #ifdef SPENSE_HAS_CUSPARSELT
+    for (const auto& [key, p] : caches_->sparse_plans)
+        out.push_back({{"backend", "cusparselt plan"}, {"shape", key.first.describe()}, {"n", key.second}, {"programmatic", p->programmatic}});
     for (const auto& [key, c] : caches_->sparse_choices)
         out.push_back({{"backend", "cusparselt"}, {"shape", key.first.describe()}, {"bucket", key.second}, {"ms", c.ms},
                        {"candidates", c.candidates}, {"refused", c.refused}, {"alg_id", c.alg_id}, {"split_k", c.split_k},

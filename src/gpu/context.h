@@ -71,7 +71,8 @@ public:
 
     // The GPU, driver, CUDA runtime, cuBLASLt and cuSPARSELt versions (the ones loaded at run time).
     nlohmann::json describe() const;
-    // Every searched (shape, bucket): the chosen algorithm and its time.
+    // Every searched (shape, bucket): the chosen algorithm and its time; every built library plan:
+    // whether it takes programmatic edges.
     nlohmann::json plan_report() const;
 
 private:

@@ -141,6 +141,7 @@ __global__ void add_norm_quantize_kernel(float* x, ScaledRows add, const float* 
     const int64_t r = blockIdx.y, d4 = d / 4;
     const RowSlice sl = row_slice(d4);
     wait_for_predecessor();
+    allow_dependents();  // the next GEMM may launch; it waits for this grid's completion (launch.h)
     if (r >= n) return zero_columns(out, r, 4 * sl.begin, 4 * sl.end);
     cluster_arrive_relaxed();
     float4* x4 = reinterpret_cast<float4*>(x + r * d);
@@ -199,6 +200,7 @@ __global__ void swiglu_quantize_kernel(ScaledRows h, SwigluLayout L, int64_t n, 
     const int64_t r = blockIdx.y, width = L.z_width();
     const RowSlice sl = row_slice(width / 8);
     wait_for_predecessor();
+    allow_dependents();  // as in add_norm_quantize_kernel
     if (r >= n) return zero_columns(z, r, 8 * sl.begin, 8 * sl.end);
     const bool fp8 = z.dtype == GemmDType::FP8;  // only the FP8 scale needs the cluster
     if (fp8) cluster_arrive_relaxed();

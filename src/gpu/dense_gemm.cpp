@@ -7,6 +7,7 @@
 #include "gpu/check.h"
 #include "gpu/context.h"
 #include "gpu/gemm.h"
+#include "gpu/library_pdl.h"
 #include "gpu/plan_cache.h"
 
 namespace spense::gpu {
@@ -107,6 +108,8 @@ const DensePlan& plan_for(GpuContext& ctx, const GemmShape& s, int64_t n, const 
         p->algo = first.algo;
         p->workspace = first.workspaceSize;
     }
+    p->programmatic = waits_for_programmatic_predecessor(
+        ctx, s, n, [&](const void* x, void* y, cudaStream_t st) { matmul(ctx, *p, p->algo, p->workspace, s, n, w, x, y, st); }, stream);
     ctx.stats().plans++;
     return *caches.dense_plans.emplace(PlanKey{s, n}, std::move(p)).first->second;
 }
@@ -157,6 +160,7 @@ void DenseGemm::prefer(int candidate, int64_t n, bool overwrite, cudaStream_t st
 void DenseGemm::run_as(const GemmShape& s, const void* x, void* y, int64_t n, cudaStream_t stream) const {
     SPENSE_CHECK(n >= 1, "DenseGemm::run: ", n, " tokens");
     const DensePlan& p = plan_for(*ctx_, s, n, weight_.get(), stream);
+    if (p.programmatic) programmatic_into_next(stream);
     matmul(*ctx_, p, p.algo, p.workspace, s, n, weight_.get(), x, y, stream);
 }
 

@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "gpu/check.h"
+#include "gpu/launch.h"
 
 namespace spense::gpu {
 
@@ -231,6 +232,16 @@ __global__ void read_buffer_kernel(const uint4* buf, int64_t count, float* sink)
     if (acc == 0x9e3779b9u) sink[0] = float(acc);
 }
 
+// Lets its dependents launch (launch.h), waits delay_ns, then copies.
+__global__ void delayed_copy_kernel(uint4* dst, const uint4* src, int64_t count, unsigned delay_ns) {
+    allow_dependents();
+    unsigned long long t0, t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
+    do asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t)); while (t - t0 < delay_ns);
+    const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+    for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < count; i += stride) dst[i] = src[i];
+}
+
 void check_vector_aligned(const void* p, int64_t count, const char* what) {
     SPENSE_CHECK(reinterpret_cast<uintptr_t>(p) % 16 == 0 && count % kVec == 0, what, ": needs a 16-byte aligned buffer of a multiple of ",
                  kVec, " elements, got ", count);
@@ -309,6 +320,14 @@ void launch_read_buffer(const void* buf, size_t bytes, float* sink, cudaStream_t
     SPENSE_CHECK(reinterpret_cast<uintptr_t>(buf) % 16 == 0 && bytes % 16 == 0, "read_buffer: needs 16-byte aligned whole vectors");
     read_buffer_kernel<<<grid_for(int64_t(bytes / 16)), kThreads, 0, stream>>>(static_cast<const uint4*>(buf), int64_t(bytes / 16), sink);
     SPENSE_CUDA_CHECK(cudaGetLastError(), "read_buffer_kernel, ", bytes, " bytes");
+}
+
+void launch_delayed_copy(void* dst, const void* src, size_t bytes, unsigned delay_ns, cudaStream_t stream) {
+    SPENSE_CHECK(reinterpret_cast<uintptr_t>(dst) % 16 == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0 && bytes % 16 == 0,
+                 "delayed_copy: needs 16-byte aligned whole vectors");
+    // Few enough CTAs to be resident at once: the dependents launch once all have started.
+    delayed_copy_kernel<<<64, kThreads, 0, stream>>>(static_cast<uint4*>(dst), static_cast<const uint4*>(src), int64_t(bytes / 16), delay_ns);
+    SPENSE_CUDA_CHECK(cudaGetLastError(), "delayed_copy_kernel, ", bytes, " bytes");
 }
 
 }  // namespace spense::gpu

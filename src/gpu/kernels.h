@@ -1,6 +1,6 @@
 // The elementwise kernels of the GPU Spense MLP (the GEMMs are the libraries', gemm.h), and the
-// random fills and L2 flush that searches and benchmarks use. Host launchers; each checks its
-// launch and throws spense::Error with the kernel's name and sizes.
+// random fills, L2 flush and delayed copy that searches, probes and benchmarks use. Host
+// launchers; each checks its launch and throws spense::Error with the kernel's name and sizes.
 //
 // FP8 is OCP E4M3 (largest finite 448), converted with round-to-nearest-even and saturation to
 // +-448 (__nv_cvt_float_to_fp8 with __NV_SATFINITE). A per-tensor activation scale is
@@ -88,5 +88,9 @@ void launch_fill_f32(float* p, int64_t count, float value, cudaStream_t stream);
 // Reads `bytes` of `buf` (16-byte aligned, bytes a multiple of 16) so that what was in L2 is
 // evicted; `sink` receives nothing unless the data sum to an impossible value.
 void launch_read_buffer(const void* buf, size_t bytes, float* sink, cudaStream_t stream);
+
+// dst = src (16-byte aligned, bytes a multiple of 16), written delay_ns after the kernel started and
+// let its dependents launch: the predecessor with which library_pdl.h probes a GEMM.
+void launch_delayed_copy(void* dst, const void* src, size_t bytes, unsigned delay_ns, cudaStream_t stream);
 
 }  // namespace spense::gpu

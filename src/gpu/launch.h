@@ -9,7 +9,9 @@
 // that calls allow_dependents() lets the next PDL kernel start from then on; otherwise the next
 // one starts as this one's blocks exit, still sparing the launch latency after completion.
 // Captured into a CUDA graph, the launch attribute becomes a programmatic edge. A kernel launched
-// without the attribute, or after a kernel of a library, waits as usual.
+// without the attribute waits as usual; so do the libraries' GEMMs, except where library_pdl.h
+// makes the captured edges into them programmatic (our kernels before them call
+// allow_dependents() as soon as they have waited).
 #pragma once
 
 #include <cuda_runtime.h>

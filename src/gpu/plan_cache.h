@@ -39,6 +39,7 @@ struct DensePlan {
     cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
     cublasLtMatmulAlgo_t algo{};
     size_t workspace = 0;
+    bool programmatic = false;  // its kernels honour a programmatic edge (library_pdl.h: probed when built)
     DensePlan() = default;
     DensePlan(const DensePlan&) = delete;
     DensePlan& operator=(const DensePlan&) = delete;
@@ -59,6 +60,7 @@ struct SparsePlan {
     cusparseLtMatmulAlgSelection_t selection{};
     cusparseLtMatmulPlan_t plan{};
     size_t workspace = 0;
+    bool programmatic = false;  // as DensePlan's
     int built = 0;  // how many of a, b, c, matmul, selection, plan were initialised (destroyed in reverse)
     SparsePlan() = default;
     SparsePlan(const SparsePlan&) = delete;

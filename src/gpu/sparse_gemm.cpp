@@ -9,6 +9,7 @@
 #include "gpu/context.h"
 #include "gpu/gemm.h"
 #include "gpu/kernels.h"
+#include "gpu/library_pdl.h"
 #include "gpu/native_sparse.h"
 #include "gpu/plan_cache.h"
 
@@ -139,6 +140,8 @@ const SparsePlan& plan_for(GpuContext& ctx, const GemmShape& s, int64_t n, const
         choice = caches.sparse_choices.emplace(bucket, search(ctx, s, bucket.second, compressed, stream)).first;
     const SparseChoice& c = choice->second;
     auto p = make_plan(ctx, s, n, {c.alg_id, c.split_k, c.split_k_mode});
+    p->programmatic = waits_for_programmatic_predecessor(
+        ctx, s, n, [&](const void* x, void* y, cudaStream_t st) { run_plan(ctx, *p, s, n, compressed, x, y, st); }, stream);
     ctx.stats().plans++;
     return *caches.sparse_plans.emplace(PlanKey{s, n}, std::move(p)).first->second;
 }
@@ -236,6 +239,7 @@ void SparseGemm::run_backend(SparseBackend b, const void* x, void* y, int64_t n,
                  " (pad the activations)");
 #ifdef SPENSE_HAS_CUSPARSELT
     const SparsePlan& p = plan_for(*ctx_, shape_, n, compressed_.get(), stream);
+    if (p.programmatic) programmatic_into_next(stream);
     run_plan(*ctx_, p, shape_, n, compressed_.get(), x, y, stream);
 #endif
 }

@@ -1,0 +1,117 @@
+#include "gpu/library_pdl.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "core/dtype.h"
+#include "core/error.h"
+#include "gpu/check.h"
+#include "gpu/context.h"
+#include "gpu/kernels.h"
+
+namespace spense::gpu {
+
+namespace {
+
+size_t round16(size_t bytes) { return (bytes + 15) / 16 * 16; }
+
+bool capturing(cudaStream_t stream) {
+    cudaStreamCaptureStatus status;
+    SPENSE_CUDA_CHECK(cudaStreamIsCapturing(stream, &status));
+    return status != cudaStreamCaptureStatusNone;
+}
+
+std::vector<float> download_outputs(const void* y, int64_t count, GemmOut out) {
+    std::vector<float> v(static_cast<size_t>(count));
+    if (out == GemmOut::F32) {
+        SPENSE_CUDA_CHECK(cudaMemcpy(v.data(), y, v.size() * 4, cudaMemcpyDeviceToHost));
+        return v;
+    }
+    std::vector<uint16_t> h(v.size());
+    SPENSE_CUDA_CHECK(cudaMemcpy(h.data(), y, h.size() * 2, cudaMemcpyDeviceToHost));
+    std::transform(h.begin(), h.end(), v.begin(), bf16_to_f32);
+    return v;
+}
+
+// The graph: the delayed copy x_src -> x, then run_on_x through programmatic edges. Null where the
+// library refuses to be captured so (a programmatic edge into a node that is not a kernel).
+cudaGraphExec_t capture_probe(const std::function<void(cudaStream_t)>& run_on_x, void* x, const void* x_src, size_t x_bytes,
+                              cudaStream_t side) {
+    constexpr unsigned kDelayNs = 50000;
+    SPENSE_CUDA_CHECK(cudaStreamBeginCapture(side, cudaStreamCaptureModeThreadLocal), "capturing the programmatic-edge probe");
+    cudaGraph_t graph = nullptr;
+    try {
+        launch_delayed_copy(x, x_src, x_bytes, kDelayNs, side);
+        programmatic_into_next(side);
+        run_on_x(side);
+    } catch (const Error&) {
+        cudaStreamEndCapture(side, &graph);
+        if (graph) cudaGraphDestroy(graph);
+        cudaGetLastError();
+        return nullptr;
+    }
+    SPENSE_CUDA_CHECK(cudaStreamEndCapture(side, &graph), "capturing the programmatic-edge probe");
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t st = cudaGraphInstantiate(&exec, graph, 0);
+    cudaGraphDestroy(graph);
+    if (st != cudaSuccess) {
+        cudaGetLastError();
+        return nullptr;
+    }
+    return exec;
+}
+
+}  // namespace
+
+void programmatic_into_next(cudaStream_t stream) {
+    cudaStreamCaptureStatus status;
+    const cudaGraphNode_t* deps = nullptr;
+    const cudaGraphEdgeData* data = nullptr;
+    size_t count = 0;
+    SPENSE_CUDA_CHECK(cudaStreamGetCaptureInfo(stream, &status, nullptr, nullptr, &deps, &data, &count), "capture dependencies");
+    if (status != cudaStreamCaptureStatusActive || count == 0) return;
+    std::vector<cudaGraphNode_t> nodes(deps, deps + count);
+    std::vector<cudaGraphEdgeData> edges(count);
+    for (size_t i = 0; i < count; ++i) {
+        if (data) edges[i] = data[i];
+        cudaGraphNodeType type;
+        SPENSE_CUDA_CHECK(cudaGraphNodeGetType(nodes[i], &type), "capture dependencies");
+        if (type == cudaGraphNodeTypeKernel && edges[i].type == cudaGraphDependencyTypeDefault) {
+            edges[i].from_port = cudaGraphKernelNodePortProgrammatic;
+            edges[i].type = cudaGraphDependencyTypeProgrammatic;
+        }
+    }
+    SPENSE_CUDA_CHECK(cudaStreamUpdateCaptureDependencies(stream, nodes.data(), edges.data(), count, cudaStreamSetCaptureDependencies),
+                      "programmatic edges into a library GEMM");
+}
+
+bool waits_for_programmatic_predecessor(GpuContext& ctx, const GemmShape& s, int64_t n, const LibraryRun& run, cudaStream_t stream) {
+    if (n > kProgrammaticMaxRows || capturing(stream)) return false;
+    const size_t xb = round16(size_t(n * s.ldb) * gemm_dtype_bytes(s.dtype)), yb = round16(size_t(n * s.ldc) * gemm_out_bytes(s.out));
+    auto* scratch = static_cast<uint8_t*>(ctx.search_scratch(2 * xb + 2 * yb));
+    uint8_t *x_src = scratch, *x = scratch + xb, *y_ref = scratch + 2 * xb, *y = y_ref + yb;
+    cudaStream_t side = ctx.fork(stream);
+    launch_random_activations(s.dtype, x_src, n * s.ldb, 1.0f, 17, side);
+    SPENSE_CUDA_CHECK(cudaMemsetAsync(y_ref, 0, 2 * yb, side));
+    run(x_src, y_ref, side);  // eagerly; also grows the side stream's workspace before the capture
+    const cudaGraphExec_t exec = capture_probe([&](cudaStream_t st) { run(x, y, st); }, x, x_src, xb, side);
+    bool waits = false;
+    if (exec) {
+        SPENSE_CUDA_CHECK(cudaMemsetAsync(x, 0, xb, side));
+        SPENSE_CUDA_CHECK(cudaGraphLaunch(exec, side), "the programmatic-edge probe of ", s.describe(), " n=", n);
+        SPENSE_CUDA_CHECK(cudaStreamSynchronize(side), "the programmatic-edge probe of ", s.describe(), " n=", n);
+        cudaGraphExecDestroy(exec);
+        const std::vector<float> ref = download_outputs(y_ref, n * s.ldc, s.out), got = download_outputs(y, n * s.ldc, s.out);
+        double err = 0, top = 0;
+        for (size_t i = 0; i < ref.size(); ++i) {
+            err = std::max(err, double(std::fabs(got[i] - ref[i])));
+            top = std::max(top, double(std::fabs(ref[i])));
+        }
+        waits = std::isfinite(err) && err <= 1e-2 * top;  // a BF16 rounding step of the largest output is 4e-3 of it
+    }
+    ctx.join(stream);
+    return waits;
+}
+
+}  // namespace spense::gpu

@@ -1,0 +1,165 @@
+// Programmatic edges into library GEMMs (gpu/library_pdl.h). The probe must tell a consumer that
+// reads its input early from one that waits; and a GEMM captured after a predecessor that lets it
+// launch at once and writes its input 50 us later must read that input, at the decode step's
+// shapes (Qwen3-32B's four GEMMs at 32 tokens, BF16 and FP8, with the algorithms the searches pick).
+#include <gtest/gtest.h>
+
+#ifdef SPENSE_HAS_CUDA
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <vector>
+
+#include "core/dtype.h"
+#include "gpu/check.h"
+#include "gpu/context.h"
+#include "gpu/gemm.h"
+#include "gpu/kernels.h"
+#include "gpu/library_pdl.h"
+
+namespace spense {
+namespace {
+
+using gpu::DeviceBuffer;
+using gpu::GemmDType;
+using gpu::GemmOut;
+using gpu::GemmShape;
+
+#define REQUIRE_GPU()                                                          \
+    do {                                                                       \
+        if (!gpu::cuda_device_available()) GTEST_SKIP() << "no CUDA device";   \
+    } while (0)
+
+std::vector<float> download_outputs(const DeviceBuffer& y, GemmOut out) {
+    if (out == GemmOut::F32) {
+        std::vector<float> v(y.bytes() / 4);
+        y.download(v.data(), y.bytes());
+        return v;
+    }
+    std::vector<uint16_t> h(y.bytes() / 2);
+    y.download(h.data(), y.bytes());
+    std::vector<float> v(h.size());
+    std::transform(h.begin(), h.end(), v.begin(), bf16_to_f32);
+    return v;
+}
+
+struct Captured {
+    double max_error = 0, max_value = 0;  // against the eager run
+    int programmatic_edges = 0;           // in the captured graph
+};
+
+// `run` eagerly on x_src, and captured after a delayed copy x_src -> x, three times.
+Captured run_after_delayed_copy(const GemmShape& s, int64_t n, const std::function<void(const void*, void*, cudaStream_t)>& run,
+                                cudaStream_t st) {
+    const size_t xb = size_t(n * s.ldb) * gpu::gemm_dtype_bytes(s.dtype), yb = size_t(n * s.ldc) * gpu::gemm_out_bytes(s.out);
+    DeviceBuffer x_src(xb, "x source"), x(xb, "x"), y_ref(yb, "y reference"), y(yb, "y");
+    gpu::launch_random_activations(s.dtype, x_src.get(), n * s.ldb, 1.0f, 7, st);
+    SPENSE_CUDA_CHECK(cudaMemsetAsync(y_ref.get(), 0, yb, st));
+    run(x_src.get(), y_ref.get(), st);
+    cudaGraph_t graph;
+    SPENSE_CUDA_CHECK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+    gpu::launch_delayed_copy(x.get(), x_src.get(), xb, 50000, st);
+    run(x.get(), y.get(), st);
+    SPENSE_CUDA_CHECK(cudaStreamEndCapture(st, &graph));
+    Captured c;
+    size_t edges = 0;
+    SPENSE_CUDA_CHECK(cudaGraphGetEdges(graph, nullptr, nullptr, nullptr, &edges));
+    std::vector<cudaGraphNode_t> from(edges), to(edges);
+    std::vector<cudaGraphEdgeData> data(edges);
+    SPENSE_CUDA_CHECK(cudaGraphGetEdges(graph, from.data(), to.data(), data.data(), &edges));
+    for (const auto& e : data) c.programmatic_edges += e.type == cudaGraphDependencyTypeProgrammatic;
+    cudaGraphExec_t exec;
+    SPENSE_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+    cudaGraphDestroy(graph);
+    SPENSE_CUDA_CHECK(cudaStreamSynchronize(st));
+    const std::vector<float> ref = download_outputs(y_ref, s.out);
+    for (int rep = 0; rep < 3; ++rep) {
+        SPENSE_CUDA_CHECK(cudaMemsetAsync(x.get(), 0, xb, st));
+        SPENSE_CUDA_CHECK(cudaMemsetAsync(y.get(), 0, yb, st));
+        SPENSE_CUDA_CHECK(cudaGraphLaunch(exec, st));
+        SPENSE_CUDA_CHECK(cudaStreamSynchronize(st));
+        const std::vector<float> got = download_outputs(y, s.out);
+        for (size_t i = 0; i < ref.size(); ++i) {
+            c.max_error = std::max(c.max_error, double(std::fabs(got[i] - ref[i])));
+            c.max_value = std::max(c.max_value, double(std::fabs(ref[i])));
+        }
+    }
+    cudaGraphExecDestroy(exec);
+    return c;
+}
+
+struct Stream {
+    cudaStream_t s = nullptr;
+    Stream() { SPENSE_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking)); }
+    ~Stream() { cudaStreamDestroy(s); }
+};
+
+TEST(GpuLibraryPdl, ProbeTellsAnEarlyReaderFromAWaitingOne) {
+    REQUIRE_GPU();
+    gpu::GpuContext ctx;
+    Stream st;
+    // A consumer that copies x into the first bytes of y without waiting: it reads x early.
+    const GemmShape s{GemmDType::FP8, 64, 64, 64, 64, false, GemmOut::BF16};
+    const auto early_reader = [&](const void* x, void* y, cudaStream_t stream) { gpu::launch_delayed_copy(y, x, 32 * 64, 0, stream); };
+    EXPECT_FALSE(gpu::waits_for_programmatic_predecessor(ctx, s, 32, early_reader, st.s));
+    const Captured c = run_after_delayed_copy(s, 32, [&](const void* x, void* y, cudaStream_t stream) {
+        gpu::programmatic_into_next(stream);
+        early_reader(x, y, stream);
+    }, st.s);
+    EXPECT_EQ(c.programmatic_edges, 1);
+    EXPECT_GT(c.max_error, 0.5 * c.max_value) << "the early reader should have read zeros";
+    // Past kProgrammaticMaxRows nothing is probed.
+    EXPECT_FALSE(gpu::waits_for_programmatic_predecessor(ctx, s, gpu::kProgrammaticMaxRows + 1, early_reader, st.s));
+}
+
+const std::vector<std::pair<int64_t, int64_t>> kDecodeShapes = {{10240, 5120}, {5120, 8192}, {51200, 5120}, {5120, 25600}};
+
+TEST(GpuLibraryPdl, CuBlasLtReadsItsInputAfterAProgrammaticPredecessor) {
+    REQUIRE_GPU();
+    gpu::GpuContext ctx;
+    Stream st;
+    const int64_t n = 32;
+    for (GemmDType t : {GemmDType::FP8, GemmDType::BF16})
+        for (auto [m, k] : kDecodeShapes) {
+            const GemmShape s{t, m, k, k, m, false, t == GemmDType::BF16 ? GemmOut::F32 : GemmOut::BF16};
+            DeviceBuffer w(size_t(m * k) * gpu::gemm_dtype_bytes(t), "weight");
+            gpu::launch_random_weights(t, w.get(), m, k, m, k, false, 1.0f / 64, 3, st.s);
+            const gpu::DenseGemm g(ctx, s, std::move(w));
+            const Captured c = run_after_delayed_copy(s, n, [&](const void* x, void* y, cudaStream_t stream) { g.run(x, y, n, stream); }, st.s);
+            EXPECT_LE(c.max_error, 1e-2 * c.max_value) << s.describe();
+            std::printf("cuBLASLt %s n=%lld: %s\n", s.describe().c_str(), (long long)n,
+                        c.programmatic_edges > 0 ? "programmatic" : "plain edge (its kernels read early)");
+        }
+}
+
+#ifdef SPENSE_HAS_CUSPARSELT
+// Every sm90 GEMM kernel of cuSPARSELt 0.8.0 waits (its SASS), so each plan should take the edge.
+TEST(GpuLibraryPdl, CuSparseLtReadsItsInputAfterAProgrammaticPredecessor) {
+    REQUIRE_GPU();
+    gpu::GpuContext ctx;
+    Stream st;
+    const int64_t n = 32;
+    for (GemmDType t : {GemmDType::FP8, GemmDType::BF16})
+        for (auto [m, k] : kDecodeShapes) {
+            const GemmShape s{t, m, k, k, m, false, GemmOut::BF16};
+            DeviceBuffer w(size_t(m * k) * gpu::gemm_dtype_bytes(t), "weight");
+            gpu::launch_random_weights(t, w.get(), m, k, m, k, true, 1.0f / 64, 3, st.s);
+            const gpu::SparseGemm g(ctx, s, w, st.s);
+            const Captured c = run_after_delayed_copy(
+                s, n, [&](const void* x, void* y, cudaStream_t stream) { g.run_backend(gpu::SparseBackend::CuSparseLt, x, y, n, stream); }, st.s);
+            EXPECT_LE(c.max_error, 1e-2 * c.max_value) << s.describe();
+            EXPECT_GT(c.programmatic_edges, 0) << s.describe();
+        }
+}
+#endif
+
+}  // namespace
+}  // namespace spense
+
+#else
+TEST(GpuLibraryPdl, BuiltWithoutCuda) { GTEST_SKIP() << "spense was built without CUDA (no nvcc at configure time)"; }
+#endif
