@@ -45,24 +45,33 @@ __device__ __forceinline__ float4 scaled4(const ScaledRows& s, int64_t r, int64_
     return v;
 }
 
-// Sum, or max of non-negative values, over the block (blockDim.x a multiple of 32, at most 1024);
-// every thread gets it.
-template <bool kMax>
-__device__ float block_reduce(float v) {
-    __shared__ float partial[32];
-    for (int o = 16; o > 0; o >>= 1) {
-        const float u = __shfl_xor_sync(0xffffffffu, v, o);
-        v = kMax ? fmaxf(v, u) : v + u;
-    }
+// The row kernels' reductions: the max of magnitudes (SwiGLU's amax), or a sum and such a max at
+// once (the norm's sum of squares and amax: one block and one cluster exchange for the two). T{}
+// is neutral for each.
+struct MaxOp {
+    using T = float;
+    __device__ static T apply(T a, T b) { return fmaxf(a, b); }
+};
+struct SumMaxOp {
+    using T = float2;  // (sum, max)
+    __device__ static T apply(T a, T b) { return {a.x + b.x, fmaxf(a.y, b.y)}; }
+};
+
+__device__ __forceinline__ float shfl_xor(float v, int o) { return __shfl_xor_sync(0xffffffffu, v, o); }
+__device__ __forceinline__ float2 shfl_xor(float2 v, int o) { return {shfl_xor(v.x, o), shfl_xor(v.y, o)}; }
+
+// Op over the block (blockDim.x a multiple of 32, at most 1024); every thread gets it.
+template <class Op>
+__device__ typename Op::T block_reduce(typename Op::T v) {
+    using T = typename Op::T;
+    __shared__ T partial[32];
+    for (int o = 16; o > 0; o >>= 1) v = Op::apply(v, shfl_xor(v, o));
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
     __syncthreads();  // `partial` may still be read by a previous reduction
     if (lane == 0) partial[warp] = v;
     __syncthreads();
-    v = lane < warps ? partial[lane] : 0.0f;  // 0 is neutral for sums and for maxima of magnitudes
-    for (int o = 16; o > 0; o >>= 1) {
-        const float u = __shfl_xor_sync(0xffffffffu, v, o);
-        v = kMax ? fmaxf(v, u) : v + u;
-    }
+    v = lane < warps ? partial[lane] : T{};
+    for (int o = 16; o > 0; o >>= 1) v = Op::apply(v, shfl_xor(v, o));
     return v;
 }
 
@@ -114,30 +123,32 @@ __device__ __forceinline__ void cluster_sync() {
     asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
 }
 
-// The sum (or max) over the cluster of each CTA's `v` (the same in every thread of a CTA). Each CTA
+// Op over the cluster of each CTA's `v` (the same in every thread of a CTA). Each CTA
 // stores its partial into slot[rank] of every CTA (remote stores do not wait for a reply, so one
 // barrier covers the exchange), then reads its own copy; `slots` serve this reduction alone, and
 // the caller has passed a cluster_arrive_relaxed + cluster_wait since every CTA started. Every CTA
 // adds the partials in rank order, so all get the same bits: the row's CTAs agree on its norm and
 // its scale. After the barrier no CTA touches another's shared memory, so CTAs may exit at will.
-template <bool kMax>
-__device__ float cluster_combine(float v, float (&slots)[kMaxCluster]) {
+template <class Op>
+__device__ typename Op::T cluster_combine(typename Op::T v, typename Op::T (&slots)[kMaxCluster]) {
     cg::cluster_group cluster = cg::this_cluster();
     const unsigned ranks = cluster.num_blocks();
     if (threadIdx.x < ranks) *cluster.map_shared_rank(&slots[cluster.block_rank()], threadIdx.x) = v;
     cluster_sync();
-    float r = 0.0f;  // neutral for sums and for maxima of magnitudes
-    for (unsigned i = 0; i < ranks; ++i) r = kMax ? fmaxf(r, slots[i]) : r + slots[i];
+    typename Op::T r{};
+    for (unsigned i = 0; i < ranks; ++i) r = Op::apply(r, slots[i]);
     return r;
 }
 
-// Cluster (., r): row r, the row's slice in shared memory between the passes the scale needs:
-// x + add (written back to x) times the norm weight, then times 1 / rms(x + add), then the
-// codes. Each thread takes 4 consecutive columns per pass (d % 4 == 0).
+// Cluster (., r): row r, the row's slice in shared memory between the two passes the norm needs:
+// x + add (written back to x) times the norm weight, its sum of squares and its amax; then times
+// 1 / rms(x + add), and the codes. The amax of the normalized row is the amax of the first pass
+// times 1 / rms (rounding is monotonic, so the bits are those of the normalized values' amax), so
+// one reduction serves both. Each thread takes 4 consecutive columns per pass (d % 4 == 0).
 template <bool F32>
 __global__ void add_norm_quantize_kernel(float* x, ScaledRows add, const float* weight, float eps, int64_t n, int64_t d, ActOut out) {
     extern __shared__ float4 row4[];
-    __shared__ float ss_slots[kMaxCluster], amax_slots[kMaxCluster];
+    __shared__ float2 slots[kMaxCluster];
     const int64_t r = blockIdx.y, d4 = d / 4;
     const RowSlice sl = row_slice(d4);
     wait_for_predecessor();
@@ -146,7 +157,7 @@ __global__ void add_norm_quantize_kernel(float* x, ScaledRows add, const float* 
     cluster_arrive_relaxed();
     float4* x4 = reinterpret_cast<float4*>(x + r * d);
     const float4* w4 = reinterpret_cast<const float4*>(weight);
-    float ss = 0;
+    float ss = 0, amax = 0;
     for (int64_t c = sl.begin + threadIdx.x; c < sl.end; c += blockDim.x) {
         float4 v = x4[c];
         if (add.raw) {
@@ -156,34 +167,31 @@ __global__ void add_norm_quantize_kernel(float* x, ScaledRows add, const float* 
         }
         // The norm weight is applied now, so that pass 2 waits on no global load.
         const float4 w = w4[c];
-        row4[c - sl.begin] = {v.x * w.x, v.y * w.y, v.z * w.z, v.w * w.w};
+        const float4 vw = {v.x * w.x, v.y * w.y, v.z * w.z, v.w * w.w};
+        row4[c - sl.begin] = vw;
         ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+        amax = fmaxf(amax, fmaxf(fmaxf(fabsf(vw.x), fabsf(vw.y)), fmaxf(fabsf(vw.z), fabsf(vw.w))));
     }
-    const float ss_cta = block_reduce<false>(ss);
+    const float2 cta = block_reduce<SumMaxOp>({ss, amax});
     cluster_wait();  // every CTA of the row has started
-    const float inv = rsqrtf(cluster_combine<false>(ss_cta, ss_slots) / float(d) + eps);
+    const float2 row = cluster_combine<SumMaxOp>(cta, slots);
+    const float inv = rsqrtf(row.x / float(d) + eps);
     // Each thread reads back only the columns it wrote: no barrier between the passes.
-    float amax = 0;
-    for (int64_t c = sl.begin + threadIdx.x; c < sl.end; c += blockDim.x) {
-        const float4 v = row4[c - sl.begin];
-        const float4 y = {v.x * inv, v.y * inv, v.z * inv, v.w * inv};
-        row4[c - sl.begin] = y;
-        amax = fmaxf(amax, fmaxf(fmaxf(fabsf(y.x), fabsf(y.y)), fmaxf(fabsf(y.z), fabsf(y.w))));
-    }
     if (out.dtype == GemmDType::BF16) {
         __nv_bfloat162* o = reinterpret_cast<__nv_bfloat162*>(static_cast<bf16*>(out.data) + r * out.ld);
         for (int64_t c = sl.begin + threadIdx.x; c < sl.end; c += blockDim.x) {
-            const float4 y = row4[c - sl.begin];
-            o[2 * c] = __floats2bfloat162_rn(y.x, y.y);
-            o[2 * c + 1] = __floats2bfloat162_rn(y.z, y.w);
+            const float4 v = row4[c - sl.begin];
+            o[2 * c] = __floats2bfloat162_rn(v.x * inv, v.y * inv);
+            o[2 * c + 1] = __floats2bfloat162_rn(v.z * inv, v.w * inv);
         }
         return;
     }
-    const float s = row_scale_of(cluster_combine<true>(block_reduce<true>(amax), amax_slots));
+    const float s = row_scale_of(row.y * inv);
     if (threadIdx.x == 0 && sl.begin == 0) out.row_scale[r] = s;
     uchar4* o = reinterpret_cast<uchar4*>(static_cast<uint8_t*>(out.data) + r * out.ld);
     for (int64_t c = sl.begin + threadIdx.x; c < sl.end; c += blockDim.x) {
-        const float4 y = row4[c - sl.begin];
+        const float4 v = row4[c - sl.begin];
+        const float4 y = {v.x * inv, v.y * inv, v.z * inv, v.w * inv};
         o[c] = make_uchar4(to_e4m3(y.x / s), to_e4m3(y.y / s), to_e4m3(y.z / s), to_e4m3(y.w / s));
     }
 }
@@ -229,9 +237,9 @@ __global__ void swiglu_quantize_kernel(ScaledRows h, SwigluLayout L, int64_t n, 
         }
         return;
     }
-    const float amax_cta = block_reduce<true>(amax);
+    const float amax_cta = block_reduce<MaxOp>(amax);
     cluster_wait();
-    const float s = row_scale_of(cluster_combine<true>(amax_cta, amax_slots));
+    const float s = row_scale_of(cluster_combine<MaxOp>(amax_cta, amax_slots));
     if (threadIdx.x == 0 && sl.begin == 0) z.row_scale[r] = s;
     uint2* o = reinterpret_cast<uint2*>(static_cast<uint8_t*>(z.data) + r * z.ld);
     for (int64_t c8 = sl.begin + threadIdx.x; c8 < sl.end; c8 += blockDim.x) {
