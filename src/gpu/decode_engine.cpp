@@ -399,10 +399,14 @@ void DecodeEngine::step() {
 // 1.2% alone), and timing the MLP with each beside its 2:4 GEMM, eagerly, did not tell them apart
 // (bench/README.md). So whole steps decide: for gate_up's region, then down's, each of the
 // kCandidates fastest alone in every layer at once, by the median of kSteps replayed steps, all
-// from `lengths` (they write the cache only where the next step from there writes). Returns
-// whether it ran steps (the engine has MLPs with both regions).
+// from `lengths` (they write the cache only where the next step from there writes). Every
+// candidate cuBLASLt proposes (8 at Qwen3-32B's shapes), not only the fastest alone: whether one
+// takes programmatic edges in the graph (library_pdl.h) weighs as much: at batch 32 with 25%
+// sparse MLPs, a run whose pick among the four fastest alone took none stepped in 9.91 ms,
+// against 9.47-9.60 in runs whose pick did.
+// Returns whether it ran steps (the engine has MLPs with both regions).
 bool DecodeEngine::tune_dense_regions(const std::vector<int32_t>& lengths) {
-    constexpr int kCandidates = 4, kSteps = 7;
+    constexpr int kCandidates = 8, kSteps = 7;
     State& s = *s_;
     const int64_t B = s.opt.batch;
     const auto dense_of = [](const GpuSpenseMlp& m, bool gate_up) { return gate_up ? m.gate_up_dense() : m.down_dense(); };
@@ -454,7 +458,7 @@ bool DecodeEngine::tune_dense_regions(const std::vector<int32_t>& lengths) {
     }
     cudaEventDestroy(e0);
     cudaEventDestroy(e1);
-    std::fprintf(stderr, "decode: the dense regions' cuBLASLt algorithms by whole steps (of the %d fastest alone): %s; %.1f s\n",
+    std::fprintf(stderr, "decode: the dense regions' cuBLASLt algorithms by whole steps (of up to %d, fastest alone first): %s; %.1f s\n",
                  kCandidates, chosen.c_str(), std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     return true;
 }
