@@ -24,6 +24,7 @@
 #include "core/error.h"
 #include "io/checkpoint.h"
 #include "model/transformer.h"
+#include "test_gpu.h"
 #include "test_paths.h"
 
 #ifdef SPENSE_HAS_CUDA
@@ -36,9 +37,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using gpu::GemmDType;
-
-#define SKIP_WITHOUT_GPU() \
-    if (!gpu::cuda_device_available()) GTEST_SKIP() << "no CUDA device"
 
 constexpr double kBf16Tolerance = 2e-2, kBf16FixtureTolerance = 4e-2;
 constexpr double kFp8Bound = 0.4;
@@ -62,7 +60,7 @@ std::vector<int32_t> some_tokens(int64_t count, int32_t vocab, int32_t first) {
 }
 
 TEST(GpuDecode, FixtureArchitecturesMatchCpu) {
-    SKIP_WITHOUT_GPU();
+    REQUIRE_GPU();
     for (const char* name : {"llama_untied", "llama_tied_rope_llama3", "mistral_tied", "mistral_untied_window", "qwen2_tied",
                              "qwen2_untied", "qwen3_untied", "qwen3_untied_sharded"}) {
         SCOPED_TRACE(name);
@@ -77,7 +75,7 @@ TEST(GpuDecode, FixtureArchitecturesMatchCpu) {
 }
 
 TEST(GpuDecode, UnsupportedHeadDimIsAClearError) {
-    SKIP_WITHOUT_GPU();
+    REQUIRE_GPU();
     const Checkpoint ckpt = open_checkpoint(test::fixtures_dir() / "models" / "qwen3_tied_bias");  // head_dim 24
     gpu::GpuContext ctx;
     try {
@@ -112,7 +110,7 @@ void expect_dense_and_pruned_match(const fs::path& model, const std::string& pru
 }
 
 TEST(GpuDecode, Stories260kDenseAndPrunedMatchCpu) {
-    SKIP_WITHOUT_GPU();
+    REQUIRE_GPU();
     if (!fs::exists(stories260k())) GTEST_SKIP() << "stories260K not found at " << stories260k();
     const Checkpoint ckpt = open_checkpoint(stories260k());
     const std::vector<int32_t> prompt = ckpt.tokenizer->encode_for_model("Once upon a time, there was a little girl named Lily.");
@@ -125,7 +123,7 @@ TEST(GpuDecode, Stories260kDenseAndPrunedMatchCpu) {
 // SmolLM2 dense, and SpenseGPT+ 25% pruned on the GPU with the calibration of the benchmarks'
 // SmolLM2 runs (bench/run_decode_device.sh: 64 x 512 tokens of wikitext-2).
 TEST(GpuDecode, SmolLM2DenseAndPrunedMatchCpu) {
-    SKIP_WITHOUT_GPU();
+    REQUIRE_GPU();
     if (!fs::exists(test::smollm2_gguf())) GTEST_SKIP() << "SmolLM2 not fetched (scripts/fetch_models.sh)";
     const fs::path calib = test::shared_dir() / "data" / "wikitext2-test.raw";
     if (!fs::exists(calib)) GTEST_SKIP() << "wikitext-2 not found at " << calib;
@@ -144,7 +142,7 @@ TEST(GpuDecode, SmolLM2DenseAndPrunedMatchCpu) {
 // side (a quarter of the intermediate indices dense, rows 2:4 along the rest), built in memory:
 // checked against the CPU forward like the real models.
 TEST(GpuDecode, WideSpenseModelMatchesCpu) {
-    SKIP_WITHOUT_GPU();
+    REQUIRE_GPU();
     const nlohmann::json config = {{"architectures", {"Qwen3ForCausalLM"}}, {"hidden_size", 2048}, {"intermediate_size", 512},
                                    {"num_attention_heads", 16}, {"num_key_value_heads", 4}, {"head_dim", 128}, {"num_hidden_layers", 2},
                                    {"vocab_size", 320}, {"max_position_embeddings", 256}};
@@ -205,7 +203,7 @@ TEST(GpuDecode, WideSpenseModelMatchesCpu) {
 }
 
 TEST(GpuDecode, BatchRowsAreIndependentSequences) {
-    SKIP_WITHOUT_GPU();
+    REQUIRE_GPU();
     const fs::path model = test::fixtures_dir() / "models" / "qwen3_untied";
     const Checkpoint ckpt = open_checkpoint(model);
     gpu::GpuContext ctx;
@@ -256,7 +254,7 @@ TEST(GpuDecode, BatchRowsAreIndependentSequences) {
 }
 
 TEST(GpuDecode, CacheOverflowAndBadTokensAreClearErrors) {
-    SKIP_WITHOUT_GPU();
+    REQUIRE_GPU();
     const Checkpoint ckpt = open_checkpoint(test::fixtures_dir() / "models" / "llama_untied");
     gpu::GpuContext ctx;
     auto engine = gpu::DecodeEngine::load(ctx, ckpt, {GemmDType::BF16, 1, 2});

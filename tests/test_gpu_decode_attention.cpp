@@ -27,6 +27,7 @@
 #include "gpu/context.h"
 #include "gpu/decode_attention.h"
 #include "gpu/device_buffer.h"
+#include "test_gpu.h"
 #include "test_gpu_reference.h"
 
 namespace spense {
@@ -35,11 +36,6 @@ namespace {
 using gpu::DecodeAttention;
 using gpu::DecodeAttentionShape;
 using gpu::DeviceBuffer;
-
-#define REQUIRE_GPU()                                                          \
-    do {                                                                       \
-        if (!gpu::cuda_device_available()) GTEST_SKIP() << "no CUDA device";   \
-    } while (0)
 
 constexpr uint16_t kBf16NaN = 0x7fc0;
 

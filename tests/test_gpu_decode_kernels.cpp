@@ -20,6 +20,7 @@
 #include "gpu/context.h"
 #include "gpu/decode_kernels.h"
 #include "gpu/device_buffer.h"
+#include "test_gpu.h"
 #include "test_gpu_reference.h"
 
 namespace spense {
@@ -28,11 +29,6 @@ namespace {
 using gpu::ActOut;
 using gpu::DeviceBuffer;
 using gpu::ScaledRows;
-
-#define REQUIRE_GPU()                                                        \
-    do {                                                                     \
-        if (!gpu::cuda_device_available()) GTEST_SKIP() << "no CUDA device"; \
-    } while (0)
 
 template <typename T>
 DeviceBuffer upload(const std::vector<T>& v) {

@@ -20,6 +20,7 @@
 #include "gpu/gemm.h"
 #include "gpu/kernels.h"
 #include "gpu/library_pdl.h"
+#include "test_gpu.h"
 
 namespace spense {
 namespace {
@@ -28,11 +29,6 @@ using gpu::DeviceBuffer;
 using gpu::GemmDType;
 using gpu::GemmOut;
 using gpu::GemmShape;
-
-#define REQUIRE_GPU()                                                          \
-    do {                                                                       \
-        if (!gpu::cuda_device_available()) GTEST_SKIP() << "no CUDA device";   \
-    } while (0)
 
 std::vector<float> download_outputs(const DeviceBuffer& y, GemmOut out) {
     if (out == GemmOut::F32) {
@@ -116,24 +112,30 @@ TEST(GpuLibraryPdl, ProbeTellsAnEarlyReaderFromAWaitingOne) {
     EXPECT_FALSE(gpu::waits_for_programmatic_predecessor(ctx, s, gpu::kProgrammaticMaxRows + 1, early_reader, st.s));
 }
 
-const std::vector<std::pair<int64_t, int64_t>> kDecodeShapes = {{10240, 5120}, {5120, 8192}, {51200, 5120}, {5120, 25600}};
+// Qwen3-32B's qkv, o, gate_up and down at 32 tokens, FP8 and BF16: check(shape, weight, n) with a
+// random weight (2:4 for the sparse GEMMs) and the output type the decode engine asks of each
+// library (float32 from BF16 dense GEMMs; cuSPARSELt writes BF16).
+void for_each_decode_gemm(bool two_four, cudaStream_t st, const std::function<void(const GemmShape&, DeviceBuffer, int64_t)>& check) {
+    for (GemmDType t : {GemmDType::FP8, GemmDType::BF16})
+        for (auto [m, k] : std::vector<std::pair<int64_t, int64_t>>{{10240, 5120}, {5120, 8192}, {51200, 5120}, {5120, 25600}}) {
+            const GemmShape s{t, m, k, k, m, false, t == GemmDType::BF16 && !two_four ? GemmOut::F32 : GemmOut::BF16};
+            DeviceBuffer w(size_t(m * k) * gpu::gemm_dtype_bytes(t), "weight");
+            gpu::launch_random_weights(t, w.get(), m, k, m, k, two_four, 1.0f / 64, 3, st);
+            check(s, std::move(w), 32);
+        }
+}
 
 TEST(GpuLibraryPdl, CuBlasLtReadsItsInputAfterAProgrammaticPredecessor) {
     REQUIRE_GPU();
     gpu::GpuContext ctx;
     Stream st;
-    const int64_t n = 32;
-    for (GemmDType t : {GemmDType::FP8, GemmDType::BF16})
-        for (auto [m, k] : kDecodeShapes) {
-            const GemmShape s{t, m, k, k, m, false, t == GemmDType::BF16 ? GemmOut::F32 : GemmOut::BF16};
-            DeviceBuffer w(size_t(m * k) * gpu::gemm_dtype_bytes(t), "weight");
-            gpu::launch_random_weights(t, w.get(), m, k, m, k, false, 1.0f / 64, 3, st.s);
-            const gpu::DenseGemm g(ctx, s, std::move(w));
-            const Captured c = run_after_delayed_copy(s, n, [&](const void* x, void* y, cudaStream_t stream) { g.run(x, y, n, stream); }, st.s);
-            EXPECT_LE(c.max_error, 1e-2 * c.max_value) << s.describe();
-            std::printf("cuBLASLt %s n=%lld: %s\n", s.describe().c_str(), (long long)n,
-                        c.programmatic_edges > 0 ? "programmatic" : "plain edge (its kernels read early)");
-        }
+    for_each_decode_gemm(false, st.s, [&](const GemmShape& s, DeviceBuffer w, int64_t n) {
+        const gpu::DenseGemm g(ctx, s, std::move(w));
+        const Captured c = run_after_delayed_copy(s, n, [&](const void* x, void* y, cudaStream_t stream) { g.run(x, y, n, stream); }, st.s);
+        EXPECT_LE(c.max_error, 1e-2 * c.max_value) << s.describe();
+        std::printf("cuBLASLt %s n=%lld: %s\n", s.describe().c_str(), (long long)n,
+                    c.programmatic_edges > 0 ? "programmatic" : "plain edge (its kernels read early)");
+    });
 }
 
 #ifdef SPENSE_HAS_CUSPARSELT
@@ -142,18 +144,13 @@ TEST(GpuLibraryPdl, CuSparseLtReadsItsInputAfterAProgrammaticPredecessor) {
     REQUIRE_GPU();
     gpu::GpuContext ctx;
     Stream st;
-    const int64_t n = 32;
-    for (GemmDType t : {GemmDType::FP8, GemmDType::BF16})
-        for (auto [m, k] : kDecodeShapes) {
-            const GemmShape s{t, m, k, k, m, false, GemmOut::BF16};
-            DeviceBuffer w(size_t(m * k) * gpu::gemm_dtype_bytes(t), "weight");
-            gpu::launch_random_weights(t, w.get(), m, k, m, k, true, 1.0f / 64, 3, st.s);
-            const gpu::SparseGemm g(ctx, s, w, st.s);
-            const Captured c = run_after_delayed_copy(
-                s, n, [&](const void* x, void* y, cudaStream_t stream) { g.run_backend(gpu::SparseBackend::CuSparseLt, x, y, n, stream); }, st.s);
-            EXPECT_LE(c.max_error, 1e-2 * c.max_value) << s.describe();
-            EXPECT_GT(c.programmatic_edges, 0) << s.describe();
-        }
+    for_each_decode_gemm(true, st.s, [&](const GemmShape& s, DeviceBuffer w, int64_t n) {
+        const gpu::SparseGemm g(ctx, s, w, st.s);
+        const Captured c = run_after_delayed_copy(
+            s, n, [&](const void* x, void* y, cudaStream_t stream) { g.run_backend(gpu::SparseBackend::CuSparseLt, x, y, n, stream); }, st.s);
+        EXPECT_LE(c.max_error, 1e-2 * c.max_value) << s.describe();
+        EXPECT_GT(c.programmatic_edges, 0) << s.describe();
+    });
 }
 #endif
 

@@ -31,6 +31,7 @@
 #include "gpu/spense_mlp.h"
 #include "model/transformer.h"
 #include "prune/pipeline.h"
+#include "test_gpu.h"
 #include "test_gpu_reference.h"
 #include "test_paths.h"
 
@@ -46,11 +47,6 @@ using gpu::MlpPlan;
 using gpu::SparseBackend;
 using gpu::SparseRun;
 using gpu::SpenseMlpLayout;
-
-#define REQUIRE_GPU()                                                          \
-    do {                                                                       \
-        if (!gpu::cuda_device_available()) GTEST_SKIP() << "no CUDA device";   \
-    } while (0)
 
 // One context for the whole test process, so that plans are shared as in real use. Never
 // destroyed: the CUDA runtime may be gone by the time static destructors run.

@@ -23,6 +23,7 @@
 #include "gpu/check.h"
 #include "gpu/context.h"
 #include "gpu/native_sparse.h"
+#include "test_gpu.h"
 #include "test_gpu_reference.h"
 
 namespace spense {
@@ -31,11 +32,6 @@ namespace {
 using gpu::DeviceBuffer;
 using gpu::GemmDType;
 using gpu::NativeSparseLayout;
-
-#define REQUIRE_GPU()                                                          \
-    do {                                                                       \
-        if (!gpu::cuda_device_available()) GTEST_SKIP() << "no CUDA device";   \
-    } while (0)
 
 gpu::GpuContext& context() {
     static gpu::GpuContext* ctx = new gpu::GpuContext();

@@ -24,15 +24,11 @@
 #include "prune/pipeline.h"
 #include "prune/resume.h"
 #include "test_calibration.h"
+#include "test_gpu.h"
 #include "test_paths.h"
 
 namespace spense {
 namespace {
-
-#define REQUIRE_GPU()                                                        \
-    do {                                                                     \
-        if (!gpu::cuda_device_available()) GTEST_SKIP() << "no CUDA device"; \
-    } while (0)
 
 double rel_diff(const std::vector<double>& a, const std::vector<double>& b) {
     double d = 0, n = 0;
