@@ -400,11 +400,11 @@ void DecodeEngine::step() {
 // (bench/README.md). So whole steps decide: for gate_up's region, then down's, each of the
 // kCandidates fastest alone in every layer at once, by the median of kSteps replayed steps, all
 // from `lengths` (they write the cache only where the next step from there writes). Every
-// candidate cuBLASLt proposes (8 at Qwen3-32B's shapes), not only the fastest alone: whether one
-// takes programmatic edges in the graph (library_pdl.h) weighs as much: at batch 32 with 25%
-// sparse MLPs, a run whose pick among the four fastest alone took none stepped in 9.91 ms,
-// against 9.47-9.60 in runs whose pick did.
-// Returns whether it ran steps (the engine has MLPs with both regions).
+// candidate cuBLASLt proposes (8 at Qwen3-32B's shapes), not only the 4 fastest alone: whether one
+// takes programmatic edges in the graph (library_pdl.h) weighs as much as its time alone. At batch
+// 32 with 37.5% sparse MLPs the 4 fastest alone once all stepped in 9.31-9.33 ms where the 8 found
+// 8.75 ms, on one machine start (bench/results/decode-h200-library-pdl.md). Returns whether it
+// ran steps (the engine has MLPs with both regions).
 bool DecodeEngine::tune_dense_regions(const std::vector<int32_t>& lengths) {
     constexpr int kCandidates = 8, kSteps = 7;
     State& s = *s_;
