@@ -24,13 +24,13 @@
 #include "core/error.h"
 #include "io/checkpoint.h"
 #include "model/transformer.h"
-#include "test_gpu.h"
 #include "test_paths.h"
 
 #ifdef SPENSE_HAS_CUDA
 #include "gpu/context.h"
 #include "gpu/decode_check.h"
 #include "gpu/decode_engine.h"
+#include "test_gpu.h"
 
 namespace spense {
 namespace {
