@@ -32,7 +32,7 @@ using LibraryRun = std::function<void(const void* x, void* y, cudaStream_t strea
 
 // Whether `run` honours a programmatic edge: captured after a kernel that lets its dependents
 // launch at once and writes x only 50 us later, it must give what it gives eagerly (within BF16
-// rounding; a run that reads x early reads zeros). False for n > kProgrammaticMaxRows and while
+// rounding; a run that reads x early reads zeros), in each of 3 trials. False for n > kProgrammaticMaxRows and while
 // `stream` is capturing. Runs on the context's side stream after `stream`'s work, in the search
 // scratch, and synchronizes.
 bool waits_for_programmatic_predecessor(GpuContext& ctx, const GemmShape& shape, int64_t n, const LibraryRun& run, cudaStream_t stream);
