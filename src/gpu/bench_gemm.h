@@ -7,7 +7,10 @@
 //     on N), with the backend the selection picks (gemm.h's SparseGemm) and the bandwidth each
 //     achieves (weight as stored plus x and y, over the time);
 //   - the whole MLP (quantize, gate_up, activation, down) at every dense ratio rho, k = rho * d_ff
-//     rounded to a multiple of the alignment: rho = 1 is the dense MLP, rho = 0 plain 2:4.
+//     rounded to a multiple of the alignment: rho = 1 is the dense MLP, rho = 0 plain 2:4; launched
+//     call by call, and replayed as a CUDA graph of one MLP, as the decode engine runs its steps
+//     (the regions' GEMMs on a forked branch, the libraries' GEMMs with programmatic edges,
+//     library_pdl.h).
 // Protocol: plans are built (and algorithms searched) in a warm-up call; then each repetition
 // evicts L2 by reading a buffer of twice its size, and CUDA events time the operation alone; the
 // median of 5 to 100 repetitions (as many as fit the time budget) is reported with min and max.

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -384,7 +385,7 @@ void DecodeEngine::step() {
         SPENSE_CUDA_CHECK(cudaMemcpyAsync(tokens.get(), s.tokens.get(), tokens.bytes(), cudaMemcpyDeviceToDevice, s.stream));
         enqueue_step(kAllParts);
         for (Layer& l : s.layers) l.mlp->keep_sparse_backends_for(s.opt.batch, s.stream);
-        if (!tune_dense_regions(before)) return;
+        if (!tune_gemms(before)) return;
         SPENSE_CUDA_CHECK(cudaMemcpyAsync(s.tokens.get(), tokens.get(), tokens.bytes(), cudaMemcpyDeviceToDevice, s.stream));
         set_lengths(before);
         for (int32_t& len : s.host_lengths) ++len;
@@ -392,25 +393,30 @@ void DecodeEngine::step() {
     launch_graph(kAllParts);
 }
 
-// A Spense MLP's dense regions run beside its 2:4 GEMMs (spense_mlp.h), where the algorithm that
-// cuBLASLt's search timed fastest alone can lose: Qwen3-32B at batch 1 in BF16 with 37.5% sparse
-// MLPs took 14.7-14.9 ms a step on the H200 when the search had picked the gate_up region's
-// heuristic answer 0 or 7 and 13.7-14.3 ms with answer 3, which it picks as often (the three within
-// 1.2% alone), and timing the MLP with each beside its 2:4 GEMM, eagerly, did not tell them apart
-// (bench/README.md). So whole steps decide: for gate_up's region, then down's, each of the
-// kCandidates fastest alone in every layer at once, by the median of kSteps replayed steps, all
-// from `lengths` (they write the cache only where the next step from there writes). Every
-// candidate cuBLASLt proposes (8 at Qwen3-32B's shapes), not only the 4 fastest alone: whether one
-// takes programmatic edges in the graph (library_pdl.h) weighs as much as its time alone. At batch
-// 32 with 37.5% sparse MLPs the 4 fastest alone once all stepped in 9.31-9.33 ms where the 8 found
-// 8.75 ms, on one machine start (bench/results/decode-h200-library-pdl.md). Returns whether it
-// ran steps (the engine has MLPs with both regions).
-bool DecodeEngine::tune_dense_regions(const std::vector<int32_t>& lengths) {
+// cuBLASLt's search times its candidates alone, and in a decode step the one fastest alone can
+// lose. A Spense MLP's dense regions run beside its 2:4 GEMMs (spense_mlp.h): Qwen3-32B at batch 1
+// in BF16 with 37.5% sparse MLPs took 14.7-14.9 ms a step on the H200 when the search had picked
+// the gate_up region's heuristic answer 0 or 7 and 13.7-14.3 ms with answer 3, which it picks as
+// often (the three within 1.2% alone; bench/README.md). And whether a candidate takes programmatic
+// edges in the graph (library_pdl.h) weighs as much as its time alone. So whole steps decide, for
+// each role of cuBLASLt GEMM in turn (qkv, o, the MLPs' dense gate_up and down): every candidate
+// cuBLASLt proposes, up to kCandidates (8 at Qwen3-32B's shapes), in every layer at once, by the
+// median of kSteps replayed steps, all from `lengths` (they write the cache only where the next
+// step from there writes). At batch 32 with 37.5% sparse MLPs the 4 fastest alone once all stepped
+// in 9.31-9.33 ms where the 8 found 8.75 ms (bench/results/decode-h200-library-pdl.md); the dense
+// step took 10.54-10.57 ms with all four roles tuned against 10.57-10.64 with the dense regions'
+// alone, in four interleaved pairs (bench/results/decode-h200-tuning.md). cuSPARSELt's
+// configurations so chosen did not beat its fastest alone (all of them wait for their
+// predecessor). Returns whether it ran steps.
+bool DecodeEngine::tune_gemms(const std::vector<int32_t>& lengths) {
     constexpr int kCandidates = 8, kSteps = 7;
     State& s = *s_;
     const int64_t B = s.opt.batch;
-    const auto dense_of = [](const GpuSpenseMlp& m, bool gate_up) { return gate_up ? m.gate_up_dense() : m.down_dense(); };
-    if (std::none_of(s.layers.begin(), s.layers.end(), [](const Layer& l) { return l.mlp->has_both_regions(); })) return false;
+    using Role = std::pair<const char*, std::function<const DenseGemm*(const Layer&)>>;
+    const Role roles[] = {{"qkv", [](const Layer& l) { return &*l.qkv.gemm; }},
+                          {"o", [](const Layer& l) { return &*l.o.gemm; }},
+                          {"gate_up", [](const Layer& l) { return l.mlp->gate_up_dense(); }},
+                          {"down", [](const Layer& l) { return l.mlp->down_dense(); }}};
     const auto t0 = std::chrono::steady_clock::now();
     cudaEvent_t e0, e1;
     SPENSE_CUDA_CHECK(cudaEventCreate(&e0));
@@ -425,24 +431,22 @@ bool DecodeEngine::tune_dense_regions(const std::vector<int32_t>& lengths) {
         SPENSE_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
         return double(ms);
     };
-    const auto prefer = [&](bool gate_up, int candidate) {
-        for (const Layer& l : s.layers)
-            if (l.mlp->has_both_regions()) {
-                const DenseGemm* g = dense_of(*l.mlp, gate_up);
-                g->prefer(std::min(candidate, g->candidates(B, !gate_up, s.stream) - 1), B, !gate_up, s.stream);
-            }
-        SPENSE_CUDA_CHECK(cudaStreamSynchronize(s.stream), "before dropping the decode graphs");
-        s.drop_graphs();
-    };
     std::string chosen;
-    for (bool gate_up : {true, false}) {
+    for (const auto& [name, gemm_of] : roles) {
         int count = 0;
         for (const Layer& l : s.layers)
-            if (l.mlp->has_both_regions()) count = std::max(count, dense_of(*l.mlp, gate_up)->candidates(B, !gate_up, s.stream));
+            if (const DenseGemm* g = gemm_of(l)) count = std::max(count, g->candidates(B, s.stream));
         count = std::min(count, kCandidates);
+        if (count < 2) continue;
+        const auto prefer = [&](int candidate) {
+            for (const Layer& l : s.layers)
+                if (const DenseGemm* g = gemm_of(l)) g->prefer(std::min(candidate, g->candidates(B, s.stream) - 1), B, s.stream);
+            SPENSE_CUDA_CHECK(cudaStreamSynchronize(s.stream), "before dropping the decode graphs");
+            s.drop_graphs();
+        };
         std::vector<double> median(static_cast<size_t>(count));
         for (int i = 0; i < count; ++i) {
-            prefer(gate_up, i);
+            prefer(i);
             time_step();  // captures the graph
             std::vector<double> t(kSteps);
             for (double& v : t) v = time_step();
@@ -450,16 +454,16 @@ bool DecodeEngine::tune_dense_regions(const std::vector<int32_t>& lengths) {
             median[size_t(i)] = t[kSteps / 2];
         }
         const int best = int(std::min_element(median.begin(), median.end()) - median.begin());
-        prefer(gate_up, best);
+        prefer(best);
         char part[96];
-        std::snprintf(part, sizeof part, "%s%s #%d (%.3f ms a step)", chosen.empty() ? "" : ", ", gate_up ? "gate_up" : "down", best + 1,
-                      median[size_t(best)]);
+        std::snprintf(part, sizeof part, "%s%s #%d (%.3f ms a step)", chosen.empty() ? "" : ", ", name, best + 1, median[size_t(best)]);
         chosen += part;
     }
     cudaEventDestroy(e0);
     cudaEventDestroy(e1);
-    std::fprintf(stderr, "decode: the dense regions' cuBLASLt algorithms by whole steps (of up to %d, fastest alone first): %s; %.1f s\n",
-                 kCandidates, chosen.c_str(), std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    if (chosen.empty()) return false;
+    std::fprintf(stderr, "decode: cuBLASLt algorithms by whole steps (of up to %d, fastest alone first): %s; %.1f s\n", kCandidates,
+                 chosen.c_str(), std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     return true;
 }
 

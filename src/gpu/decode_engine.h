@@ -17,8 +17,9 @@
 //
 // Every step after the first replays one CUDA graph captured from the second step (the first runs
 // eagerly so that the GEMMs search their algorithms outside the capture, after which every 2:4
-// weight keeps only the format its chosen kernel reads, and the Spense MLPs' dense regions take
-// the cuBLASLt algorithm that makes the whole step fastest: tune_dense_regions). The step reads
+// weight keeps only the format its chosen kernel reads, and each role of cuBLASLt GEMM (qkv, o, the
+// MLPs' dense gate_up and down) takes the algorithm that makes the whole step fastest:
+// tune_gemms). The step reads
 // tokens and per-sequence lengths from device memory, so the same graph serves every position.
 #pragma once
 
@@ -96,7 +97,7 @@ private:
     explicit DecodeEngine(std::unique_ptr<State> s);
     void enqueue_step(unsigned parts);
     void launch_graph(unsigned parts);
-    bool tune_dense_regions(const std::vector<int32_t>& lengths);
+    bool tune_gemms(const std::vector<int32_t>& lengths);
     std::unique_ptr<State> s_;
 };
 

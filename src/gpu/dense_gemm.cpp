@@ -129,22 +129,19 @@ DenseGemm::DenseGemm(GpuContext& ctx, GemmShape shape, DeviceBuffer weight) : ct
     }
 }
 
-void DenseGemm::run(const void* x, void* y, int64_t n, cudaStream_t stream) const { run_as(shape_, x, y, n, stream); }
-
-void DenseGemm::run_overwrite(const void* x, void* y, int64_t n, cudaStream_t stream) const { run_as(shape_as(true), x, y, n, stream); }
-
-GemmShape DenseGemm::shape_as(bool overwrite) const {
-    GemmShape s = shape_;
-    if (overwrite) s.accumulate = false;
-    return s;
+void DenseGemm::run(const void* x, void* y, int64_t n, cudaStream_t stream) const {
+    SPENSE_CHECK(n >= 1, "DenseGemm::run: ", n, " tokens");
+    const DensePlan& p = plan_for(*ctx_, shape_, n, weight_.get(), stream);
+    if (p.programmatic) programmatic_into_next(stream);
+    matmul(*ctx_, p, p.algo, p.workspace, shape_, n, weight_.get(), x, y, stream);
 }
 
-int DenseGemm::candidates(int64_t n, bool overwrite, cudaStream_t stream) const {
-    return int(choice_for(*ctx_, shape_as(overwrite), n, weight_.get(), stream).timed.size());
+int DenseGemm::candidates(int64_t n, cudaStream_t stream) const {
+    return int(choice_for(*ctx_, shape_, n, weight_.get(), stream).timed.size());
 }
 
-void DenseGemm::prefer(int candidate, int64_t n, bool overwrite, cudaStream_t stream) const {
-    const GemmShape s = shape_as(overwrite);
+void DenseGemm::prefer(int candidate, int64_t n, cudaStream_t stream) const {
+    const GemmShape& s = shape_;
     DenseChoice& c = choice_for(*ctx_, s, n, weight_.get(), stream);
     SPENSE_CHECK(candidate >= 0 && size_t(candidate) < c.timed.size(), "DenseGemm::prefer: candidate ", candidate, " of ", c.timed.size(),
                  " for ", s.describe());
@@ -155,13 +152,6 @@ void DenseGemm::prefer(int candidate, int64_t n, bool overwrite, cudaStream_t st
     const int64_t bucket = token_bucket(n);
     std::erase_if(ctx_->caches().dense_plans, [&](const auto& kv) { return kv.first.first == s && token_bucket(kv.first.second) == bucket; });
     plan_for(*ctx_, s, n, weight_.get(), stream);
-}
-
-void DenseGemm::run_as(const GemmShape& s, const void* x, void* y, int64_t n, cudaStream_t stream) const {
-    SPENSE_CHECK(n >= 1, "DenseGemm::run: ", n, " tokens");
-    const DensePlan& p = plan_for(*ctx_, s, n, weight_.get(), stream);
-    if (p.programmatic) programmatic_into_next(stream);
-    matmul(*ctx_, p, p.algo, p.workspace, s, n, weight_.get(), x, y, stream);
 }
 
 }  // namespace spense::gpu

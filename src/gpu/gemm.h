@@ -15,7 +15,9 @@
 // CUSPARSE_STATUS_NOT_SUPPORTED in 0.8.0, 0.8.1 and 0.10.0) and cuBLASLt's per-channel
 // (outer-vector) FP8 kernels were slower than its unscaled ones (measured on an H100 for Qwen3-32B:
 // down at N = 32 0.090 vs 0.057 ms, gate_up at N = 16384 8.2 vs 7.1 ms).
-// accumulate: Y += ... (beta = 1), for the dense half of the input-split down projection.
+// accumulate: Y += ... (beta = 1), the input-split form that adds into an existing output. The
+// Spense MLP does not use it: its down runs the two regions' GEMMs side by side into two outputs
+// (spense_mlp.h), which one pass (GpuSpenseMlp::down) or the decode engine's next norm adds.
 //
 // Plans (descriptors, the algorithm and its workspace size) are built once per (shape, n) and kept
 // in the GpuContext; the algorithm is searched once per (shape, token bucket) by timing candidates
@@ -78,25 +80,19 @@ public:
 
     // Any n >= 1.
     void run(const void* x, void* y, int64_t n, cudaStream_t stream) const;
-    // y = x W^T even where the shape accumulates: an input-split GEMM's dense region written apart,
-    // so that it can run beside the sparse region's (the reader adds the two).
-    void run_overwrite(const void* x, void* y, int64_t n, cudaStream_t stream) const;
 
     // Choosing the algorithm in context (the decode engine times whole steps with each candidate
     // of its Spense MLPs' dense regions, which run beside their 2:4 GEMMs): how many candidates the
     // search timed alone for n's token bucket (searching on first use; candidate 0 is the fastest
     // alone, the one runs use until told otherwise), and making candidate i the bucket's algorithm
-    // for every later run of this shape (overwrite: of the shape run_overwrite runs), on every
-    // DenseGemm of the shape on the context.
-    int candidates(int64_t n, bool overwrite, cudaStream_t stream) const;
-    void prefer(int candidate, int64_t n, bool overwrite, cudaStream_t stream) const;
+    // for every later run of this shape, on every DenseGemm of the shape on the context.
+    int candidates(int64_t n, cudaStream_t stream) const;
+    void prefer(int candidate, int64_t n, cudaStream_t stream) const;
 
     const GemmShape& shape() const { return shape_; }
     size_t weight_bytes() const { return weight_.bytes(); }
 
 private:
-    GemmShape shape_as(bool overwrite) const;
-    void run_as(const GemmShape& s, const void* x, void* y, int64_t n, cudaStream_t stream) const;
 
     GpuContext* ctx_;
     GemmShape shape_;

@@ -142,7 +142,7 @@ void GpuSpenseMlp::build(Regions&& r, cudaStream_t stream) {
     }
     if (kp > 0) {
         gate_up_dense_.emplace(*ctx_, GemmShape{t, 2 * kp, d, d, 2 * f, false, o}, std::move(r.gate_up_dense));
-        down_dense_.emplace(*ctx_, GemmShape{t, d, kp, f, d, sp > 0, o}, std::move(r.down_dense));
+        down_dense_.emplace(*ctx_, GemmShape{t, d, kp, f, d, false, o}, std::move(r.down_dense));
     }
     if (t == GemmDType::FP8) {
         gate_up_w_scale_ = std::move(r.gate_up_scale);
@@ -187,7 +187,6 @@ MlpBackendChoice GpuSpenseMlp::choose_backends(int64_t n, cudaStream_t stream) {
     // forward()'s workspace, y_ first holding a random x whose quantization also sets FP8's column factors.
     const int64_t rows = SparseGemm::padded_rows(n), d = layout_.hidden;
     reserve(rows);
-    DeviceBuffer y_dense(size_t(rows * d) * gemm_out_bytes(opt_.gemm_out), "MLP output of the dense regions (backend choice)");
     launch_random_activations(GemmDType::BF16, y_.get(), n * d, 1.0f, uint64_t(n), stream);
     quantize(y_.as<bf16>(), xq_.get(), n, rows, stream);
 
@@ -197,10 +196,10 @@ MlpBackendChoice GpuSpenseMlp::choose_backends(int64_t n, cudaStream_t stream) {
         for (SparseBackend dw : dn) {
             const MlpPlan p{sparse_run(n, g), sparse_run(n, dw)};
             plans.push_back(p);
-            runs.push_back([this, p, n, stream, &y_dense] {
+            runs.push_back([this, p, n, stream] {
                 gate_up(xq_.get(), h_.get(), n, p.gate_up, stream);
                 activate(h_.as<bf16>(), z_.get(), n, p.down.rows, stream);
-                down_products(z_.get(), y_.get(), y_dense.get(), n, p.down, stream);
+                down_products(z_.get(), y_.get(), y_dense_.get(), n, p.down, stream);
             });
         }
     // A pair that pads rows must beat the best one that does not by more than kPaddingMargin: these
@@ -234,6 +233,7 @@ void GpuSpenseMlp::reserve(int64_t rows) {
     h_ = DeviceBuffer(size_t(rows * 2 * f) * out, cat("gate_up output, ", rows, " tokens"));
     z_ = DeviceBuffer(size_t(rows * f) * e, cat("intermediate activation, ", rows, " tokens"));
     y_ = DeviceBuffer(size_t(rows * d) * out, cat("MLP output, ", rows, " tokens"));
+    y_dense_ = DeviceBuffer(size_t(rows * d) * out, cat("MLP output of the dense region, ", rows, " tokens"));
     capacity_ = rows;
 }
 
@@ -260,7 +260,7 @@ void GpuSpenseMlp::quantize(const bf16* x, void* xq, int64_t n, int64_t rows, cu
 // 25% sparsity, 9.82 -> 10.36 at 37.5%; batch 1 FP8 at 37.5% 8.56 -> 9.32.) The 2:4 region's
 // backend is chosen beside the dense one (plan_for); the dense region's cuBLASLt algorithm is
 // searched alone, and the decode engine picks among the fastest alone by timing whole steps
-// (DecodeEngine::tune_dense_regions): timed beside the 2:4 GEMM in the MLP alone, the candidates
+// (DecodeEngine::tune_gemms): timed beside the 2:4 GEMM in the MLP alone, the candidates
 // could not be told apart (bench/README.md).
 void GpuSpenseMlp::gate_up(const void* xq, void* h, int64_t n, const SparseRun& run, cudaStream_t stream) {
     if (!gate_up_sparse_ || !gate_up_dense_) {
@@ -299,23 +299,25 @@ void GpuSpenseMlp::activate(const bf16* h, void* z, int64_t n, int64_t rows, cud
 
 void GpuSpenseMlp::down(const void* z, bf16* y, int64_t n, const SparseRun& run, cudaStream_t stream) {
     require_bf16_outputs("down");
-    if (down_sparse_) down_sparse_->run_backend(run.backend, z, y, run.rows, stream);
-    if (down_dense_) down_dense_->run(dense_part(z), y, n, stream);
-    // FP8: y holds the raw sum of both GEMMs; one factor per output channel makes it the value.
-    if (opt_.dtype == GemmDType::FP8) launch_scale_columns(y, n, layout_.hidden, down_column_scale_.as<float>(), stream);
+    reserve(n);
+    down_products(z, y, y_dense_.get(), n, run, stream);
+    const float* scale = opt_.dtype == GemmDType::FP8 ? down_column_scale_.as<float>() : nullptr;
+    const bf16* y_dense = has_both_regions() ? y_dense_.as<bf16>() : nullptr;
+    if (y_dense || scale) launch_combine_columns(y, y_dense, n, layout_.hidden, scale, stream);
 }
 
 const void* GpuSpenseMlp::dense_part(const void* z) const {
     return static_cast<const uint8_t*>(z) + size_t(layout_.sparse_padded) * gemm_dtype_bytes(opt_.dtype);
 }
 
+// The two regions' GEMMs of down write apart and run side by side, as gate_up's do.
 void GpuSpenseMlp::down_products(const void* z, void* y, void* y_dense, int64_t n, const SparseRun& run, cudaStream_t stream) {
-    if (!down_sparse_ || !down_dense_) {
+    if (!has_both_regions()) {
         if (down_sparse_) down_sparse_->run_backend(run.backend, z, y, run.rows, stream);
-        if (down_dense_) down_dense_->run(dense_part(z), y, n, stream);
+        if (down_dense_) down_dense_->run(z, y, n, stream);
         return;
     }
-    down_dense_->run_overwrite(dense_part(z), y_dense, n, ctx_->fork(stream));
+    down_dense_->run(dense_part(z), y_dense, n, ctx_->fork(stream));
     down_sparse_->run_backend(run.backend, z, y, run.rows, stream);
     ctx_->join(stream);
 }
@@ -374,8 +376,8 @@ GpuSpenseMlp::Traffic GpuSpenseMlp::traffic(int64_t n, const MlpPlan& plan) cons
     if (gate_up_dense_) t.gate_up += double(gate_up_dense_->weight_bytes()) + double(n * d) * e + double(n * 2 * kp) * 2;
     t.activate = passes * double(n * 2 * f) * 2 + double(rows_dn * f) * e;
     if (down_sparse_) t.down += double(down_sparse_->weight_bytes()) + double(rows_dn * sp) * e + double(rows_dn * d) * 2;
-    if (down_dense_) t.down += double(down_dense_->weight_bytes()) + double(n * kp) * e + double(n * d) * 2 * (down_sparse_ ? 2 : 1);
-    if (fp8) t.down += double(n * d) * 2 * 2;  // the column scaling of y
+    if (down_dense_) t.down += double(down_dense_->weight_bytes()) + double(n * kp) * e + double(n * d) * 2;
+    if (has_both_regions() || fp8) t.down += double(n * d) * 2 * (has_both_regions() ? 3 : 2);  // the pass adding y_dense, scaling
     t.forward = t.quantize + t.gate_up + t.activate + t.down + (rows_dn != n ? double(n * d) * 2 * 2 : 0.0);
     return t;
 }

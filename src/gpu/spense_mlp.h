@@ -23,8 +23,9 @@
 //             sparse GEMM writes the first 2 s_p columns, one dense GEMM the last 2 k_p, both with
 //             row stride 2(s_p + k_p), so the results land where the activation reads them.
 //   activate  h -> z [r_down, s_p + k_p] = [z_s | z_d], z = silu(gate) * up (FP8: e4m3(z / s_z)).
-//   down      z -> y [r_down, d]: input-split, y = z[:, :s_p] W_ds^T by the sparse GEMM (beta 0),
-//             then y += z[:, s_p:] W_dd^T by the dense GEMM reading those columns in place (beta 1).
+//   down      z -> y [r_down, d]: input-split, y = z[:, :s_p] W_ds^T + z[:, s_p:] W_dd^T, the two
+//             GEMMs side by side, each reading its columns of z in place and writing its own
+//             product; one pass adds the two (and applies FP8's scales).
 // The dense GEMMs run on the n real tokens only.
 //
 // Where the FP8 scales are applied. Every FP8 GEMM writes raw products of E4M3 codes (gemm.h says
@@ -32,7 +33,7 @@
 // (static) in the quantize / activate kernels, which also write the per-output-channel factors
 // w_scale_j * s of the GEMMs that read their output. gate_up's factors are applied inside the
 // activation kernel as it reads h (fused; h keeps raw products, gate_up_column_scale() says by
-// what), down's by one in-place scaling of y after both of its GEMMs.
+// what), down's by the pass that adds its two GEMMs' products (or by the decode engine's next norm).
 #pragma once
 
 #include <cstdint>
@@ -129,10 +130,10 @@ public:
     void gate_up(const void* xq, void* h, int64_t n, const SparseRun& run, cudaStream_t stream);
     void activate(const bf16* h, void* z, int64_t n, int64_t rows, cudaStream_t stream);
     void down(const void* z, bf16* y, int64_t n, const SparseRun& run, cudaStream_t stream);
-    // down without its FP8 scaling pass, its two GEMMs run concurrently: y holds the raw products
-    // of the sparse region and y_dense [n, d] those of the dense region (untouched where the layout
-    // has only one region: y then holds all); the decode engine adds the two and applies
-    // down_weight_scale() times its own per-token activation scales where it reads them.
+    // down without its sum and FP8 scaling pass, its two GEMMs side by side: y holds the raw
+    // products of the sparse region and y_dense [n, d] those of the dense region (untouched where
+    // the layout has only one region: y then holds all); the decode engine adds the two and
+    // applies down_weight_scale() times its own per-token activation scales where it reads them.
     void down_products(const void* z, void* y, void* y_dense, int64_t n, const SparseRun& run, cudaStream_t stream);
     // Whether down_products writes y_dense: the layout has both regions.
     bool has_both_regions() const { return down_sparse_ && down_dense_; }
@@ -185,7 +186,7 @@ private:
     GpuMlpOptions opt_;
     std::optional<SparseGemm> gate_up_sparse_, down_sparse_;
     std::optional<DenseGemm> gate_up_dense_, down_dense_;
-    DeviceBuffer xq_, h_, z_, y_;  // forward()'s activations (and choose_backends'), for capacity_ rows
+    DeviceBuffer xq_, h_, z_, y_, y_dense_;  // forward()'s activations (and choose_backends'), for capacity_ rows
     DeviceBuffer scalars_;         // amax bits of x and z, then s_x and s_z
     // FP8: weight scales per output channel, and those times the activation scale (per call).
     DeviceBuffer gate_up_w_scale_, down_w_scale_, gate_up_column_scale_, down_column_scale_;
