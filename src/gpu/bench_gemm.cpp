@@ -7,6 +7,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <type_traits>
 
 #include "core/error.h"
 #include "core/progress.h"
@@ -81,23 +82,17 @@ public:
         try {
             fn();
         } catch (...) {
-            cudaStreamEndCapture(stream_, &graph);
+            cudaStreamEndCapture(stream_, &graph);  // ends the failed capture
             if (graph) cudaGraphDestroy(graph);
             throw;
         }
         SPENSE_CUDA_CHECK(cudaStreamEndCapture(stream_, &graph), "capturing the timed operation");
-        cudaGraphExec_t exec = nullptr;
-        const cudaError_t st = cudaGraphInstantiate(&exec, graph, 0);
+        cudaGraphExec_t raw = nullptr;
+        const cudaError_t st = cudaGraphInstantiate(&raw, graph, 0);
         cudaGraphDestroy(graph);
         SPENSE_CUDA_CHECK(st, "instantiating the timed operation's graph");
-        try {
-            const Timing t = measure([&] { SPENSE_CUDA_CHECK(cudaGraphLaunch(exec, stream_), "the timed operation's graph"); });
-            cudaGraphExecDestroy(exec);
-            return t;
-        } catch (...) {
-            cudaGraphExecDestroy(exec);
-            throw;
-        }
+        const std::unique_ptr<std::remove_pointer_t<cudaGraphExec_t>, decltype(&cudaGraphExecDestroy)> exec(raw, cudaGraphExecDestroy);
+        return measure([&] { SPENSE_CUDA_CHECK(cudaGraphLaunch(exec.get(), stream_), "the timed operation's graph"); });
     }
 
 private:
