@@ -377,8 +377,8 @@ void DecodeEngine::step() {
     }
     if (s.steps++ == 0) {
         // Eager: the GEMMs search their algorithms here; then each 2:4 weight keeps only the format
-        // of the backend chosen for this batch, and where the dense regions' algorithms are tuned
-        // on whole steps, this step runs again from its own tokens and lengths.
+        // of the backend chosen for this batch, and where cuBLASLt's algorithms are tuned on whole
+        // steps (tune_gemms), this step runs again from its own tokens and lengths.
         std::vector<int32_t> before = s.host_lengths;
         for (int32_t& len : before) --len;
         DeviceBuffer tokens(s.tokens.bytes(), "the first step's tokens");
@@ -404,8 +404,8 @@ void DecodeEngine::step() {
 // median of kSteps replayed steps, all from `lengths` (they write the cache only where the next
 // step from there writes). At batch 32 with 37.5% sparse MLPs the 4 fastest alone once all stepped
 // in 9.31-9.33 ms where the 8 found 8.75 ms (bench/results/decode-h200-library-pdl.md); the dense
-// step took 10.54-10.57 ms with all four roles tuned against 10.57-10.64 with the dense regions'
-// alone, in four interleaved pairs (bench/results/decode-h200-tuning.md). cuSPARSELt's
+// step took 10.54-10.57 ms with all four roles tuned against 10.57-10.64 with only the Spense
+// MLPs' dense regions tuned, in four interleaved pairs (bench/results/decode-h200-tuning.md). cuSPARSELt's
 // configurations so chosen did not beat its fastest alone (all of them wait for their
 // predecessor). Returns whether it ran steps.
 bool DecodeEngine::tune_gemms(const std::vector<int32_t>& lengths) {
