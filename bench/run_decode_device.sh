@@ -27,6 +27,9 @@
 #   bench     spense bench decode with the Qwen3-32B config
 #   profile   Nsight Compute's kernel durations of one timed step of a 4-layer Qwen3-32B (dense and
 #             Spense MLPs at 37.5% sparsity, contexts 0 and 4096), to set against the step time (bench/tools/ncu_summary.py)
+#   timeline  a kernel trace (CUPTI: bench/tools/kernel_trace.cpp) of Qwen3-32B's replayed steps at
+#             context 0, batch 32 and 1, dense and 2:4 MLPs: each kernel's time where the step
+#             runs it and the gap before it (bench/tools/step_timeline.py)
 #   prune     issue 6's check on stories260K: prune on the CPU and on the GPU from the same tokens,
 #             compare the masks (bench/tools/compare_pruned.py) and evaluate both (SmolLM2 in `smollm2`)
 #   bigprune  issue 6's bounded memory: a random Llama-shaped checkpoint (hidden 4096, d_ff 11008, 40
@@ -160,6 +163,15 @@ time.sleep(900)' &
             "$cli" bench decode --config /tmp/qwen3-32b-4l.json --ctx 0,4096 --sparsity 0,0.375 --steps 1 > "$OUT/ncu-4l.csv" 2> "$OUT/ncu-4l.err"
         python3 bench/tools/ncu_summary.py "$OUT/ncu-4l.csv" | tee "$OUT/ncu-4l.md"
         timeout 120 "$cli" bench decode --config /tmp/qwen3-32b-4l.json --ctx 0,4096 --sparsity 0,0.375 --steps 30 --json "$OUT/decode-4l.json" | tee "$OUT/decode-4l.md"
+        ;;
+    timeline)
+        # CUPTI's kernel records (bench/tools/kernel_trace.cpp), batch 32 then 1.
+        for b in 32 1; do
+            CUDA_INJECTION64_PATH=/work/main/build/libkernel_trace.so KERNEL_TRACE_CSV=/tmp/trace-b$b.csv timeout 200 "$cli" bench decode \
+                --config configs/qwen3-32b.json --ctx 0 --sparsity 0,0.5 --batch $b --steps 10 > "$OUT/timeline-b$b-run.md" 2>&1
+            python3 bench/tools/step_timeline.py --timed /tmp/trace-b$b.csv > "$OUT/timeline-b$b.md"
+            grep '^| [0-9.]*% | [0-9.]* | 0 |' "$OUT/timeline-b$b-run.md"
+        done
         ;;
     prune)
         calib=(--calib /work/shared/data/tinystories-valid-1k.txt --range 0:0.5 --nsamples 128 --seqlen 256 --align 4 --method spensegpt+ --sparsity 0.25)
