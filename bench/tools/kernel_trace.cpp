@@ -19,6 +19,7 @@
 namespace {
 
 FILE* out = nullptr;
+std::string out_path;  // written as out_path + ".tmp", renamed at exit: a crashed run leaves no CSV that looks whole
 constexpr size_t kBufferBytes = 8 << 20;
 
 void check(CUptiResult r, const char* what) {
@@ -61,16 +62,18 @@ void CUPTIAPI buffer_completed(CUcontext, uint32_t, uint8_t* buffer, size_t, siz
 
 void flush_at_exit() {
     cuptiActivityFlushAll(1);
-    std::fclose(out);
+    if (std::fclose(out) != 0 || std::rename((out_path + ".tmp").c_str(), out_path.c_str()) != 0)
+        std::perror(("kernel_trace: writing " + out_path).c_str());
 }
 
 }  // namespace
 
 extern "C" int InitializeInjection() {
     const char* path = std::getenv("KERNEL_TRACE_CSV");
-    out = std::fopen(path ? path : "kernel_trace.csv", "w");
+    out_path = path ? path : "kernel_trace.csv";
+    out = std::fopen((out_path + ".tmp").c_str(), "w");
     if (!out) {
-        std::perror("kernel_trace: opening the CSV");
+        std::perror(("kernel_trace: opening " + out_path + ".tmp").c_str());
         std::exit(1);
     }
     std::fprintf(out, "Start (ns),Duration (ns),Name\n");

@@ -23,6 +23,7 @@ import argparse
 import csv
 import re
 import statistics
+import sys
 from collections import defaultdict
 
 
@@ -38,10 +39,12 @@ def short_name(name):
 
 def load(path):
     rows = list(csv.DictReader(open(path)))
+    if not rows:
+        sys.exit(f"{path}: no kernel rows (was the program run with CUDA_INJECTION64_PATH set to libkernel_trace.so?)")
     key = {k.lower(): k for k in rows[0]}
-    start = key.get("start (ns)") or key["start"]
-    dur = key.get("duration (ns)") or key["duration"]
-    name = key["name"]
+    start, dur, name = key.get("start (ns)"), key.get("duration (ns)"), key.get("name")
+    if not (start and dur and name):
+        sys.exit(f"{path}: expected the columns 'Start (ns)', 'Duration (ns)' and 'Name', got {list(rows[0])}")
     kernels = [(int(r[start]), int(r[dur]), short_name(r[name])) for r in rows if r[dur] and not r[name].startswith("[CUDA")]
     kernels.sort()
     return kernels
@@ -70,6 +73,8 @@ def main():
     ap.add_argument("--timed", action="store_true", help="only each engine's timed configuration")
     args = ap.parse_args()
     steps = full_steps(load(args.csv))
+    if not steps:
+        sys.exit(f"{args.csv}: no decode step (embed_kernel ... attention ... advance_kernel) in the trace")
     # Configurations: consecutive steps of one engine with as many kernels (those on forked streams
     # may start in either order).
     configs, engines = [], []
