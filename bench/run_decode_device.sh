@@ -20,13 +20,18 @@
 #   ncusource Nsight Compute's warp-stall samples per SASS instruction of the FP8 wgmma 2:4 kernel,
 #             Qwen3-32B gate_up at N = 1 and 32 (the first launch of each: a search's, split 1),
 #             summarized by bench/tools/ncu_stalls.py
+#   ncuattention Nsight Compute's full sections and per-instruction stalls of the decode attention
+#             kernel at context 0 in a 4-layer Qwen3-32B step, and the kernel alone by chunk size
 #   smollm2   issue 6's check on SmolLM2 (SpenseGPT+ 25% pruned on the GPU and on the CPU from the same
 #             tokens, masks compared, both evaluated)
 #   generate  spense generate --compare-cpu on SmolLM2, dense and pruned on the GPU, BF16 and FP8, and
 #             the engine's SmolLM2 test
 #   bench     spense bench decode with the Qwen3-32B config
+#   bench1    the same at batch 1 and context 0, FP8 and BF16 weights
 #   profile   Nsight Compute's kernel durations of one timed step of a 4-layer Qwen3-32B (dense and
 #             Spense MLPs at 37.5% sparsity, contexts 0 and 4096), to set against the step time (bench/tools/ncu_summary.py)
+#   ab        this build's decode step against a base build's (carried as base-bin.tar.xz), in turn on
+#             one machine start (AB_CTX, AB_SPARSITY, AB_BATCH: default 0, 0,0.5 and 32)
 #   timeline  a kernel trace (CUPTI: bench/tools/kernel_trace.cpp) of Qwen3-32B's replayed steps at
 #             context 0, batch 32 and 1, dense and 2:4 MLPs: each kernel's time where the step
 #             runs it and the gap before it (bench/tools/step_timeline.py)
@@ -101,6 +106,21 @@ for step in "$@"; do
             python3 bench/tools/ncu_stalls.py "$OUT/ncu-source-fp8-n$n.csv" --top 12 | tee "$OUT/ncu-stalls-fp8-n$n-$gpu.md"
         done
         ;;
+    ncuattention)
+        # The decode engine's attention kernel at context 0 (one key: latency, not bandwidth) inside
+        # a 4-layer Qwen3-32B step, caches as the replayed step leaves them; then the kernel alone
+        # at lengths 1 and 1024 with one and two chunks.
+        python3 -c 'import json; c = json.load(open("configs/qwen3-32b.json")); c["num_hidden_layers"] = 4; json.dump(c, open("/tmp/qwen3-32b-4l.json", "w"))'
+        timeout 200 ncu --set full --import-source no --graph-profiling node --cache-control none --clock-control none \
+            --kernel-name-base demangled -k regex:decode_attention --launch-skip 2 --launch-count 1 -f -o /tmp/ncu-attention \
+            "$cli" bench decode --config /tmp/qwen3-32b-4l.json --ctx 0 --sparsity 0 --steps 2 > /dev/null 2>&1
+        ncu --import /tmp/ncu-attention.ncu-rep --page details > "$OUT/ncu-attention-details.txt"
+        grep -E "Duration|Elapsed Cycles|SM Active Cycles|Achieved Occupancy|Theoretical Occupancy|Registers Per|Grid Size|Block Size|Dynamic Shared|Executed Ipc|Issue Slots|No Eligible|Active Warps Per|Eligible Warps" \
+            "$OUT/ncu-attention-details.txt" | head -30
+        ncu --import /tmp/ncu-attention.ncu-rep --page source --csv --print-source sass > "$OUT/ncu-attention-source.csv"
+        python3 bench/tools/ncu_stalls.py "$OUT/ncu-attention-source.csv" --top 25 | tee "$OUT/ncu-attention-stalls-$gpu.md"
+        "$cli" bench attention --lengths 1,1024 --chunks 0,4096 | tee "$OUT/attention-chunks-$gpu.md"
+        ;;
     smollm2)
         [ -f "$smol" ] || { echo "SmolLM2 is not assembled in /tmp/smol"; continue; }
         calib=(--calib /work/shared/data/wikitext2-test.raw --range 0:0.5 --nsamples 64 --seqlen 512 --method spensegpt+ --sparsity 0.25)
@@ -164,6 +184,21 @@ time.sleep(900)' &
         python3 bench/tools/ncu_summary.py "$OUT/ncu-4l.csv" | tee "$OUT/ncu-4l.md"
         timeout 120 "$cli" bench decode --config /tmp/qwen3-32b-4l.json --ctx 0,4096 --sparsity 0,0.375 --steps 30 --json "$OUT/decode-4l.json" | tee "$OUT/decode-4l.md"
         ;;
+    ab)
+        # This build against another (its bin.tar.xz carried as $carry/base-bin.tar.xz) on one machine
+        # start, in turn: base, this, base, this. Qwen3-32B, FP8.
+        [ -f "$carry/base-bin.tar.xz" ] || { echo "ab: no $carry/base-bin.tar.xz"; continue; }
+        mkdir -p /tmp/base && unxz_to "$carry/base-bin.tar.xz" /tmp/unpack/base.tar && tar -C /tmp/base -xf /tmp/unpack/base.tar
+        for run in 1 2; do
+            for build in base this; do
+                bin=$cli; [ $build = base ] && bin=/tmp/base/spense
+                echo "== $build, run $run"
+                timeout 200 "$bin" bench decode --config configs/qwen3-32b.json --ctx ${AB_CTX:-0} --sparsity ${AB_SPARSITY:-0,0.5} \
+                    --batch ${AB_BATCH:-32} --steps 30 |
+                    grep '^| [0-9.]*% | [0-9.]* | [0-9]* |'
+            done
+        done 2>&1 | tee "$OUT/ab-$gpu.md"
+        ;;
     timeline)
         # CUPTI's kernel records (bench/tools/kernel_trace.cpp), batch 32 then 1.
         for b in 32 1; do
@@ -184,6 +219,12 @@ time.sleep(900)' &
         ;;
     bench)
         timeout 480 "$cli" bench decode --config configs/qwen3-32b.json --json "$OUT/decode-$gpu.json" | tee "$OUT/decode-$gpu.md"
+        ;;
+    bench1)
+        for t in fp8 bf16; do
+            timeout 300 "$cli" bench decode --config configs/qwen3-32b.json --batch 1 --ctx 0 --dtype $t --json "$OUT/decode-b1-$t-$gpu.json" |
+                tee "$OUT/decode-b1-$t-$gpu.md" | grep '^| [0-9.]*% |'
+        done
         ;;
     esac
     echo "step $step: $(($(date +%s) - start)) s"

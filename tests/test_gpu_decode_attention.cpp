@@ -485,6 +485,7 @@ TEST(GpuDecodeAttention, RejectsBadShapes) {
     expect_error({2, 8, 2, 512, 100}, "head_dim must be 8, 16, 32, 64, 128 or 256");
     expect_error({2, 8, 2, 64, 0}, "max_ctx must be >= 1");
     expect_error({2, 8, 2, 64, -5}, "max_ctx must be >= 1");
+    expect_error({2, 8, 2, 128, int64_t(1) << 24}, "a sequence's cache or a row of the q|k|v output exceeds 2^31 elements");
     expect_error({0, 8, 2, 64, 100}, "batch must lie in [1, 65535]");
     expect_error({2, 8, 2, 64, 100, -1}, "window must be >= 0");
     expect_error({2, 8, 2, 64, 100, 0, 100}, "must be a multiple of 64");

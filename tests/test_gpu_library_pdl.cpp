@@ -1,7 +1,8 @@
 // Programmatic edges into library GEMMs (gpu/library_pdl.h). The probe must tell a consumer that
-// reads its input early from one that waits; and a GEMM captured after a predecessor that lets it
-// launch at once and writes its input 50 us later must read that input, at the decode step's
-// shapes (Qwen3-32B's four GEMMs at 32 tokens, BF16 and FP8, with the algorithms the searches pick).
+// reads its input early from one that waits; memset nodes turned into kernels must still write
+// after their predecessors; and a GEMM captured after a predecessor that lets it launch at once and
+// writes its input 50 us later must read that input, at the decode step's shapes (Qwen3-32B's four
+// GEMMs at 32 tokens, BF16 and FP8, with the algorithms the searches pick), its memsets made kernels.
 #include <gtest/gtest.h>
 
 #ifdef SPENSE_HAS_CUDA
@@ -61,6 +62,7 @@ Captured run_after_delayed_copy(const GemmShape& s, int64_t n, const std::functi
     gpu::launch_delayed_copy(x.get(), x_src.get(), xb, 50000, st);
     run(x.get(), y.get(), st);
     SPENSE_CUDA_CHECK(cudaStreamEndCapture(st, &graph));
+    gpu::memsets_to_kernels(graph);  // as the decode step's graph (the libraries clear tile counters so)
     Captured c;
     size_t edges = 0;
     SPENSE_CUDA_CHECK(cudaGraphGetEdges(graph, nullptr, nullptr, nullptr, &edges));
@@ -110,6 +112,79 @@ TEST(GpuLibraryPdl, ProbeTellsAnEarlyReaderFromAWaitingOne) {
     EXPECT_GT(c.max_error, 0.5 * c.max_value) << "the early reader should have read zeros";
     // Past kProgrammaticMaxRows nothing is probed.
     EXPECT_FALSE(gpu::waits_for_programmatic_predecessor(ctx, s, gpu::kProgrammaticMaxRows + 1, early_reader, st.s));
+}
+
+// Memset nodes of 1-, 2- and 4-byte elements, one of them 2D, after a kernel that lets its
+// dependents launch at once and writes the same bytes 50 us later: as kernel nodes with
+// programmatic edges they must still write after it, as the memset nodes did.
+TEST(GpuLibraryPdl, MemsetNodesBecomeKernelsThatWaitForTheirPredecessors) {
+    REQUIRE_GPU();
+    Stream st;
+    constexpr size_t kBytes = 4096, kPitch = 256;
+    DeviceBuffer src(kBytes, "source"), dst(kBytes, "destination");
+    SPENSE_CUDA_CHECK(cudaMemsetAsync(src.get(), 0xab, kBytes, st.s));
+    cudaGraph_t graph;
+    SPENSE_CUDA_CHECK(cudaStreamBeginCapture(st.s, cudaStreamCaptureModeThreadLocal));
+    gpu::launch_delayed_copy(dst.get(), src.get(), kBytes, 50000, st.s);
+    SPENSE_CUDA_CHECK(cudaStreamEndCapture(st.s, &graph));
+    cudaGraphNode_t copy;
+    size_t count = 1;
+    SPENSE_CUDA_CHECK(cudaGraphGetNodes(graph, &copy, &count));
+    ASSERT_EQ(count, 1u);
+    auto* d = static_cast<uint8_t*>(dst.get());
+    struct Fill {
+        size_t offset, pitch, width, height;
+        unsigned value, element_size;
+    };
+    const std::vector<Fill> fills{{16, kPitch, 40, 8, 0x11, 1}, {3000, 0, 7, 1, 0x2233, 2}, {3600, 0, 5, 1, 0x44556677u, 4}};
+    for (const Fill& f : fills) {
+        cudaMemsetParams m{};
+        m.dst = d + f.offset;
+        m.pitch = f.pitch;
+        m.value = f.value;
+        m.elementSize = f.element_size;
+        m.width = f.width;
+        m.height = f.height;
+        cudaGraphNode_t node;
+        SPENSE_CUDA_CHECK(cudaGraphAddMemsetNode(&node, graph, &copy, 1, &m));
+    }
+    gpu::memsets_to_kernels(graph);
+    SPENSE_CUDA_CHECK(cudaGraphGetNodes(graph, nullptr, &count));
+    std::vector<cudaGraphNode_t> nodes(count);
+    SPENSE_CUDA_CHECK(cudaGraphGetNodes(graph, nodes.data(), &count));
+    int kernels = 0;
+    for (cudaGraphNode_t n : nodes) {
+        cudaGraphNodeType type;
+        SPENSE_CUDA_CHECK(cudaGraphNodeGetType(n, &type));
+        EXPECT_NE(type, cudaGraphNodeTypeMemset);
+        kernels += type == cudaGraphNodeTypeKernel;
+    }
+    EXPECT_EQ(kernels, 4);
+    size_t edges = 0;
+    SPENSE_CUDA_CHECK(cudaGraphGetEdges(graph, nullptr, nullptr, nullptr, &edges));
+    std::vector<cudaGraphNode_t> from(edges), to(edges);
+    std::vector<cudaGraphEdgeData> data(edges);
+    SPENSE_CUDA_CHECK(cudaGraphGetEdges(graph, from.data(), to.data(), data.data(), &edges));
+    EXPECT_EQ(edges, 3u);
+    for (const auto& e : data) EXPECT_EQ(e.type, cudaGraphDependencyTypeProgrammatic);
+
+    std::vector<uint8_t> want(kBytes, 0xab);
+    for (const Fill& f : fills)
+        for (size_t r = 0; r < f.height; ++r)
+            for (size_t i = 0; i < f.width; ++i)
+                for (unsigned b = 0; b < f.element_size; ++b) want[f.offset + r * f.pitch + i * f.element_size + b] = uint8_t(f.value >> (8 * b));
+    cudaGraphExec_t exec;
+    SPENSE_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+    cudaGraphDestroy(graph);
+    for (int rep = 0; rep < 3; ++rep) {
+        SPENSE_CUDA_CHECK(cudaMemsetAsync(dst.get(), 0, kBytes, st.s));
+        SPENSE_CUDA_CHECK(cudaGraphLaunch(exec, st.s));
+        std::vector<uint8_t> got(kBytes);
+        SPENSE_CUDA_CHECK(cudaStreamSynchronize(st.s));
+        dst.download(got.data(), kBytes);
+        EXPECT_EQ(got, want) << "replay " << rep;
+    }
+    cudaGraphExecDestroy(exec);
 }
 
 // Qwen3-32B's qkv, o, gate_up and down at 32 tokens, FP8 and BF16: check(shape, weight, n) with a

@@ -1,12 +1,14 @@
 // A CUPTI injection library that writes every kernel's start, duration and name to a CSV, kernels
-// of replayed CUDA graphs included: the timeline of a decode step on a machine without Nsight
-// Systems (the GPU machine has Nsight Compute only). Built as build/libkernel_trace.so where CUDA
-// and CUPTI are found; the CUDA driver loads it into any program:
+// of replayed CUDA graphs included, and every memset and memcpy as "[CUDA memset N bytes]" or
+// "[CUDA memcpy N bytes]" (the libraries capture memsets into graphs): the timeline of a decode
+// step on a machine without Nsight Systems (the GPU machine has Nsight Compute only). Built as
+// build/libkernel_trace.so where CUDA and CUPTI are found; the CUDA driver loads it into any program:
 //
 //   CUDA_INJECTION64_PATH=$PWD/build/libkernel_trace.so KERNEL_TRACE_CSV=trace.csv spense bench decode ...
 //
 // The CSV has the column names of `nsys stats --report cuda_gpu_trace` ("Start (ns)", "Duration
-// (ns)", "Name"), rows in the order CUPTI delivers them; bench/tools/step_timeline.py reads it.
+// (ns)", "Name"), rows in the order CUPTI delivers them; bench/tools/step_timeline.py reads it
+// (its kernels; it leaves out the "[CUDA" rows, as it does those of nsys).
 // Tracing costs the decode step about 1% (Qwen3-32B at batch 32 on the H200).
 #include <cxxabi.h>
 
@@ -49,10 +51,19 @@ void CUPTIAPI buffer_requested(uint8_t** buffer, size_t* size, size_t* max_recor
 void CUPTIAPI buffer_completed(CUcontext, uint32_t, uint8_t* buffer, size_t, size_t valid) {
     CUpti_Activity* record = nullptr;
     while (cuptiActivityGetNextRecord(buffer, valid, &record) == CUPTI_SUCCESS) {
-        if (record->kind != CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL) continue;
-        const auto* k = reinterpret_cast<const CUpti_ActivityKernel10*>(record);
-        std::fprintf(out, "%llu,%llu,\"%s\"\n", (unsigned long long)k->start, (unsigned long long)(k->end - k->start),
-                     demangled(k->name).c_str());
+        if (record->kind == CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL) {
+            const auto* k = reinterpret_cast<const CUpti_ActivityKernel10*>(record);
+            std::fprintf(out, "%llu,%llu,\"%s\"\n", (unsigned long long)k->start, (unsigned long long)(k->end - k->start),
+                         demangled(k->name).c_str());
+        } else if (record->kind == CUPTI_ACTIVITY_KIND_MEMSET) {
+            const auto* m = reinterpret_cast<const CUpti_ActivityMemset4*>(record);
+            std::fprintf(out, "%llu,%llu,\"[CUDA memset %llu bytes]\"\n", (unsigned long long)m->start, (unsigned long long)(m->end - m->start),
+                         (unsigned long long)m->bytes);
+        } else if (record->kind == CUPTI_ACTIVITY_KIND_MEMCPY) {
+            const auto* m = reinterpret_cast<const CUpti_ActivityMemcpy6*>(record);
+            std::fprintf(out, "%llu,%llu,\"[CUDA memcpy %llu bytes]\"\n", (unsigned long long)m->start, (unsigned long long)(m->end - m->start),
+                         (unsigned long long)m->bytes);
+        }
     }
     size_t dropped = 0;
     cuptiActivityGetNumDroppedRecords(nullptr, 0, &dropped);
@@ -79,6 +90,8 @@ extern "C" int InitializeInjection() {
     std::fprintf(out, "Start (ns),Duration (ns),Name\n");
     check(cuptiActivityRegisterCallbacks(buffer_requested, buffer_completed), "registering buffers");
     check(cuptiActivityEnable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL), "enabling kernel records");
+    check(cuptiActivityEnable(CUPTI_ACTIVITY_KIND_MEMSET), "enabling memset records");
+    check(cuptiActivityEnable(CUPTI_ACTIVITY_KIND_MEMCPY), "enabling memcpy records");
     std::atexit(flush_at_exit);
     return 1;
 }

@@ -16,6 +16,7 @@
 #include "gpu/check.h"
 #include "gpu/context.h"
 #include "gpu/kernels.h"
+#include "gpu/library_pdl.h"
 #include "gpu/native_sparse.h"
 #include "gpu/spense_mlp.h"
 
@@ -87,6 +88,12 @@ public:
             throw;
         }
         SPENSE_CUDA_CHECK(cudaStreamEndCapture(stream_, &graph), "capturing the timed operation");
+        try {
+            memsets_to_kernels(graph);
+        } catch (...) {
+            cudaGraphDestroy(graph);
+            throw;
+        }
         cudaGraphExec_t raw = nullptr;
         const cudaError_t st = cudaGraphInstantiate(&raw, graph, 0);
         cudaGraphDestroy(graph);

@@ -82,8 +82,8 @@ public:
     // k, v: one layer's cache, [batch, n_kv_heads, max_ctx, head_dim] BF16, 16-byte aligned;
     // lengths [batch] int32 ON THE DEVICE, 1 <= len <= max_ctx: positions [0, len - 1) hold the
     // earlier tokens, position len - 1 receives the new one. Positions past len are never read, so
-    // the cache may hold anything there. Output row b = concat over heads of o[b, h], either BF16
-    // `values` [batch, n_heads * head_dim], or (when fp8 != nullptr) FP8 E4M3 codes
+    // the cache may hold anything there. Output row b = concat over heads of o[b, h] (16-byte
+    // aligned), either BF16 `values` [batch, n_heads * head_dim], or (when fp8 != nullptr) FP8 E4M3 codes
     // fp8[b, :] = e4m3(o[b, :] / s_b), rounded as in kernels.h, with the per-row scale written to
     // row_scale[b]:
     //   s_b = (1 + 2^-7) B_b / 448 (1 when B_b is 0),  B_b = max(max_kv v_bound[b, kv], |new v of b|)

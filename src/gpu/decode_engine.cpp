@@ -17,6 +17,7 @@
 #include "gpu/decode_kernels.h"
 #include "gpu/gemm.h"
 #include "gpu/kernels.h"
+#include "gpu/library_pdl.h"
 #include "gpu/spense_checkpoint.h"
 #include "gpu/spense_mlp.h"
 #include "gpu/weight_encoding.h"
@@ -481,6 +482,12 @@ void DecodeEngine::launch_graph(unsigned parts) {
         SPENSE_CUDA_CHECK(cudaStreamBeginCapture(s.stream, cudaStreamCaptureModeThreadLocal), "capturing the decode step");
         enqueue_step(parts);
         SPENSE_CUDA_CHECK(cudaStreamEndCapture(s.stream, &graph), "capturing the decode step");
+        try {
+            memsets_to_kernels(graph);
+        } catch (...) {
+            cudaGraphDestroy(graph);
+            throw;
+        }
         const cudaError_t e = cudaGraphInstantiate(&exec, graph, 0);
         cudaGraphDestroy(graph);
         SPENSE_CUDA_CHECK(e, "instantiating the decode step graph");

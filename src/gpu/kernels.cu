@@ -246,6 +246,21 @@ __global__ void delayed_copy_kernel(uint4* dst, const uint4* src, int64_t count,
     for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < count; i += stride) dst[i] = src[i];
 }
 
+// Element i of a memset node's rows: row i / width, column i % width.
+__global__ void memset_kernel(uint8_t* dst, size_t pitch, size_t width, size_t height, unsigned value, unsigned element_size) {
+    wait_for_predecessor();
+    const size_t stride = size_t(gridDim.x) * blockDim.x;
+    for (size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < width * height; i += stride) {
+        uint8_t* p = dst + i / width * pitch + i % width * element_size;
+        if (element_size == 4)
+            *reinterpret_cast<uint32_t*>(p) = value;
+        else if (element_size == 2)
+            *reinterpret_cast<uint16_t*>(p) = uint16_t(value);
+        else
+            *p = uint8_t(value);
+    }
+}
+
 void check_vector_aligned(const void* p, int64_t count, const char* what) {
     SPENSE_CHECK(reinterpret_cast<uintptr_t>(p) % 16 == 0 && count % kVec == 0, what, ": needs a 16-byte aligned buffer of a multiple of ",
                  kVec, " elements, got ", count);
@@ -334,6 +349,28 @@ void launch_delayed_copy(void* dst, const void* src, size_t bytes, unsigned dela
     // Few enough CTAs to be resident at once: the dependents launch once all have started.
     delayed_copy_kernel<<<64, kThreads, 0, stream>>>(static_cast<uint4*>(dst), static_cast<const uint4*>(src), int64_t(bytes / 16), delay_ns);
     SPENSE_CUDA_CHECK(cudaGetLastError(), "delayed_copy_kernel, ", bytes, " bytes");
+}
+
+cudaKernelNodeParamsV2 memset_kernel_params(const cudaMemsetParams& m, MemsetKernelArgs& args) {
+    SPENSE_CHECK(m.elementSize == 1 || m.elementSize == 2 || m.elementSize == 4, "a memset node of ", m.elementSize, "-byte elements");
+    args.dst = m.dst;
+    args.pitch = m.height > 1 ? m.pitch : m.width * m.elementSize;
+    args.width = m.width;
+    args.height = m.height;
+    args.value = m.value;
+    args.element_size = m.elementSize;
+    args.pointers[0] = &args.dst;
+    args.pointers[1] = &args.pitch;
+    args.pointers[2] = &args.width;
+    args.pointers[3] = &args.height;
+    args.pointers[4] = &args.value;
+    args.pointers[5] = &args.element_size;
+    cudaKernelNodeParamsV2 p{};
+    p.func = reinterpret_cast<void*>(memset_kernel);
+    p.gridDim = dim3(unsigned(grid_for(int64_t(m.width * m.height))));
+    p.blockDim = dim3(kThreads);
+    p.kernelParams = args.pointers;
+    return p;
 }
 
 }  // namespace spense::gpu

@@ -95,4 +95,16 @@ void launch_read_buffer(const void* buf, size_t bytes, float* sink, cudaStream_t
 // let its dependents launch: the predecessor with which library_pdl.h probes a GEMM.
 void launch_delayed_copy(void* dst, const void* src, size_t bytes, unsigned delay_ns, cudaStream_t stream);
 
+// A kernel node that writes what the graph memset node of `m` writes, after waiting for its
+// predecessors (launch.h), so that edges into it may be programmatic (library_pdl.h's
+// memsets_to_kernels). `args` holds the kernel's argument values, which the returned parameters
+// point to: keep it alive until the node is added.
+struct MemsetKernelArgs {
+    void* dst = nullptr;
+    size_t pitch = 0, width = 0, height = 0;
+    unsigned value = 0, element_size = 0;
+    void* pointers[6] = {};
+};
+cudaKernelNodeParamsV2 memset_kernel_params(const cudaMemsetParams& m, MemsetKernelArgs& args);
+
 }  // namespace spense::gpu

@@ -86,6 +86,47 @@ void programmatic_into_next(cudaStream_t stream) {
                       "programmatic edges into a library GEMM");
 }
 
+void memsets_to_kernels(cudaGraph_t graph) {
+    size_t count = 0;
+    SPENSE_CUDA_CHECK(cudaGraphGetNodes(graph, nullptr, &count), "graph nodes");
+    std::vector<cudaGraphNode_t> nodes(count);
+    SPENSE_CUDA_CHECK(cudaGraphGetNodes(graph, nodes.data(), &count), "graph nodes");
+    for (cudaGraphNode_t node : nodes) {
+        cudaGraphNodeType type;
+        SPENSE_CUDA_CHECK(cudaGraphNodeGetType(node, &type), "graph node type");
+        if (type != cudaGraphNodeTypeMemset) continue;
+        cudaMemsetParams m{};
+        SPENSE_CUDA_CHECK(cudaGraphMemsetNodeGetParams(node, &m), "memset node");
+        if (m.width * m.height * m.elementSize > kMemsetAsKernelMaxBytes) continue;
+
+        size_t n_in = 0, n_out = 0;
+        SPENSE_CUDA_CHECK(cudaGraphNodeGetDependencies(node, nullptr, nullptr, &n_in), "memset node dependencies");
+        SPENSE_CUDA_CHECK(cudaGraphNodeGetDependentNodes(node, nullptr, nullptr, &n_out), "memset node dependents");
+        std::vector<cudaGraphNode_t> in(n_in), out(n_out);
+        std::vector<cudaGraphEdgeData> in_edges(n_in), out_edges(n_out);
+        SPENSE_CUDA_CHECK(cudaGraphNodeGetDependencies(node, in.data(), in_edges.data(), &n_in), "memset node dependencies");
+        SPENSE_CUDA_CHECK(cudaGraphNodeGetDependentNodes(node, out.data(), out_edges.data(), &n_out), "memset node dependents");
+        for (size_t i = 0; i < n_in; ++i) {
+            cudaGraphNodeType from;
+            SPENSE_CUDA_CHECK(cudaGraphNodeGetType(in[i], &from), "graph node type");
+            if (from == cudaGraphNodeTypeKernel && in_edges[i].type == cudaGraphDependencyTypeDefault) {
+                in_edges[i].from_port = cudaGraphKernelNodePortProgrammatic;
+                in_edges[i].type = cudaGraphDependencyTypeProgrammatic;
+            }
+        }
+        MemsetKernelArgs args;
+        cudaGraphNodeParams params{};
+        params.type = cudaGraphNodeTypeKernel;
+        params.kernel = memset_kernel_params(m, args);
+        cudaGraphNode_t kernel = nullptr;
+        SPENSE_CUDA_CHECK(cudaGraphAddNode(&kernel, graph, in.data(), in_edges.data(), n_in, &params), "the kernel of a memset node");
+        const std::vector<cudaGraphNode_t> from(n_out, kernel);
+        if (n_out > 0)
+            SPENSE_CUDA_CHECK(cudaGraphAddDependencies(graph, from.data(), out.data(), out_edges.data(), n_out), "the kernel of a memset node");
+        SPENSE_CUDA_CHECK(cudaGraphDestroyNode(node), "a memset node");
+    }
+}
+
 bool waits_for_programmatic_predecessor(GpuContext& ctx, const GemmShape& s, int64_t n, const LibraryRun& run, cudaStream_t stream) {
     if (n > kProgrammaticMaxRows || capturing(stream)) return false;
     const size_t xb = round16(size_t(n * s.ldb) * gemm_dtype_bytes(s.dtype)), yb = round16(size_t(n * s.ldc) * gemm_out_bytes(s.out));

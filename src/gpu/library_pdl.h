@@ -42,4 +42,14 @@ bool waits_for_programmatic_predecessor(GpuContext& ctx, const GemmShape& shape,
 // depend on become programmatic. Nothing otherwise.
 void programmatic_into_next(cudaStream_t stream);
 
+// Replaces each memset node of a captured graph (of up to kMemsetAsKernelMaxBytes) by a kernel node
+// that writes the same bytes once its predecessors are done (kernels.h's memset_kernel_params),
+// with programmatic edges from the kernel nodes before it. Why: cuBLASLt and cuSPARSELt clear a
+// 4-byte counter before their GEMMs of many output tiles (the decode step's gate_up and LM head),
+// and the memset node between our kernel and the GEMM cost 5-6 us from the kernel's end to the
+// GEMM's start on the H200 (a kernel to kernel edge takes 0.5-0.8; bench/README.md). Larger fills
+// are bandwidth work where that latency does not matter.
+constexpr size_t kMemsetAsKernelMaxBytes = 1 << 20;
+void memsets_to_kernels(cudaGraph_t graph);
+
 }  // namespace spense::gpu
