@@ -88,17 +88,8 @@ public:
             throw;
         }
         SPENSE_CUDA_CHECK(cudaStreamEndCapture(stream_, &graph), "capturing the timed operation");
-        try {
-            memsets_to_kernels(graph);
-        } catch (...) {
-            cudaGraphDestroy(graph);
-            throw;
-        }
-        cudaGraphExec_t raw = nullptr;
-        const cudaError_t st = cudaGraphInstantiate(&raw, graph, 0);
-        cudaGraphDestroy(graph);
-        SPENSE_CUDA_CHECK(st, "instantiating the timed operation's graph");
-        const std::unique_ptr<std::remove_pointer_t<cudaGraphExec_t>, decltype(&cudaGraphExecDestroy)> exec(raw, cudaGraphExecDestroy);
+        const std::unique_ptr<std::remove_pointer_t<cudaGraphExec_t>, decltype(&cudaGraphExecDestroy)> exec(
+            instantiate_captured(graph, "the timed operation's graph"), cudaGraphExecDestroy);
         return measure([&] { SPENSE_CUDA_CHECK(cudaGraphLaunch(exec.get(), stream_), "the timed operation's graph"); });
     }
 

@@ -478,20 +478,10 @@ void DecodeEngine::launch_graph(unsigned parts) {
     auto it = s.graphs.find(parts);
     if (it == s.graphs.end()) {
         cudaGraph_t graph = nullptr;
-        cudaGraphExec_t exec = nullptr;
         SPENSE_CUDA_CHECK(cudaStreamBeginCapture(s.stream, cudaStreamCaptureModeThreadLocal), "capturing the decode step");
         enqueue_step(parts);
         SPENSE_CUDA_CHECK(cudaStreamEndCapture(s.stream, &graph), "capturing the decode step");
-        try {
-            memsets_to_kernels(graph);
-        } catch (...) {
-            cudaGraphDestroy(graph);
-            throw;
-        }
-        const cudaError_t e = cudaGraphInstantiate(&exec, graph, 0);
-        cudaGraphDestroy(graph);
-        SPENSE_CUDA_CHECK(e, "instantiating the decode step graph");
-        it = s.graphs.emplace(parts, exec).first;
+        it = s.graphs.emplace(parts, instantiate_captured(graph, "the decode step graph")).first;
     }
     SPENSE_CUDA_CHECK(cudaGraphLaunch(it->second, s.stream), "decode step");
 }

@@ -127,6 +127,20 @@ void memsets_to_kernels(cudaGraph_t graph) {
     }
 }
 
+cudaGraphExec_t instantiate_captured(cudaGraph_t graph, const char* what) {
+    cudaGraphExec_t exec = nullptr;
+    try {
+        memsets_to_kernels(graph);
+    } catch (...) {
+        cudaGraphDestroy(graph);
+        throw;
+    }
+    const cudaError_t st = cudaGraphInstantiate(&exec, graph, 0);
+    cudaGraphDestroy(graph);
+    SPENSE_CUDA_CHECK(st, "instantiating ", what);
+    return exec;
+}
+
 bool waits_for_programmatic_predecessor(GpuContext& ctx, const GemmShape& s, int64_t n, const LibraryRun& run, cudaStream_t stream) {
     if (n > kProgrammaticMaxRows || capturing(stream)) return false;
     const size_t xb = round16(size_t(n * s.ldb) * gemm_dtype_bytes(s.dtype)), yb = round16(size_t(n * s.ldc) * gemm_out_bytes(s.out));

@@ -52,4 +52,8 @@ void programmatic_into_next(cudaStream_t stream);
 constexpr size_t kMemsetAsKernelMaxBytes = 1 << 20;
 void memsets_to_kernels(cudaGraph_t graph);
 
+// The executable graph of a captured decode step, or of a part of one: memsets_to_kernels, then
+// instantiation. Destroys `graph` in every case; `what` names it in errors.
+cudaGraphExec_t instantiate_captured(cudaGraph_t graph, const char* what);
+
 }  // namespace spense::gpu
