@@ -19,8 +19,8 @@
 // eagerly so that the GEMMs search their algorithms outside the capture, after which every 2:4
 // weight keeps only the format its chosen kernel reads, and each role of cuBLASLt GEMM (qkv, o, the
 // MLPs' dense gate_up and down) takes the algorithm that makes the whole step fastest:
-// tune_gemms). The step reads
-// tokens and per-sequence lengths from device memory, so the same graph serves every position.
+// tune_gemms). The step reads tokens and per-sequence lengths from device memory, so the same
+// graph serves every position.
 #pragma once
 
 #include <cstdint>

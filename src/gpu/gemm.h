@@ -93,7 +93,6 @@ public:
     size_t weight_bytes() const { return weight_.bytes(); }
 
 private:
-
     GpuContext* ctx_;
     GemmShape shape_;
     DeviceBuffer weight_;
