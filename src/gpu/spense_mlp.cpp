@@ -233,7 +233,7 @@ void GpuSpenseMlp::reserve(int64_t rows) {
     h_ = DeviceBuffer(size_t(rows * 2 * f) * out, cat("gate_up output, ", rows, " tokens"));
     z_ = DeviceBuffer(size_t(rows * f) * e, cat("intermediate activation, ", rows, " tokens"));
     y_ = DeviceBuffer(size_t(rows * d) * out, cat("MLP output, ", rows, " tokens"));
-    y_dense_ = DeviceBuffer(size_t(rows * d) * out, cat("MLP output of the dense region, ", rows, " tokens"));
+    if (has_both_regions()) y_dense_ = DeviceBuffer(size_t(rows * d) * out, cat("MLP output of the dense region, ", rows, " tokens"));
     capacity_ = rows;
 }
 

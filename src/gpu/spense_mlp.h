@@ -186,7 +186,7 @@ private:
     GpuMlpOptions opt_;
     std::optional<SparseGemm> gate_up_sparse_, down_sparse_;
     std::optional<DenseGemm> gate_up_dense_, down_dense_;
-    DeviceBuffer xq_, h_, z_, y_, y_dense_;  // forward()'s activations (and choose_backends'), for capacity_ rows
+    DeviceBuffer xq_, h_, z_, y_, y_dense_;  // forward()'s activations (and choose_backends'), for capacity_ rows; y_dense_ only with both regions
     DeviceBuffer scalars_;         // amax bits of x and z, then s_x and s_z
     // FP8: weight scales per output channel, and those times the activation scale (per call).
     DeviceBuffer gate_up_w_scale_, down_w_scale_, gate_up_column_scale_, down_column_scale_;
