@@ -187,6 +187,36 @@ TEST(GpuLibraryPdl, MemsetNodesBecomeKernelsThatWaitForTheirPredecessors) {
     cudaGraphExecDestroy(exec);
 }
 
+// A memset captured between two kernels, as a library clears its counter before its GEMM: the
+// edge out of its kernel becomes programmatic exactly where every edge into the memset was (the
+// library call was marked safe for one by programmatic_into_next). Whether the GEMM then still
+// reads after its predecessor is what the library tests below check.
+TEST(GpuLibraryPdl, MemsetKernelPassesOnTheProgrammaticEdgeIntoItsNode) {
+    REQUIRE_GPU();
+    Stream st;
+    DeviceBuffer a(256, "a"), b(256, "b"), counter(4, "counter");
+    for (bool marked : {false, true}) {
+        cudaGraph_t graph;
+        SPENSE_CUDA_CHECK(cudaStreamBeginCapture(st.s, cudaStreamCaptureModeThreadLocal));
+        gpu::launch_delayed_copy(b.get(), a.get(), 256, 0, st.s);
+        if (marked) gpu::programmatic_into_next(st.s);
+        SPENSE_CUDA_CHECK(cudaMemsetAsync(counter.get(), 0, 4, st.s));
+        gpu::launch_delayed_copy(a.get(), b.get(), 256, 0, st.s);
+        SPENSE_CUDA_CHECK(cudaStreamEndCapture(st.s, &graph));
+        gpu::memsets_to_kernels(graph);
+        size_t edges = 0;
+        SPENSE_CUDA_CHECK(cudaGraphGetEdges(graph, nullptr, nullptr, nullptr, &edges));
+        std::vector<cudaGraphNode_t> from(edges), to(edges);
+        std::vector<cudaGraphEdgeData> data(edges);
+        SPENSE_CUDA_CHECK(cudaGraphGetEdges(graph, from.data(), to.data(), data.data(), &edges));
+        ASSERT_EQ(edges, 2u);
+        int programmatic = 0;
+        for (const auto& e : data) programmatic += e.type == cudaGraphDependencyTypeProgrammatic;
+        EXPECT_EQ(programmatic, marked ? 2 : 1) << (marked ? "marked" : "plain");
+        cudaGraphDestroy(graph);
+    }
+}
+
 // Qwen3-32B's qkv, o, gate_up and down at 32 tokens, FP8 and BF16: check(shape, weight, n) with a
 // random weight (2:4 for the sparse GEMMs) and the output type the decode engine asks of each
 // library (float32 from BF16 dense GEMMs; cuSPARSELt writes BF16).

@@ -248,6 +248,7 @@ __global__ void delayed_copy_kernel(uint4* dst, const uint4* src, int64_t count,
 
 // Element i of a memset node's rows: row i / width, column i % width.
 __global__ void memset_kernel(uint8_t* dst, size_t pitch, size_t width, size_t height, unsigned value, unsigned element_size) {
+    allow_dependents();  // a dependent through a programmatic edge waits for this grid's completion (library_pdl.h)
     wait_for_predecessor();
     const size_t stride = size_t(gridDim.x) * blockDim.x;
     for (size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < width * height; i += stride) {

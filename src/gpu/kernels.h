@@ -96,9 +96,10 @@ void launch_read_buffer(const void* buf, size_t bytes, float* sink, cudaStream_t
 void launch_delayed_copy(void* dst, const void* src, size_t bytes, unsigned delay_ns, cudaStream_t stream);
 
 // A kernel node that writes what the graph memset node of `m` writes, after waiting for its
-// predecessors (launch.h), so that edges into it may be programmatic (library_pdl.h's
-// memsets_to_kernels). `args` holds the kernel's argument values, which the returned parameters
-// point to: keep it alive until the node is added.
+// predecessors (launch.h), so that edges into it may be programmatic; it lets its dependents
+// launch at once, so that the edge out of it may be too (library_pdl.h's memsets_to_kernels).
+// `args` holds the kernel's argument values, which the returned parameters point to: keep it
+// alive until the node is added.
 struct MemsetKernelArgs {
     void* dst = nullptr;
     size_t pitch = 0, width = 0, height = 0;

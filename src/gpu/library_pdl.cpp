@@ -52,14 +52,12 @@ cudaGraphExec_t capture_probe(const std::function<void(cudaStream_t)>& run_on_x,
         return nullptr;
     }
     SPENSE_CUDA_CHECK(cudaStreamEndCapture(side, &graph), "capturing the programmatic-edge probe");
-    cudaGraphExec_t exec = nullptr;
-    const cudaError_t st = cudaGraphInstantiate(&exec, graph, 0);
-    cudaGraphDestroy(graph);
-    if (st != cudaSuccess) {
+    try {
+        return instantiate_captured(graph, "the programmatic-edge probe");  // as the decode step's graphs are
+    } catch (const Error&) {
         cudaGetLastError();
         return nullptr;
     }
-    return exec;
 }
 
 }  // namespace
@@ -106,6 +104,17 @@ void memsets_to_kernels(cudaGraph_t graph) {
         std::vector<cudaGraphEdgeData> in_edges(n_in), out_edges(n_out);
         SPENSE_CUDA_CHECK(cudaGraphNodeGetDependencies(node, in.data(), in_edges.data(), &n_in), "memset node dependencies");
         SPENSE_CUDA_CHECK(cudaGraphNodeGetDependentNodes(node, out.data(), out_edges.data(), &n_out), "memset node dependents");
+        const bool library_waits = n_in > 0 && std::all_of(in_edges.begin(), in_edges.end(), [](const cudaGraphEdgeData& e) {
+            return e.type == cudaGraphDependencyTypeProgrammatic;
+        });
+        for (size_t i = 0; i < n_out && library_waits; ++i) {
+            cudaGraphNodeType to;
+            SPENSE_CUDA_CHECK(cudaGraphNodeGetType(out[i], &to), "graph node type");
+            if (to == cudaGraphNodeTypeKernel && out_edges[i].type == cudaGraphDependencyTypeDefault) {
+                out_edges[i].from_port = cudaGraphKernelNodePortProgrammatic;
+                out_edges[i].type = cudaGraphDependencyTypeProgrammatic;
+            }
+        }
         for (size_t i = 0; i < n_in; ++i) {
             cudaGraphNodeType from;
             SPENSE_CUDA_CHECK(cudaGraphNodeGetType(in[i], &from), "graph node type");

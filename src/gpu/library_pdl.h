@@ -48,7 +48,10 @@ void programmatic_into_next(cudaStream_t stream);
 // 4-byte counter before their GEMMs of many output tiles (the decode step's gate_up and LM head),
 // and the memset node between our kernel and the GEMM cost 5-6 us from the kernel's end to the
 // GEMM's start on the H200 (a kernel to kernel edge takes 0.5-0.8; bench/README.md). Larger fills
-// are bandwidth work where that latency does not matter.
+// are bandwidth work where that latency does not matter. Where every edge into the memset node was
+// programmatic (programmatic_into_next before the library call: its plan passed the probe, which
+// tests the graph as converted here), the edges from the new kernel to the GEMM's kernel nodes are
+// programmatic too, so that the GEMM launches while the kernel before the memset still runs.
 constexpr size_t kMemsetAsKernelMaxBytes = 1 << 20;
 void memsets_to_kernels(cudaGraph_t graph);
 
