@@ -44,6 +44,16 @@ std::vector<float> download_outputs(const DeviceBuffer& y, GemmOut out) {
     return v;
 }
 
+// The data of every edge of `graph` (their types: programmatic or plain).
+std::vector<cudaGraphEdgeData> edge_data(cudaGraph_t graph) {
+    size_t edges = 0;
+    SPENSE_CUDA_CHECK(cudaGraphGetEdges(graph, nullptr, nullptr, nullptr, &edges));
+    std::vector<cudaGraphNode_t> from(edges), to(edges);
+    std::vector<cudaGraphEdgeData> data(edges);
+    SPENSE_CUDA_CHECK(cudaGraphGetEdges(graph, from.data(), to.data(), data.data(), &edges));
+    return data;
+}
+
 struct Captured {
     double max_error = 0, max_value = 0;  // against the eager run
     int programmatic_edges = 0;           // in the captured graph
@@ -64,12 +74,7 @@ Captured run_after_delayed_copy(const GemmShape& s, int64_t n, const std::functi
     SPENSE_CUDA_CHECK(cudaStreamEndCapture(st, &graph));
     gpu::memsets_to_kernels(graph);  // as the decode step's graph (the libraries clear tile counters so)
     Captured c;
-    size_t edges = 0;
-    SPENSE_CUDA_CHECK(cudaGraphGetEdges(graph, nullptr, nullptr, nullptr, &edges));
-    std::vector<cudaGraphNode_t> from(edges), to(edges);
-    std::vector<cudaGraphEdgeData> data(edges);
-    SPENSE_CUDA_CHECK(cudaGraphGetEdges(graph, from.data(), to.data(), data.data(), &edges));
-    for (const auto& e : data) c.programmatic_edges += e.type == cudaGraphDependencyTypeProgrammatic;
+    for (const auto& e : edge_data(graph)) c.programmatic_edges += e.type == cudaGraphDependencyTypeProgrammatic;
     cudaGraphExec_t exec;
     SPENSE_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
     cudaGraphDestroy(graph);
@@ -160,12 +165,8 @@ TEST(GpuLibraryPdl, MemsetNodesBecomeKernelsThatWaitForTheirPredecessors) {
         kernels += type == cudaGraphNodeTypeKernel;
     }
     EXPECT_EQ(kernels, 4);
-    size_t edges = 0;
-    SPENSE_CUDA_CHECK(cudaGraphGetEdges(graph, nullptr, nullptr, nullptr, &edges));
-    std::vector<cudaGraphNode_t> from(edges), to(edges);
-    std::vector<cudaGraphEdgeData> data(edges);
-    SPENSE_CUDA_CHECK(cudaGraphGetEdges(graph, from.data(), to.data(), data.data(), &edges));
-    EXPECT_EQ(edges, 3u);
+    const std::vector<cudaGraphEdgeData> data = edge_data(graph);
+    EXPECT_EQ(data.size(), 3u);
     for (const auto& e : data) EXPECT_EQ(e.type, cudaGraphDependencyTypeProgrammatic);
 
     std::vector<uint8_t> want(kBytes, 0xab);
@@ -204,12 +205,8 @@ TEST(GpuLibraryPdl, MemsetKernelPassesOnTheProgrammaticEdgeIntoItsNode) {
         gpu::launch_delayed_copy(a.get(), b.get(), 256, 0, st.s);
         SPENSE_CUDA_CHECK(cudaStreamEndCapture(st.s, &graph));
         gpu::memsets_to_kernels(graph);
-        size_t edges = 0;
-        SPENSE_CUDA_CHECK(cudaGraphGetEdges(graph, nullptr, nullptr, nullptr, &edges));
-        std::vector<cudaGraphNode_t> from(edges), to(edges);
-        std::vector<cudaGraphEdgeData> data(edges);
-        SPENSE_CUDA_CHECK(cudaGraphGetEdges(graph, from.data(), to.data(), data.data(), &edges));
-        ASSERT_EQ(edges, 2u);
+        const std::vector<cudaGraphEdgeData> data = edge_data(graph);
+        ASSERT_EQ(data.size(), 2u);
         int programmatic = 0;
         for (const auto& e : data) programmatic += e.type == cudaGraphDependencyTypeProgrammatic;
         EXPECT_EQ(programmatic, marked ? 2 : 1) << (marked ? "marked" : "plain");
