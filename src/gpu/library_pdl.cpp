@@ -34,6 +34,19 @@ std::vector<float> download_outputs(const void* y, int64_t count, GemmOut out) {
     return v;
 }
 
+bool is_kernel_node(cudaGraphNode_t node) {
+    cudaGraphNodeType type;
+    SPENSE_CUDA_CHECK(cudaGraphNodeGetType(node, &type), "graph node type");
+    return type == cudaGraphNodeTypeKernel;
+}
+
+// A plain edge made programmatic (the caller checks that both its ends are kernel nodes).
+void make_programmatic(cudaGraphEdgeData& e) {
+    if (e.type != cudaGraphDependencyTypeDefault) return;
+    e.from_port = cudaGraphKernelNodePortProgrammatic;
+    e.type = cudaGraphDependencyTypeProgrammatic;
+}
+
 // The graph: the delayed copy x_src -> x, then run_on_x through programmatic edges. Null where the
 // library refuses to be captured so (a programmatic edge into a node that is not a kernel).
 cudaGraphExec_t capture_probe(const std::function<void(cudaStream_t)>& run_on_x, void* x, const void* x_src, size_t x_bytes,
@@ -73,12 +86,7 @@ void programmatic_into_next(cudaStream_t stream) {
     std::vector<cudaGraphEdgeData> edges(count);
     for (size_t i = 0; i < count; ++i) {
         if (data) edges[i] = data[i];
-        cudaGraphNodeType type;
-        SPENSE_CUDA_CHECK(cudaGraphNodeGetType(nodes[i], &type), "capture dependencies");
-        if (type == cudaGraphNodeTypeKernel && edges[i].type == cudaGraphDependencyTypeDefault) {
-            edges[i].from_port = cudaGraphKernelNodePortProgrammatic;
-            edges[i].type = cudaGraphDependencyTypeProgrammatic;
-        }
+        if (is_kernel_node(nodes[i])) make_programmatic(edges[i]);
     }
     SPENSE_CUDA_CHECK(cudaStreamUpdateCaptureDependencies(stream, nodes.data(), edges.data(), count, cudaStreamSetCaptureDependencies),
                       "programmatic edges into a library GEMM");
@@ -107,22 +115,10 @@ void memsets_to_kernels(cudaGraph_t graph) {
         const bool library_waits = n_in > 0 && std::all_of(in_edges.begin(), in_edges.end(), [](const cudaGraphEdgeData& e) {
             return e.type == cudaGraphDependencyTypeProgrammatic;
         });
-        for (size_t i = 0; i < n_out && library_waits; ++i) {
-            cudaGraphNodeType to;
-            SPENSE_CUDA_CHECK(cudaGraphNodeGetType(out[i], &to), "graph node type");
-            if (to == cudaGraphNodeTypeKernel && out_edges[i].type == cudaGraphDependencyTypeDefault) {
-                out_edges[i].from_port = cudaGraphKernelNodePortProgrammatic;
-                out_edges[i].type = cudaGraphDependencyTypeProgrammatic;
-            }
-        }
-        for (size_t i = 0; i < n_in; ++i) {
-            cudaGraphNodeType from;
-            SPENSE_CUDA_CHECK(cudaGraphNodeGetType(in[i], &from), "graph node type");
-            if (from == cudaGraphNodeTypeKernel && in_edges[i].type == cudaGraphDependencyTypeDefault) {
-                in_edges[i].from_port = cudaGraphKernelNodePortProgrammatic;
-                in_edges[i].type = cudaGraphDependencyTypeProgrammatic;
-            }
-        }
+        for (size_t i = 0; i < n_out && library_waits; ++i)
+            if (is_kernel_node(out[i])) make_programmatic(out_edges[i]);
+        for (size_t i = 0; i < n_in; ++i)
+            if (is_kernel_node(in[i])) make_programmatic(in_edges[i]);
         MemsetKernelArgs args;
         cudaGraphNodeParams params{};
         params.type = cudaGraphNodeTypeKernel;
