@@ -32,6 +32,8 @@
 #             Spense MLPs at 37.5% sparsity, contexts 0 and 4096), to set against the step time (bench/tools/ncu_summary.py)
 #   ab        this build's decode step against a base build's (carried as base-bin.tar.xz), in turn on
 #             one machine start (AB_CTX, AB_SPARSITY, AB_BATCH: default 0, 0,0.5 and 32)
+#   abgemm    this build's bench gemm against the base build's, in turn (base, this, base, this) on
+#             one machine start: Qwen3-32B's MLP shapes, N = AB_N (default 1,16,32,64), both dtypes
 #   timeline  a kernel trace (CUPTI: bench/tools/kernel_trace.cpp) of Qwen3-32B's replayed steps at
 #             context 0, batch 32 and 1, dense and 2:4 MLPs: each kernel's time where the step
 #             runs it and the gap before it (bench/tools/step_timeline.py)
@@ -198,6 +200,18 @@ time.sleep(900)' &
                     grep '^| [0-9.]*% | [0-9.]* | [0-9]* |'
             done
         done 2>&1 | tee "$OUT/ab-$gpu.md"
+        ;;
+    abgemm)
+        [ -f "$carry/base-bin.tar.xz" ] || { echo "abgemm: no $carry/base-bin.tar.xz"; continue; }
+        mkdir -p /tmp/base && unxz_to "$carry/base-bin.tar.xz" /tmp/unpack/base.tar && tar -C /tmp/base -xf /tmp/unpack/base.tar
+        for run in 1 2; do
+            for build in base this; do
+                bin=$cli; [ $build = base ] && bin=/tmp/base/spense
+                echo "== $build, run $run"
+                timeout 200 "$bin" bench gemm --models qwen3-32b --n ${AB_N:-1,16,32,64} --ratios 0 --budget-ms 10 |
+                    grep '^| qwen3-32b | [bf][fp][18]6* | [0-9]* | [gd]'
+            done
+        done 2>&1 | tee "$OUT/abgemm-$gpu.md"
         ;;
     timeline)
         # CUPTI's kernel records (bench/tools/kernel_trace.cpp), batch 32 then 1.

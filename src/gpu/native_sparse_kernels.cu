@@ -28,6 +28,7 @@ struct WarpShape {
     static constexpr int kRows = kWarps * kTilesPerWarp * 16;  // of a CTA
 };
 constexpr int64_t kXBufferBytes = 64 << 10;               // x staged per chunk (at least 512 columns)
+constexpr int kXBuffers = 3;                              // chunks of x in shared memory: this one, two in flight
 constexpr int kMaxNTiles = int(NativeSparseLayout::kMaxTokensPerSlice / 8);
 
 int64_t round_up(int64_t x, int64_t a) { return (x + a - 1) / a * a; }
@@ -369,6 +370,34 @@ struct KRange {
     __device__ int chunk(int c, int64_t kb) const { return int(imin(c == 0 ? 4 : chunk_blocks, kb1 - kb)); }
 };
 
+// The staging of x in kXBuffers rotating buffers, two chunks ahead of the products: one commit group
+// a chunk (empty past the range), so that when chunk c begins, `cp.async.wait_group 1` leaves only
+// chunk c + 1 in flight. Chunk c + 2 goes into the buffer of chunk c - 1 once the barrier that
+// begins chunk c has passed, which every thread reaches after its products on chunk c - 1: one
+// barrier a chunk. (Two buffers, staged one chunk ahead behind a second barrier at each chunk's
+// end, were the kernels before: bench/README.md.)
+struct XSchedule {
+    const KRange& kr;
+    int staged = 0;      // chunks committed
+    int64_t kb_next;     // first block of chunk `staged`
+    __device__ explicit XSchedule(const KRange& r) : kr(r), kb_next(r.kb0) {}
+    template <class Stage>
+    __device__ void next(Stage&& stage) {  // commits chunk `staged`
+        const int blocks = kr.chunk(staged, kb_next);
+        if (blocks > 0)
+            stage(staged, kb_next, blocks);
+        else
+            asm volatile("cp.async.commit_group;");
+        kb_next += blocks > 0 ? blocks : 0;
+        ++staged;
+    }
+    template <class Stage>
+    __device__ void prologue(Stage&& stage) {
+        next(stage);
+        next(stage);
+    }
+};
+
 // ---- mma.sync: BF16, the weight and x fragments in registers ----
 
 __device__ __forceinline__ void mma_sp_bf16(float (&d)[4], const uint4& a, const uint32_t (&b)[4], uint32_t meta) {
@@ -417,8 +446,8 @@ __device__ __forceinline__ void mma_block(const Frag<GemmDType::BF16> (&f)[TPW],
 // thread, were measured on the H200 and were no faster at N = 1.)
 constexpr int kMmaSyncStages = 2;
 
-// grid: (groups of Shape::kRows rows, splits, token slices of 8 NT). Dynamic shared memory: two x
-// buffers (double-buffered cp.async) of 8 NT rows, row stride rw words.
+// grid: (groups of Shape::kRows rows, splits, token slices of 8 NT). Dynamic shared memory: the
+// kXBuffers x buffers (XSchedule) of 8 NT rows, row stride rw words.
 template <int NT, bool PAIRS>
 __global__ void __launch_bounds__(WarpShape<NT, PAIRS>::kThreads, 1) mma_sync_kernel(KernelArgs a) {
     using Shape = WarpShape<NT, PAIRS>;
@@ -426,7 +455,7 @@ __global__ void __launch_bounds__(WarpShape<NT, PAIRS>::kThreads, 1) mma_sync_ke
     constexpr int TPW = Shape::kTilesPerWarp, R = kMmaSyncStages, ROWS = NT * 8;
     extern __shared__ uint4 smem_raw[];
     const int rw = a.chunk_blocks * int(NativeSparseLayout::kBlockK) / 2 + 4;  // words; == 4 mod 32: conflict-free B reads
-    const auto buf = [&](int c) { return reinterpret_cast<uint32_t*>(smem_raw) + (c & 1) * ROWS * rw; };
+    const auto buf = [&](int c) { return reinterpret_cast<uint32_t*>(smem_raw) + (c % kXBuffers) * ROWS * rw; };
     const auto at = [rw](int r, int c) { return r * rw * 4 + c * 16; };
 
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -443,16 +472,17 @@ __global__ void __launch_bounds__(WarpShape<NT, PAIRS>::kThreads, 1) mma_sync_ke
 #pragma unroll
             for (int t = 0; t < TPW; ++t) load_block<T>(a, tile0 + t, kr.kb0 + s, lane, ring[s][t]);
 
-    stage_x<2, false>(a, n0, ROWS, kr.kb0, kr.chunk(0, kr.kb0), reinterpret_cast<uint8_t*>(buf(0)), at);
+    XSchedule xs(kr);
+    const auto stage = [&](int c, int64_t kb, int blocks) {
+        stage_x<2, false>(a, n0, ROWS, kb, blocks, reinterpret_cast<uint8_t*>(buf(c)), at);
+    };
+    xs.prologue(stage);
     int c = 0;
     for (int64_t kb = kr.kb0; kb < kr.kb1; ++c) {
-        const int blocks = kr.chunk(c, kb), next_blocks = kr.chunk(c + 1, kb + blocks);
-        if (next_blocks > 0)
-            stage_x<2, false>(a, n0, ROWS, kb + blocks, next_blocks, reinterpret_cast<uint8_t*>(buf(c + 1)), at);
-        else
-            asm volatile("cp.async.commit_group;");
+        const int blocks = kr.chunk(c, kb);
         asm volatile("cp.async.wait_group 1;");
         __syncthreads();
+        xs.next(stage);
         if (active)
             for (int j = 0; j < blocks; j += R)
 #pragma unroll
@@ -463,7 +493,6 @@ __global__ void __launch_bounds__(WarpShape<NT, PAIRS>::kThreads, 1) mma_sync_ke
 #pragma unroll
                         for (int t = 0; t < TPW; ++t) load_block<T>(a, tile0 + t, next, lane, ring[s][t]);
                 }
-        __syncthreads();
         kb += blocks;
     }
     store_acc<NT, TPW, Shape::kThreads, Shape::kRows>(a, acc, tile0, active, n0);
@@ -576,14 +605,14 @@ __device__ __forceinline__ void wgmma_wait_all(float (&d)[NT][4]) {
     fence_acc<NT>(d);
 }
 
-// grid: (256-row groups, splits, token slices of 8 NT). Dynamic shared memory: two x buffers
-// (double-buffered cp.async) in the core-matrix layout.
+// grid: (256-row groups, splits, token slices of 8 NT). Dynamic shared memory: the kXBuffers x
+// buffers (XSchedule) in the core-matrix layout.
 template <GemmDType T, int NT>
 __global__ void __launch_bounds__(kWgmmaThreads, 1) wgmma_kernel(KernelArgs a) {
     constexpr int R = kWgmmaStages<T>, ROWS = NT * 8, E = T == GemmDType::BF16 ? 2 : 1;
     extern __shared__ uint4 smem_raw[];
     const int buffer_bytes = ROWS * a.chunk_blocks * int(NativeSparseLayout::kBlockK) * E;
-    const auto buf = [&](int c) { return reinterpret_cast<uint8_t*>(smem_raw) + (c & 1) * buffer_bytes; };
+    const auto buf = [&](int c) { return reinterpret_cast<uint8_t*>(smem_raw) + (c % kXBuffers) * buffer_bytes; };
 
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int64_t tile = int64_t(blockIdx.x) * (kRowsPerCta / 16) + warp;
@@ -591,7 +620,9 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1) wgmma_kernel(KernelArgs a) {
     const int64_t n0 = int64_t(blockIdx.z) * ROWS;
     const KRange kr(a);
     const auto at = [](int r, int c) { return core_matrix_offset(NT, r, c); };
-    stage_x<E, true>(a, n0, ROWS, kr.kb0, kr.chunk(0, kr.kb0), buf(0), at);
+    XSchedule xs(kr);
+    const auto stage = [&](int c, int64_t kb, int blocks) { stage_x<E, true>(a, n0, ROWS, kb, blocks, buf(c), at); };
+    xs.prologue(stage);
 
     float acc[1][NT][4] = {};
     Frag<T> ring[R];
@@ -607,16 +638,12 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1) wgmma_kernel(KernelArgs a) {
 
     int c = 0;
     for (int64_t kb = kr.kb0; kb < kr.kb1; ++c) {
-        const int blocks = kr.chunk(c, kb), next_blocks = kr.chunk(c + 1, kb + blocks);
-        // The other buffer was released by the barrier that ended the previous chunk.
-        if (next_blocks > 0)
-            stage_x<E, true>(a, n0, ROWS, kb + blocks, next_blocks, buf(c + 1), at);
-        else
-            asm volatile("cp.async.commit_group;");
+        const int blocks = kr.chunk(c, kb);
         asm volatile("cp.async.wait_group 1;");
         // x, written through the generic proxy, is read by the tensor cores through the async proxy.
         asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
         __syncthreads();
+        xs.next(stage);
         const uint32_t base = uint32_t(__cvta_generic_to_shared(buf(c)));
         // Block kb + j + s is in ring[s]; once its products are done, its registers take the block R
         // after it. (Reloading the block before instead, while this one's products run, was measured
@@ -629,17 +656,16 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1) wgmma_kernel(KernelArgs a) {
                 const int64_t next = kb + j + s + R;
                 if (active && next < kr.kb1) load_block<T>(a, tile, next, lane, ring[s]);
             }
-        __syncthreads();
         kb += blocks;
     }
     store_acc<NT, 1, kWgmmaThreads, kRowsPerCta>(a, acc, tile, active, n0);
 }
 
-// Shared memory of a launch: two x buffers of `rows` tokens by `cols` columns (the mma.sync kernel's
+// Shared memory of a launch: kXBuffers x buffers of `rows` tokens by `cols` columns (the mma.sync kernel's
 // rows padded by 16 bytes against bank conflicts).
 size_t smem_bytes(NativeKernel kernel, GemmDType t, int64_t rows, int64_t cols) {
-    if (kernel != NativeKernel::Wgmma) return size_t(2 * rows * (cols * 2 + 16));
-    return size_t(2 * rows * cols * int64_t(gemm_dtype_bytes(t)));
+    if (kernel != NativeKernel::Wgmma) return size_t(kXBuffers * rows * (cols * 2 + 16));
+    return size_t(kXBuffers * rows * cols * int64_t(gemm_dtype_bytes(t)));
 }
 
 // Columns of x per buffer: as many 512-column units as fit kXBufferBytes, at least one.

@@ -39,7 +39,7 @@
 // The kernels (native_sparse_kernels.cu). A CTA owns 256 rows (or 512) and a range of k (split-K);
 // the weight is read straight into registers, several blocks ahead (a register ring), so that loads
 // stay in flight across the barriers; x for up to 64 tokens is staged in shared memory by
-// cp.async, double-buffered, in chunks of k, once per CTA.
+// cp.async in chunks of k, two chunks ahead (three buffers), once per CTA.
 //   mma.sync (BF16): 16 warps of one tile up to 16 tokens, 8 warps of two tiles from 32 tokens on
 //     (each x fragment read from shared memory then feeds two products); x fragments by ldmatrix.
 //   mma.sync pairs (BF16, up to 16 tokens): 16 warps of two tiles, 512 rows a CTA, so that each
