@@ -188,7 +188,7 @@ time.sleep(900)' &
         ;;
     ab)
         # This build against another (its bin.tar.xz carried as $carry/base-bin.tar.xz) on one machine
-        # start, in turn: base, this, base, this. Qwen3-32B, FP8.
+        # start, in turn: base, this, base, this. Qwen3-32B.
         [ -f "$carry/base-bin.tar.xz" ] || { echo "ab: no $carry/base-bin.tar.xz"; continue; }
         mkdir -p /tmp/base && unxz_to "$carry/base-bin.tar.xz" /tmp/unpack/base.tar && tar -C /tmp/base -xf /tmp/unpack/base.tar
         for run in 1 2; do
@@ -196,10 +196,10 @@ time.sleep(900)' &
                 bin=$cli; [ $build = base ] && bin=/tmp/base/spense
                 echo "== $build, run $run"
                 timeout 200 "$bin" bench decode --config configs/qwen3-32b.json --ctx ${AB_CTX:-0} --sparsity ${AB_SPARSITY:-0,0.5} \
-                    --batch ${AB_BATCH:-32} --steps 30 |
+                    --batch ${AB_BATCH:-32} --dtype ${AB_DTYPE:-fp8} --steps 30 |
                     grep '^| [0-9.]*% | [0-9.]* | [0-9]* |'
             done
-        done 2>&1 | tee "$OUT/ab-$gpu.md"
+        done 2>&1 | tee "$OUT/ab-${AB_DTYPE:-fp8}-$gpu.md"
         ;;
     abgemm)
         [ -f "$carry/base-bin.tar.xz" ] || { echo "abgemm: no $carry/base-bin.tar.xz"; continue; }

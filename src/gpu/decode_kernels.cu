@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "gpu/check.h"
+#include "gpu/cluster.h"
 #include "gpu/launch.h"
 
 namespace spense::gpu {
@@ -113,14 +114,6 @@ __device__ __forceinline__ RowSlice row_slice(int64_t count) {
     const int64_t ranks = cg::this_cluster().num_blocks(), rank = cg::this_cluster().block_rank();
     const int64_t per = (count + ranks - 1) / ranks;
     return {min(count, rank * per), min(count, (rank + 1) * per)};
-}
-
-// Cluster barriers (PTX ISA, barrier.cluster): arrive and wait split, so that a CTA can announce it
-// has started (its shared memory may receive peers' stores) and go on loading while the others start.
-__device__ __forceinline__ void cluster_arrive_relaxed() { asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory"); }
-__device__ __forceinline__ void cluster_wait() { asm volatile("barrier.cluster.wait.aligned;" ::: "memory"); }
-__device__ __forceinline__ void cluster_sync() {
-    asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
 }
 
 // Op over the cluster of each CTA's `v` (the same in every thread of a CTA). Each CTA

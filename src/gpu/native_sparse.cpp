@@ -35,7 +35,7 @@ std::vector<NativeConfig> NativeSparseGemm::candidates(int64_t n) const {
     // SMs were busy 93% of the time against 77%, for the same 73% of DRAM peak (Nsight Compute).
     const int64_t sms = ctx_->props().multiProcessorCount;
     std::vector<NativeConfig> out;
-    for (NativeKernel kernel : {NativeKernel::Wgmma, NativeKernel::MmaSync, NativeKernel::MmaSyncPairs}) {
+    for (NativeKernel kernel : {NativeKernel::Wgmma, NativeKernel::WgmmaCluster, NativeKernel::MmaSync, NativeKernel::MmaSyncPairs}) {
         if (!native_kernel_serves(kernel, shape_.dtype, n)) continue;
         const int64_t ctas = native_row_ctas(layout_, kernel) * NativeSparseLayout::slices(n);
         for (int sk : {1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32})

@@ -1,10 +1,13 @@
 // The native 2:4 GEMM kernels and their layout conversion (native_sparse_kernels.h).
 #include "gpu/native_sparse_kernels.h"
 
+#include <cuda.h>  // CUtensorMap (the encoder comes through the runtime's driver entry point)
+
 #include <algorithm>
 
 #include "core/error.h"
 #include "gpu/check.h"
+#include "gpu/cluster.h"
 
 namespace spense::gpu {
 
@@ -300,6 +303,8 @@ __device__ void store_acc_as(const KernelArgs& a, const float (&acc)[TPW][NT][4]
         return;
     }
     constexpr int width = NT * 8;
+    const int64_t groups = (a.tiles * 16 + CTA_ROWS - 1) / CTA_ROWS;  // a cluster's padding CTA (blockIdx.x == groups) holds no rows
+    if (int64_t(blockIdx.x) >= groups) return;
     float* ws = a.workspace + int64_t(blockIdx.z) * a.tiles * 16 * width;
     if (active)
 #pragma unroll
@@ -314,7 +319,7 @@ __device__ void store_acc_as(const KernelArgs& a, const float (&acc)[TPW][NT][4]
     __threadfence();
     __syncthreads();
     __shared__ bool last;
-    unsigned* counter = a.counters + int64_t(blockIdx.z) * gridDim.x + blockIdx.x;
+    unsigned* counter = a.counters + int64_t(blockIdx.z) * groups + blockIdx.x;
     if (threadIdx.x == 0) last = atomicAdd(counter, 1u) == unsigned(a.splits - 1);
     __syncthreads();
     if (!last) return;
@@ -370,25 +375,23 @@ struct KRange {
     __device__ int chunk(int c, int64_t kb) const { return int(imin(c == 0 ? 4 : chunk_blocks, kb1 - kb)); }
 };
 
-// The staging of x in kXBuffers rotating buffers, two chunks ahead of the products: one commit group
-// a chunk (empty past the range), so that when chunk c begins, `cp.async.wait_group 1` leaves only
-// chunk c + 1 in flight. Chunk c + 2 goes into the buffer of chunk c - 1 once the barrier that
-// begins chunk c has passed, which every thread reaches after its products on chunk c - 1: one
-// barrier a chunk. (Two buffers, staged one chunk ahead behind a second barrier at each chunk's
-// end, were the kernels before: bench/README.md.)
+// The staging of x in kXBuffers rotating buffers, two chunks ahead of the products. With cp.async,
+// one commit group a chunk (empty past the range: stage_x of 0 blocks), so that when chunk c
+// begins, `cp.async.wait_group 1` leaves only chunk c + 1 in flight. Chunk c + 2 goes into the
+// buffer of chunk c - 1 once the barrier that begins chunk c has passed, which every thread
+// reaches after its products on chunk c - 1: one barrier a chunk. (Two buffers, staged one chunk
+// ahead behind a second barrier at each chunk's end, took 2-4.5% longer on the H200 for gate_up at
+// BF16 N = 1, 16 and FP8 N = 32, 64: results/gemm-h200-x-buffers.md.)
 struct XSchedule {
     const KRange& kr;
-    int staged = 0;      // chunks committed
+    int staged = 0;      // chunks issued
     int64_t kb_next;     // first block of chunk `staged`
     __device__ explicit XSchedule(const KRange& r) : kr(r), kb_next(r.kb0) {}
     template <class Stage>
-    __device__ void next(Stage&& stage) {  // commits chunk `staged`
-        const int blocks = kr.chunk(staged, kb_next);
-        if (blocks > 0)
-            stage(staged, kb_next, blocks);
-        else
-            asm volatile("cp.async.commit_group;");
-        kb_next += blocks > 0 ? blocks : 0;
+    __device__ void next(Stage&& stage) {  // issues chunk `staged`: stage(chunk, first block, blocks >= 0)
+        const int blocks = max(kr.chunk(staged, kb_next), 0);
+        stage(staged, kb_next, blocks);
+        kb_next += blocks;
         ++staged;
     }
     template <class Stage>
@@ -579,15 +582,30 @@ __device__ __forceinline__ void fence_acc(float (&d)[NT][4]) {
         for (int i = 0; i < 4; ++i) asm volatile("" : "+f"(d[nt][i])::"memory");
 }
 
+// The matrix descriptor of x for k-step j (64 bytes of each token) of a chunk staged at `base`:
+//   Layout::CoreMatrices (cp.async): core matrices of 8 tokens x 16 bytes, 8 NT tokens x 64 bytes
+//     a k-step (x_descriptor);
+//   Layout::Swizzle128 (TMA): slabs of 8 NT tokens x 128 bytes (two k-steps), rows 128 bytes apart,
+//     the 16-byte units of token r XOR-permuted by r % 8; the descriptor's 128-byte swizzle mode
+//     undoes it, the 8-token groups 1024 bytes apart (stride byte offset), the leading byte offset
+//     unused (1) for a swizzled K-major operand; the second k-step of a slab starts 64 bytes in.
+enum class XLayout { CoreMatrices, Swizzle128 };
+template <XLayout L, int NT>
+__device__ __forceinline__ uint64_t x_step_descriptor(uint32_t base, int j) {
+    if constexpr (L == XLayout::CoreMatrices) return x_descriptor(base + uint32_t(j * NT * 512));
+    const uint32_t addr = base + uint32_t(j / 2 * NT * 8 * 128 + j % 2 * 64);
+    return uint64_t((addr & 0x3ffff) >> 4) | uint64_t(1) << 16 | uint64_t(1024 >> 4) << 32 | uint64_t(1) << 62;
+}
+
 // Issues the products of one weight block, its k-steps from k-step `step0` of the staged chunk at
 // `base`, as one commit group.
-template <GemmDType T, int NT>
+template <GemmDType T, int NT, XLayout L>
 __device__ __forceinline__ void wgmma_block(const Frag<T>& f, uint32_t base, int step0, float (&d)[NT][4]) {
     fence_acc<NT>(d);
     asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
 #pragma unroll
     for (int s = 0; s < Traits<T>::kSteps; ++s) {
-        const uint64_t desc = x_descriptor(base + uint32_t((step0 + s) * NT * 512));
+        const uint64_t desc = x_step_descriptor<L, NT>(base, step0 + s);
         const uint32_t meta = s % 2 ? f.meta.y : f.meta.x;
         if (T == GemmDType::BF16 && s >= 2)
             wgmma_sp<T, NT, 1>(d, f.v[s], desc, meta);
@@ -651,7 +669,7 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1) wgmma_kernel(KernelArgs a) {
         for (int j = 0; j < blocks; j += R)
 #pragma unroll
             for (int s = 0; s < R; ++s) {
-                wgmma_block<T, NT>(ring[s], base, (j + s) * Traits<T>::kSteps, acc[0]);
+                wgmma_block<T, NT, XLayout::CoreMatrices>(ring[s], base, (j + s) * Traits<T>::kSteps, acc[0]);
                 wgmma_wait_all(acc[0]);
                 const int64_t next = kb + j + s + R;
                 if (active && next < kr.kb1) load_block<T>(a, tile, next, lane, ring[s]);
@@ -661,16 +679,144 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1) wgmma_kernel(KernelArgs a) {
     store_acc<NT, 1, kWgmmaThreads, kRowsPerCta>(a, acc, tile, active, n0);
 }
 
+// ---- wgmma with x brought by TMA, read once from L2 for a cluster of two CTAs ----
+//
+// Why: from 32 tokens on, the re-reading of x by every CTA (once per 256 rows: 65 MB against a
+// 164 MB weight for FP8 gate_up at N = 64) costs about as much as it would take at 2 TB/s, in the
+// memory pipeline the weight stream needs (bench/README.md). Here the two CTAs of a cluster, on
+// neighbouring row groups with the same k range and tokens, split each chunk's TMA boxes, each box
+// multicast into both CTAs' shared memory: x leaves L2 once per 512 rows, and no thread spends
+// instructions on staging it. The weight stream and the products are the wgmma kernel's.
+// Synchronization, per buffer and CTA: a full mbarrier, armed by the CTA's thread 0 for the whole
+// chunk's bytes, which the boxes of both CTAs complete; a buffer is refilled after a cluster
+// barrier at the start of each chunk, which every thread of both CTAs reaches once its products on
+// the previous chunk (the buffer's last use) are done. (Clusters of 4, x leaving L2 once per 1024
+// rows, were measured on the H200 in turn with these and were no faster: BF16 gate_up at N = 64
+// 0.0990 / 0.0997 ms against 0.0987 / 0.0977, down 0.0648 / 0.0651 against 0.0632 / 0.0639.)
+
+constexpr int kClusterCtas = 2;
+
+__device__ __forceinline__ void mbarrier_wait(uint32_t bar, uint32_t parity) {
+    asm volatile(
+        "{\n\t.reg .pred done;\n"
+        "WAIT_%=:\n\t"
+        "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n\t"
+        "@!done bra WAIT_%=;\n}" ::"r"(bar),
+        "r"(parity)
+        : "memory");
+}
+
+// grid: (256-row groups rounded up to whole clusters, splits, token slices of 8 NT); xmap: x as a
+// [n, k] tensor, boxes of 128 bytes of k by 8 NT tokens, 128-byte swizzle, zeros outside.
+// Dynamic shared memory: kXBuffers buffers (XSchedule's order) and 1 KB to align them to the swizzle's 1024 bytes.
+template <GemmDType T, int NT>
+__global__ void __cluster_dims__(kClusterCtas, 1, 1) __launch_bounds__(kWgmmaThreads, 1)
+    wgmma_tma_kernel(const __grid_constant__ CUtensorMap xmap, KernelArgs a) {
+    constexpr int R = kWgmmaStages<T>, ROWS = NT * 8, E = T == GemmDType::BF16 ? 2 : 1, kSlabBytes = ROWS * 128;
+    extern __shared__ uint4 smem_raw[];
+    __shared__ uint64_t full[kXBuffers];
+    const uint32_t smem0 = (uint32_t(__cvta_generic_to_shared(smem_raw)) + 1023) & ~1023u;
+    const uint32_t buffer_bytes = uint32_t(a.chunk_blocks * E * kSlabBytes);
+    const auto buf = [&](int c) { return smem0 + uint32_t(c % kXBuffers) * buffer_bytes; };
+    const auto bar = [&](int c) { return uint32_t(__cvta_generic_to_shared(&full[c % kXBuffers])); };
+    uint32_t rank;
+    asm("mov.u32 %0, %%cluster_ctarank;" : "=r"(rank));
+
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int64_t tile = int64_t(blockIdx.x) * (kRowsPerCta / 16) + warp;
+    const bool active = tile < a.tiles;
+    const int n0 = int(blockIdx.z) * ROWS;
+    const KRange kr(a);
+    if (threadIdx.x == 0) {
+        for (int i = 0; i < kXBuffers; ++i) asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(bar(i)));
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    }
+    cluster_sync();  // both CTAs' barriers exist before either's boxes arrive
+
+    // Chunk c (blocks from kb): this CTA's boxes are its slabs of parity `rank`, into both CTAs.
+    const auto stage = [&](int c, int64_t kb, int blocks) {
+        if (threadIdx.x != 0 || blocks <= 0) return;
+        asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar(c)), "r"(uint32_t(blocks * E * kSlabBytes))
+                     : "memory");
+        for (int slab = int(rank); slab < blocks * E; slab += kClusterCtas) {
+            const int col = int(kb * NativeSparseLayout::kBlockK) + slab * (128 / E);
+            asm volatile(
+                "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster"
+                " [%0], [%1, {%2, %3}], [%4], %5;" ::"r"(buf(c) + uint32_t(slab * kSlabBytes)),
+                "l"(&xmap), "r"(col), "r"(n0), "r"(bar(c)), "h"(uint16_t((1u << kClusterCtas) - 1))
+                : "memory");
+        }
+    };
+    XSchedule xs(kr);
+    xs.prologue(stage);
+
+    float acc[1][NT][4] = {};
+    Frag<T> ring[R];
+#pragma unroll
+    for (int s = 0; s < R; ++s)
+        if (active) {
+            load_block<T>(a, tile, kr.kb0 + s, lane, ring[s]);
+        } else {
+#pragma unroll
+            for (int v = 0; v < Traits<T>::kVecs; ++v) ring[s].v[v] = make_uint4(0, 0, 0, 0);
+            ring[s].meta = make_uint2(kIdleMeta, kIdleMeta);
+        }
+
+    int c = 0;
+    for (int64_t kb = kr.kb0; kb < kr.kb1; ++c) {
+        const int blocks = kr.chunk(c, kb);
+        cluster_sync();  // both CTAs are done with chunk c - 1, whose buffer takes chunk c + 2
+        xs.next(stage);
+        mbarrier_wait(bar(c), uint32_t(c / kXBuffers) & 1u);
+        for (int j = 0; j < blocks; j += R)
+#pragma unroll
+            for (int s = 0; s < R; ++s) {
+                wgmma_block<T, NT, XLayout::Swizzle128>(ring[s], buf(c), (j + s) * Traits<T>::kSteps, acc[0]);
+                wgmma_wait_all(acc[0]);
+                const int64_t next = kb + j + s + R;
+                if (active && next < kr.kb1) load_block<T>(a, tile, next, lane, ring[s]);
+            }
+        kb += blocks;
+    }
+    cluster_sync();  // no box of this CTA is still landing in the other's memory when it exits
+    store_acc<NT, 1, kWgmmaThreads, kRowsPerCta>(a, acc, tile, active, n0);
+}
+
+// x of a launch as a TMA tensor map for wgmma_tma_kernel: [n, k] elements, row stride ldb.
+CUtensorMap x_tensor_map(const KernelArgs& a, GemmDType t, int rows) {
+    using Encode = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*, const cuuint64_t*,
+                                const cuuint32_t*, const cuuint32_t*, CUtensorMapInterleave, CUtensorMapSwizzle,
+                                CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+    static const Encode encode = [] {
+        void* fn = nullptr;
+        cudaDriverEntryPointQueryResult found{};
+        SPENSE_CUDA_CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found),
+                          "looking up cuTensorMapEncodeTiled");
+        SPENSE_CHECK(found == cudaDriverEntryPointSuccess && fn, "the CUDA driver has no cuTensorMapEncodeTiled (TMA needs 12.0 or newer)");
+        return reinterpret_cast<Encode>(fn);
+    }();
+    const int64_t e = int64_t(gemm_dtype_bytes(t));
+    const cuuint64_t dims[2] = {cuuint64_t(a.k), cuuint64_t(a.n)}, strides[1] = {cuuint64_t(a.ldb * e)};
+    const cuuint32_t box[2] = {cuuint32_t(128 / e), cuuint32_t(rows)}, steps[2] = {1, 1};
+    CUtensorMap map{};
+    const CUresult r = encode(&map, t == GemmDType::BF16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_UINT8, 2,
+                              const_cast<uint8_t*>(a.x), dims, strides, box, steps, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                              CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    SPENSE_CHECK(r == CUDA_SUCCESS, "native 2:4 GEMM: TMA map of x [", a.n, ", ", a.k, "] (row stride ", a.ldb, ") failed with CUresult ", int(r));
+    return map;
+}
+
 // Shared memory of a launch: kXBuffers x buffers of `rows` tokens by `cols` columns (the mma.sync kernel's
 // rows padded by 16 bytes against bank conflicts).
 size_t smem_bytes(NativeKernel kernel, GemmDType t, int64_t rows, int64_t cols) {
-    if (kernel != NativeKernel::Wgmma) return size_t(kXBuffers * rows * (cols * 2 + 16));
-    return size_t(kXBuffers * rows * cols * int64_t(gemm_dtype_bytes(t)));
+    if (kernel == NativeKernel::MmaSync || kernel == NativeKernel::MmaSyncPairs) return size_t(kXBuffers * rows * (cols * 2 + 16));
+    return size_t(kXBuffers * rows * cols * int64_t(gemm_dtype_bytes(t))) + (kernel == NativeKernel::WgmmaCluster ? 1024 : 0);
 }
 
 // Columns of x per buffer: as many 512-column units as fit kXBufferBytes, at least one.
 int64_t max_chunk_cols(NativeKernel kernel, GemmDType t, int64_t rows) {
-    const int64_t unit = rows * 512 * (kernel != NativeKernel::Wgmma ? 2 : int64_t(gemm_dtype_bytes(t)));
+    const bool mma_sync = kernel == NativeKernel::MmaSync || kernel == NativeKernel::MmaSyncPairs;
+    const int64_t unit = rows * 512 * (mma_sync ? 2 : int64_t(gemm_dtype_bytes(t)));
     return 512 * std::max<int64_t>(kXBufferBytes / unit, 1);
 }
 
@@ -694,6 +840,12 @@ void launch_nt(NativeKernel kernel, GemmDType t, const KernelArgs& a, dim3 grid,
     if constexpr (NT <= 2)
         if (kernel == NativeKernel::MmaSyncPairs)
             return launch_kernel<mma_sync_kernel<NT, true>>(WarpShape<NT, true>::kThreads, max_smem, grid, smem, stream, a);
+    if (kernel == NativeKernel::WgmmaCluster) {
+        const CUtensorMap xmap = x_tensor_map(a, t, int(rows));
+        if (t == GemmDType::BF16)
+            return launch_kernel<wgmma_tma_kernel<GemmDType::BF16, NT>>(kWgmmaThreads, max_smem, grid, smem, stream, xmap, a);
+        return launch_kernel<wgmma_tma_kernel<GemmDType::FP8, NT>>(kWgmmaThreads, max_smem, grid, smem, stream, xmap, a);
+    }
     if (t == GemmDType::BF16)
         return launch_kernel<wgmma_kernel<GemmDType::BF16, NT>>(kWgmmaThreads, max_smem, grid, smem, stream, a);
     launch_kernel<wgmma_kernel<GemmDType::FP8, NT>>(kWgmmaThreads, max_smem, grid, smem, stream, a);
@@ -711,18 +863,20 @@ const char* native_kernel_name(NativeKernel kernel) {
     switch (kernel) {
     case NativeKernel::MmaSync: return "mma.sync";
     case NativeKernel::MmaSyncPairs: return "mma.sync pairs";
+    case NativeKernel::WgmmaCluster: return "wgmma cluster";
     default: return "wgmma";
     }
 }
 
 bool native_kernel_serves(NativeKernel kernel, GemmDType dtype, int64_t n) {
-    if (kernel == NativeKernel::Wgmma) return true;
+    if (kernel == NativeKernel::Wgmma || kernel == NativeKernel::WgmmaCluster) return true;
     return dtype == GemmDType::BF16 && (kernel == NativeKernel::MmaSync || tiles_for_tokens(n) <= 2);
 }
 
 int64_t native_row_ctas(const NativeSparseLayout& layout, NativeKernel kernel) {
     const int64_t rows = kernel == NativeKernel::MmaSyncPairs ? WarpShape<1, true>::kRows : kRowsPerCta;
-    return (layout.tiles * 16 + rows - 1) / rows;
+    const int64_t ctas = (layout.tiles * 16 + rows - 1) / rows;
+    return kernel == NativeKernel::WgmmaCluster ? round_up(ctas, kClusterCtas) : ctas;
 }
 
 NativeSparseLayout NativeSparseLayout::make(GemmDType dtype, int64_t m, int64_t k) {

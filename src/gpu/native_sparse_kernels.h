@@ -39,7 +39,7 @@
 // The kernels (native_sparse_kernels.cu). A CTA owns 256 rows (or 512) and a range of k (split-K);
 // the weight is read straight into registers, several blocks ahead (a register ring), so that loads
 // stay in flight across the barriers; x for up to 64 tokens is staged in shared memory by
-// cp.async in chunks of k, two chunks ahead (three buffers), once per CTA.
+// cp.async (or TMA) in chunks of k, two chunks ahead (three buffers), once per CTA (or cluster).
 //   mma.sync (BF16): 16 warps of one tile up to 16 tokens, 8 warps of two tiles from 32 tokens on
 //     (each x fragment read from shared memory then feeds two products); x fragments by ldmatrix.
 //   mma.sync pairs (BF16, up to 16 tokens): 16 warps of two tiles, 512 rows a CTA, so that each
@@ -48,6 +48,11 @@
 //     finer along k to fill the GPU, is slower so (0.045 -> 0.048 ms): the search picks.
 //   wgmma (BF16, E4M3): 4 warpgroups of 64 rows; x staged in PTX's canonical K-major layout, read
 //     by the tensor cores through a matrix descriptor.
+//   wgmma cluster (BF16, E4M3): the same products, by clusters of 2 CTAs on neighbouring row
+//     groups; x comes by TMA (128-byte swizzle), each box multicast into both CTAs, so that it
+//     leaves L2 once per 512 rows. From 32 tokens on the re-reading of x is what the wgmma kernel
+//     loses to (H200, in turn with it: BF16 gate_up at N = 64 0.137 -> 0.098 ms, FP8 0.082 ->
+//     0.063; bench/README.md); clusters of 4 were no faster than 2.
 // With split-K, partial sums go to an FP32 workspace by vector atomics and the last CTA of each
 // row group (a ticket counter) writes y and clears the workspace, so one launch does everything.
 // (Launching them with programmatic dependent launch, each CTA loading its first weight blocks
@@ -99,12 +104,13 @@ std::vector<uint8_t> encode_native_2to4_host(const NativeSparseLayout& layout, c
 // *bad (zeroed first) counts lanes that met a group with more than 2 non-zeros.
 void launch_native_2to4_convert(const NativeSparseLayout& layout, const void* pruned, void* out, unsigned* bad, cudaStream_t stream);
 
-// The kernel of a launch: all serve BF16, only wgmma serves E4M3; mma.sync pairs runs up to 16
-// tokens (native_kernel_serves).
-enum class NativeKernel { MmaSync, MmaSyncPairs, Wgmma };
+// The kernel of a launch: all serve BF16, only the wgmma kernels serve E4M3; mma.sync pairs runs up
+// to 16 tokens (native_kernel_serves).
+enum class NativeKernel { MmaSync, MmaSyncPairs, Wgmma, WgmmaCluster };
 const char* native_kernel_name(NativeKernel kernel);
 bool native_kernel_serves(NativeKernel kernel, GemmDType dtype, int64_t n);
-// CTAs along m of a launch: the kernel's CTAs own 256 rows of the weight, or 512 (pairs).
+// CTAs along m of a launch: the kernel's CTAs own 256 rows of the weight, or 512 (pairs); the
+// cluster kernel's are rounded up to whole clusters (the padding CTA only helps stage x).
 int64_t native_row_ctas(const NativeSparseLayout& layout, NativeKernel kernel);
 
 struct NativeGemmArgs {
