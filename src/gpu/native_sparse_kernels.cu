@@ -379,7 +379,8 @@ struct KRange {
 // one commit group a chunk (empty past the range: stage_x of 0 blocks), so that when chunk c
 // begins, `cp.async.wait_group 1` leaves only chunk c + 1 in flight. Chunk c + 2 goes into the
 // buffer of chunk c - 1 once the barrier that begins chunk c has passed, which every thread
-// reaches after its products on chunk c - 1: one barrier a chunk. (Two buffers, staged one chunk
+// reaches after its products on chunk c - 1: one barrier a chunk (the cluster kernel: an mbarrier
+// a buffer for its TMA boxes, and a cluster barrier). (Two buffers, staged one chunk
 // ahead behind a second barrier at each chunk's end, took 2-4.5% longer on the H200 for gate_up at
 // BF16 N = 1, 16 and FP8 N = 32, 64: results/gemm-h200-x-buffers.md.)
 struct XSchedule {
@@ -623,6 +624,39 @@ __device__ __forceinline__ void wgmma_wait_all(float (&d)[NT][4]) {
     fence_acc<NT>(d);
 }
 
+// A warp's register ring at the start of its k range: blocks kb0 .. kb0 + R - 1 in ring[0 .. R - 1];
+// a warp past the last tile holds zeros, since the warpgroup's products need every warp.
+template <GemmDType T, int R>
+__device__ __forceinline__ void fill_ring(const KernelArgs& a, int64_t tile, int64_t kb0, int lane, bool active, Frag<T> (&ring)[R]) {
+#pragma unroll
+    for (int s = 0; s < R; ++s)
+        if (active) {
+            load_block<T>(a, tile, kb0 + s, lane, ring[s]);
+        } else {
+#pragma unroll
+            for (int v = 0; v < Traits<T>::kVecs; ++v) ring[s].v[v] = make_uint4(0, 0, 0, 0);
+            ring[s].meta = make_uint2(kIdleMeta, kIdleMeta);
+        }
+}
+
+// The products of a chunk of `blocks` blocks from kb, x staged at `base`: block kb + j + s is in
+// ring[s]; once its products are done, its registers take the block R after it (up to kb1).
+// (Reloading the block before instead, while this one's products run, was measured slower on the
+// H200: 12% at N = 1 for this kernel, and for the cluster kernel BF16 gate_up at N = 64 0.099 ->
+// 0.113 ms, FP8 0.063 -> 0.073: results/gemm-h200-cluster-x.md.)
+template <GemmDType T, int NT, XLayout L, int R>
+__device__ __forceinline__ void chunk_products(const KernelArgs& a, int64_t tile, int lane, bool active, int64_t kb, int blocks,
+                                               int64_t kb1, uint32_t base, Frag<T> (&ring)[R], float (&acc)[NT][4]) {
+    for (int j = 0; j < blocks; j += R)
+#pragma unroll
+        for (int s = 0; s < R; ++s) {
+            wgmma_block<T, NT, L>(ring[s], base, (j + s) * Traits<T>::kSteps, acc);
+            wgmma_wait_all(acc);
+            const int64_t next = kb + j + s + R;
+            if (active && next < kb1) load_block<T>(a, tile, next, lane, ring[s]);
+        }
+}
+
 // grid: (256-row groups, splits, token slices of 8 NT). Dynamic shared memory: the kXBuffers x
 // buffers (XSchedule) in the core-matrix layout.
 template <GemmDType T, int NT>
@@ -644,15 +678,7 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1) wgmma_kernel(KernelArgs a) {
 
     float acc[1][NT][4] = {};
     Frag<T> ring[R];
-#pragma unroll
-    for (int s = 0; s < R; ++s)
-        if (active) {
-            load_block<T>(a, tile, kr.kb0 + s, lane, ring[s]);
-        } else {  // the warpgroup's products need every warp: zeros
-#pragma unroll
-            for (int v = 0; v < Traits<T>::kVecs; ++v) ring[s].v[v] = make_uint4(0, 0, 0, 0);
-            ring[s].meta = make_uint2(kIdleMeta, kIdleMeta);
-        }
+    fill_ring<T, R>(a, tile, kr.kb0, lane, active, ring);
 
     int c = 0;
     for (int64_t kb = kr.kb0; kb < kr.kb1; ++c) {
@@ -663,17 +689,7 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1) wgmma_kernel(KernelArgs a) {
         __syncthreads();
         xs.next(stage);
         const uint32_t base = uint32_t(__cvta_generic_to_shared(buf(c)));
-        // Block kb + j + s is in ring[s]; once its products are done, its registers take the block R
-        // after it. (Reloading the block before instead, while this one's products run, was measured
-        // 12% slower at N = 1 on the H200.)
-        for (int j = 0; j < blocks; j += R)
-#pragma unroll
-            for (int s = 0; s < R; ++s) {
-                wgmma_block<T, NT, XLayout::CoreMatrices>(ring[s], base, (j + s) * Traits<T>::kSteps, acc[0]);
-                wgmma_wait_all(acc[0]);
-                const int64_t next = kb + j + s + R;
-                if (active && next < kr.kb1) load_block<T>(a, tile, next, lane, ring[s]);
-            }
+        chunk_products<T, NT, XLayout::CoreMatrices, R>(a, tile, lane, active, kb, blocks, kr.kb1, base, ring, acc[0]);
         kb += blocks;
     }
     store_acc<NT, 1, kWgmmaThreads, kRowsPerCta>(a, acc, tile, active, n0);
@@ -757,15 +773,7 @@ __global__ void __cluster_dims__(kClusterCtas, 1, 1) __launch_bounds__(kWgmmaThr
 
     float acc[1][NT][4] = {};
     Frag<T> ring[R];
-#pragma unroll
-    for (int s = 0; s < R; ++s)
-        if (active) {
-            load_block<T>(a, tile, kr.kb0 + s, lane, ring[s]);
-        } else {
-#pragma unroll
-            for (int v = 0; v < Traits<T>::kVecs; ++v) ring[s].v[v] = make_uint4(0, 0, 0, 0);
-            ring[s].meta = make_uint2(kIdleMeta, kIdleMeta);
-        }
+    fill_ring<T, R>(a, tile, kr.kb0, lane, active, ring);
 
     int c = 0;
     for (int64_t kb = kr.kb0; kb < kr.kb1; ++c) {
@@ -773,14 +781,7 @@ __global__ void __cluster_dims__(kClusterCtas, 1, 1) __launch_bounds__(kWgmmaThr
         cluster_sync();  // both CTAs are done with chunk c - 1, whose buffer takes chunk c + 2
         xs.next(stage);
         mbarrier_wait(bar(c), uint32_t(c / kXBuffers) & 1u);
-        for (int j = 0; j < blocks; j += R)
-#pragma unroll
-            for (int s = 0; s < R; ++s) {
-                wgmma_block<T, NT, XLayout::Swizzle128>(ring[s], buf(c), (j + s) * Traits<T>::kSteps, acc[0]);
-                wgmma_wait_all(acc[0]);
-                const int64_t next = kb + j + s + R;
-                if (active && next < kr.kb1) load_block<T>(a, tile, next, lane, ring[s]);
-            }
+        chunk_products<T, NT, XLayout::Swizzle128, R>(a, tile, lane, active, kb, blocks, kr.kb1, buf(c), ring, acc[0]);
         kb += blocks;
     }
     cluster_sync();  // no box of this CTA is still landing in the other's memory when it exits
