@@ -31,7 +31,7 @@
 #   profile   Nsight Compute's kernel durations of one timed step of a 4-layer Qwen3-32B (dense and
 #             Spense MLPs at 37.5% sparsity, contexts 0 and 4096), to set against the step time (bench/tools/ncu_summary.py)
 #   ab        this build's decode step against a base build's (carried as base-bin.tar.xz), in turn on
-#             one machine start (AB_CTX, AB_SPARSITY, AB_BATCH: default 0, 0,0.5 and 32)
+#             one machine start (AB_CTX, AB_SPARSITY, AB_BATCH, AB_DTYPE: default 0, 0,0.5, 32 and fp8)
 #   abgemm    this build's bench gemm against the base build's, in turn (base, this, base, this) on
 #             one machine start: Qwen3-32B's MLP shapes, N = AB_N (default 1,16,32,64), both dtypes
 #   timeline  a kernel trace (CUPTI: bench/tools/kernel_trace.cpp) of Qwen3-32B's replayed steps at
@@ -72,6 +72,23 @@ fi
 cli=/work/main/build/spense
 gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | grep -o -m1 'H[0-9]\{3\}' | tr 'H' 'h')
 gpu=${gpu:-gpu}  # names the result files: decode-h200.json, ...
+
+# in_turn PATTERN ARGS...: `spense ARGS` of a base build (its bin.tar.xz carried as
+# $carry/base-bin.tar.xz) and of this one, in turn on one machine start (base, this, base, this),
+# keeping the lines that match PATTERN.
+in_turn() {
+    [ -f "$carry/base-bin.tar.xz" ] || { echo "no $carry/base-bin.tar.xz"; return; }
+    mkdir -p /tmp/base && unxz_to "$carry/base-bin.tar.xz" /tmp/unpack/base.tar && tar -C /tmp/base -xf /tmp/unpack/base.tar
+    local pattern=$1 run build bin
+    shift
+    for run in 1 2; do
+        for build in base this; do
+            bin=$cli; [ $build = base ] && bin=/tmp/base/spense
+            echo "== $build, run $run"
+            timeout 200 "$bin" "$@" | grep "$pattern"
+        done
+    done
+}
 
 for step in "$@"; do
     start=$(date +%s)
@@ -187,31 +204,12 @@ time.sleep(900)' &
         timeout 120 "$cli" bench decode --config /tmp/qwen3-32b-4l.json --ctx 0,4096 --sparsity 0,0.375 --steps 30 --json "$OUT/decode-4l.json" | tee "$OUT/decode-4l.md"
         ;;
     ab)
-        # This build against another (its bin.tar.xz carried as $carry/base-bin.tar.xz) on one machine
-        # start, in turn: base, this, base, this. Qwen3-32B.
-        [ -f "$carry/base-bin.tar.xz" ] || { echo "ab: no $carry/base-bin.tar.xz"; continue; }
-        mkdir -p /tmp/base && unxz_to "$carry/base-bin.tar.xz" /tmp/unpack/base.tar && tar -C /tmp/base -xf /tmp/unpack/base.tar
-        for run in 1 2; do
-            for build in base this; do
-                bin=$cli; [ $build = base ] && bin=/tmp/base/spense
-                echo "== $build, run $run"
-                timeout 200 "$bin" bench decode --config configs/qwen3-32b.json --ctx ${AB_CTX:-0} --sparsity ${AB_SPARSITY:-0,0.5} \
-                    --batch ${AB_BATCH:-32} --dtype ${AB_DTYPE:-fp8} --steps 30 |
-                    grep '^| [0-9.]*% | [0-9.]* | [0-9]* |'
-            done
-        done 2>&1 | tee "$OUT/ab-${AB_DTYPE:-fp8}-$gpu.md"
+        in_turn '^| [0-9.]*% | [0-9.]* | [0-9]* |' bench decode --config configs/qwen3-32b.json --ctx ${AB_CTX:-0} \
+            --sparsity ${AB_SPARSITY:-0,0.5} --batch ${AB_BATCH:-32} --dtype ${AB_DTYPE:-fp8} --steps 30 2>&1 | tee "$OUT/ab-${AB_DTYPE:-fp8}-$gpu.md"
         ;;
     abgemm)
-        [ -f "$carry/base-bin.tar.xz" ] || { echo "abgemm: no $carry/base-bin.tar.xz"; continue; }
-        mkdir -p /tmp/base && unxz_to "$carry/base-bin.tar.xz" /tmp/unpack/base.tar && tar -C /tmp/base -xf /tmp/unpack/base.tar
-        for run in 1 2; do
-            for build in base this; do
-                bin=$cli; [ $build = base ] && bin=/tmp/base/spense
-                echo "== $build, run $run"
-                timeout 200 "$bin" bench gemm --models qwen3-32b --n ${AB_N:-1,16,32,64} --ratios 0 --budget-ms 10 |
-                    grep '^| qwen3-32b | [bf][fp][18]6* | [0-9]* | [gd]'
-            done
-        done 2>&1 | tee "$OUT/abgemm-$gpu.md"
+        in_turn '^| qwen3-32b | [bf][fp][18]6* | [0-9]* | [gd]' bench gemm --models qwen3-32b --n ${AB_N:-1,16,32,64} --ratios 0 \
+            --budget-ms 10 2>&1 | tee "$OUT/abgemm-$gpu.md"
         ;;
     timeline)
         # CUPTI's kernel records (bench/tools/kernel_trace.cpp), batch 32 then 1.
