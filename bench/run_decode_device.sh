@@ -17,8 +17,9 @@
 #   gemm      spense bench gemm at Qwen3-32B's MLP shapes, N 1 to 128, with the machine's cuSPARSELt
 #   ncunative Nsight Compute's speed-of-light, occupancy and warp-stall sections of the native 2:4
 #             kernel at N = 32 and 64, BF16 and FP8 (the first launches: the split-K search's)
-#   ncusource Nsight Compute's warp-stall samples per SASS instruction of the FP8 wgmma 2:4 kernel,
-#             Qwen3-32B gate_up at N = 1 and 32 (the first launch of each: a search's, split 1),
+#   ncusource Nsight Compute's warp-stall samples per SASS instruction of the FP8 wgmma 2:4 kernel
+#             (NCU_KERNEL: wgmma_kernel, or wgmma_tma_kernel for the cluster kernel), Qwen3-32B
+#             gate_up at N = NCU_N (default 1 32; the first launch of each: a search's, split 1),
 #             summarized by bench/tools/ncu_stalls.py
 #   ncuattention Nsight Compute's full sections and per-instruction stalls of the decode attention
 #             kernel at context 0 in a 4-layer Qwen3-32B step, and the kernel alone by chunk size
@@ -115,14 +116,15 @@ for step in "$@"; do
         done
         ;;
     ncusource)
-        for n in 1 32; do
-            nt=$((n == 1 ? 1 : 4))
+        k=${NCU_KERNEL:-wgmma_kernel}
+        for n in ${NCU_N:-1 32}; do
+            nt=1; while [ $((nt * 8)) -lt $n ] && [ $nt -lt 8 ]; do nt=$((nt * 2)); done
             timeout 200 ncu --set full --clock-control none --kernel-name-base demangled --launch-count 1 -f -o /tmp/ncu-source-n$n \
-                -k "regex:wgmma_kernel<\(spense::gpu::GemmDType\)1, \(int\)$nt>" \
+                -k "regex:$k<\(spense::gpu::GemmDType\)1, \(int\)$nt>" \
                 "$cli" bench gemm --models qwen3-32b --n $n --dtypes fp8 --ratios 0 --budget-ms 2 > /dev/null 2>&1
-            ncu --import /tmp/ncu-source-n$n.ncu-rep --page source --csv --print-source sass > "$OUT/ncu-source-fp8-n$n.csv"
+            ncu --import /tmp/ncu-source-n$n.ncu-rep --page source --csv --print-source sass > "$OUT/ncu-source-$k-fp8-n$n.csv"
             ncu --import /tmp/ncu-source-n$n.ncu-rep --page details | grep -E "^  [a-z]|Duration|DRAM Throughput" | head -4
-            python3 bench/tools/ncu_stalls.py "$OUT/ncu-source-fp8-n$n.csv" --top 12 | tee "$OUT/ncu-stalls-fp8-n$n-$gpu.md"
+            python3 bench/tools/ncu_stalls.py "$OUT/ncu-source-$k-fp8-n$n.csv" --top 12 | tee "$OUT/ncu-stalls-$k-fp8-n$n-$gpu.md"
         done
         ;;
     ncuattention)
