@@ -657,6 +657,23 @@ __device__ __forceinline__ void chunk_products(const KernelArgs& a, int64_t tile
         }
 }
 
+// A warp's whole k range, for both wgmma kernels: its register ring, then chunk by chunk
+// ready(c) (the kernel's synchronization: chunk c staged, chunk c + 2 issued) and the products on
+// chunk c's buffer at base(c).
+template <GemmDType T, int NT, XLayout L, int R, class Ready, class Base>
+__device__ __forceinline__ void wgmma_range(const KernelArgs& a, const KRange& kr, int64_t tile, int lane, bool active, Ready&& ready,
+                                            Base&& base, float (&acc)[NT][4]) {
+    Frag<T> ring[R];
+    fill_ring<T, R>(a, tile, kr.kb0, lane, active, ring);
+    int c = 0;
+    for (int64_t kb = kr.kb0; kb < kr.kb1; ++c) {
+        const int blocks = kr.chunk(c, kb);
+        ready(c);
+        chunk_products<T, NT, L, R>(a, tile, lane, active, kb, blocks, kr.kb1, base(c), ring, acc);
+        kb += blocks;
+    }
+}
+
 // grid: (256-row groups, splits, token slices of 8 NT). Dynamic shared memory: the kXBuffers x
 // buffers (XSchedule) in the core-matrix layout.
 template <GemmDType T, int NT>
@@ -677,21 +694,15 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1) wgmma_kernel(KernelArgs a) {
     xs.prologue(stage);
 
     float acc[1][NT][4] = {};
-    Frag<T> ring[R];
-    fill_ring<T, R>(a, tile, kr.kb0, lane, active, ring);
-
-    int c = 0;
-    for (int64_t kb = kr.kb0; kb < kr.kb1; ++c) {
-        const int blocks = kr.chunk(c, kb);
+    const auto ready = [&](int) {
         asm volatile("cp.async.wait_group 1;");
         // x, written through the generic proxy, is read by the tensor cores through the async proxy.
         asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
         __syncthreads();
         xs.next(stage);
-        const uint32_t base = uint32_t(__cvta_generic_to_shared(buf(c)));
-        chunk_products<T, NT, XLayout::CoreMatrices, R>(a, tile, lane, active, kb, blocks, kr.kb1, base, ring, acc[0]);
-        kb += blocks;
-    }
+    };
+    const auto base = [&](int c) { return uint32_t(__cvta_generic_to_shared(buf(c))); };
+    wgmma_range<T, NT, XLayout::CoreMatrices, R>(a, kr, tile, lane, active, ready, base, acc[0]);
     store_acc<NT, 1, kWgmmaThreads, kRowsPerCta>(a, acc, tile, active, n0);
 }
 
@@ -772,18 +783,12 @@ __global__ void __cluster_dims__(kClusterCtas, 1, 1) __launch_bounds__(kWgmmaThr
     xs.prologue(stage);
 
     float acc[1][NT][4] = {};
-    Frag<T> ring[R];
-    fill_ring<T, R>(a, tile, kr.kb0, lane, active, ring);
-
-    int c = 0;
-    for (int64_t kb = kr.kb0; kb < kr.kb1; ++c) {
-        const int blocks = kr.chunk(c, kb);
+    const auto ready = [&](int c) {
         cluster_sync();  // both CTAs are done with chunk c - 1, whose buffer takes chunk c + 2
         xs.next(stage);
         mbarrier_wait(bar(c), uint32_t(c / kXBuffers) & 1u);
-        chunk_products<T, NT, XLayout::Swizzle128, R>(a, tile, lane, active, kb, blocks, kr.kb1, buf(c), ring, acc[0]);
-        kb += blocks;
-    }
+    };
+    wgmma_range<T, NT, XLayout::Swizzle128, R>(a, kr, tile, lane, active, ready, buf, acc[0]);
     cluster_sync();  // no box of this CTA is still landing in the other's memory when it exits
     store_acc<NT, 1, kWgmmaThreads, kRowsPerCta>(a, acc, tile, active, n0);
 }
