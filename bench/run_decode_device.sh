@@ -31,7 +31,8 @@
 #   bench1    the same at batch 1 and context 0, FP8 and BF16 weights
 #   profile   Nsight Compute's kernel durations of one timed step of a 4-layer Qwen3-32B (dense and
 #             Spense MLPs at 37.5% sparsity, contexts 0 and 4096), to set against the step time (bench/tools/ncu_summary.py)
-#   ab        this build's decode step against a base build's (carried as base-bin.tar.xz), in turn on
+#   ab        this build's decode step against a base build's (carried as base-bin.tar.xz; and an
+#             alternative's, alt-bin.tar.xz, when carried), in turn on
 #             one machine start (AB_CTX, AB_SPARSITY, AB_BATCH, AB_DTYPE: default 0, 0,0.5, 32 and fp8)
 #   abgemm    this build's bench gemm against the base build's, in turn (base, this, base, this) on
 #             one machine start: Qwen3-32B's MLP shapes, N = AB_N (default 1,16,32,64), both dtypes
@@ -75,16 +76,19 @@ gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | grep -o -m1 
 gpu=${gpu:-gpu}  # names the result files: decode-h200.json, ...
 
 # in_turn PATTERN ARGS...: `spense ARGS` of a base build (its bin.tar.xz carried as
-# $carry/base-bin.tar.xz) and of this one, in turn on one machine start (base, this, base, this),
-# keeping the lines that match PATTERN.
+# $carry/base-bin.tar.xz), of an alternative when one is carried (alt-bin.tar.xz) and of this one,
+# in turn on one machine start (base, alt, this, base, alt, this), keeping the lines that match PATTERN.
 in_turn() {
     [ -f "$carry/base-bin.tar.xz" ] || { echo "no $carry/base-bin.tar.xz"; return; }
-    mkdir -p /tmp/base && unxz_to "$carry/base-bin.tar.xz" /tmp/unpack/base.tar && tar -C /tmp/base -xf /tmp/unpack/base.tar
-    local pattern=$1 run build bin
+    local pattern=$1 run build bin builds=base
     shift
+    [ -f "$carry/alt-bin.tar.xz" ] && builds="base alt"
+    for build in $builds; do
+        mkdir -p /tmp/$build && unxz_to "$carry/$build-bin.tar.xz" /tmp/unpack/$build.tar && tar -C /tmp/$build -xf /tmp/unpack/$build.tar
+    done
     for run in 1 2; do
-        for build in base this; do
-            bin=$cli; [ $build = base ] && bin=/tmp/base/spense
+        for build in $builds this; do
+            bin=$cli; [ $build != this ] && bin=/tmp/$build/spense
             echo "== $build, run $run"
             timeout 200 "$bin" "$@" | grep "$pattern"
         done

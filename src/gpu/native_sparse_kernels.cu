@@ -717,7 +717,12 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1) wgmma_kernel(KernelArgs a) {
 // Synchronization, per buffer and CTA: a full mbarrier, armed by the CTA's thread 0 for the whole
 // chunk's bytes, which the boxes of both CTAs complete; a buffer is refilled after a cluster
 // barrier at the start of each chunk, which every thread of both CTAs reaches once its products on
-// the previous chunk (the buffer's last use) are done. (Clusters of 4, x leaving L2 once per 1024
+// the previous chunk (the buffer's last use) are done. That barrier's arrive is relaxed: with a
+// release arrive, 31% of the stall samples were at it (results/ncu-stalls-cluster-fp8-h200.md),
+// and relaxing it made the kernel 8-16% faster from 32 tokens on
+// (results/gemm-h200-cluster-relaxed.md). Empty mbarriers instead, which every warp of both CTAs
+// arrives on and only thread 0 waits for before issuing, were measured with it and were no
+// faster. (Clusters of 4, x leaving L2 once per 1024
 // rows, were measured on the H200 in turn with these and were no faster: BF16 gate_up at N = 64
 // 0.0990 / 0.0997 ms against 0.0987 / 0.0977, down 0.0648 / 0.0651 against 0.0632 / 0.0639.)
 
@@ -784,7 +789,11 @@ __global__ void __cluster_dims__(kClusterCtas, 1, 1) __launch_bounds__(kWgmmaThr
 
     float acc[1][NT][4] = {};
     const auto ready = [&](int c) {
-        cluster_sync();  // both CTAs are done with chunk c - 1, whose buffer takes chunk c + 2
+        // Both CTAs are done with chunk c - 1, whose buffer takes chunk c + 2. Relaxed: that
+        // buffer's last reads (wgmma's) completed at wgmma.wait_group 0, so nothing needs
+        // releasing, and a release would wait for the register ring's weight loads in flight.
+        cluster_arrive_relaxed();
+        cluster_wait();
         xs.next(stage);
         mbarrier_wait(bar(c), uint32_t(c / kXBuffers) & 1u);
     };
