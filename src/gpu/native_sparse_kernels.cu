@@ -160,7 +160,11 @@ struct Frag {
 };
 
 // The weight is read once: no L1 allocation. (Asking L2 for 256-byte fetches, .L2::256B, was slower
-// on the H200: FP8 gate_up at N = 1 0.050 ms against 0.047, BF16 0.084 against 0.074.)
+// on the H200: FP8 gate_up at N = 1 0.050 ms against 0.047, BF16 0.084 against 0.074. So was
+// fetching each warp's blocks into L2 ahead of its register ring, cp.async.bulk.prefetch.L2 of the
+// block 4 or 8 after the one a ring slot takes, in the wgmma kernels: in turn on the H200, 7-14%
+// slower at every N, e.g. FP8 gate_up at N = 1 0.0515 / 0.0531 ms against 0.0455, BF16 at
+// N = 32 0.0880 / 0.0925 against 0.0779.)
 __device__ __forceinline__ uint4 load_stream16(const uint8_t* p) {
     uint4 r;
     asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
