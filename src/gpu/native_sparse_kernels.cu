@@ -164,7 +164,11 @@ struct Frag {
 // fetching each warp's blocks into L2 ahead of its register ring, cp.async.bulk.prefetch.L2 of the
 // block 4 or 8 after the one a ring slot takes, in the wgmma kernels: in turn on the H200, 7-14%
 // slower at every N, e.g. FP8 gate_up at N = 1 0.0515 / 0.0531 ms against 0.0455, BF16 at
-// N = 32 0.0880 / 0.0925 against 0.0779.)
+// N = 32 0.0880 / 0.0925 against 0.0779. And, in the FP8 cluster kernel, bringing each warp's
+// blocks through a ring of 6 or 8 shared-memory slots by bulk copies (cp.async.bulk, one 1280-byte
+// block a copy on an mbarrier of its slot; the register ring of 2 filled from the slots; x buffers
+// halved or quartered to make room): 0.0561 / 0.0606 / 0.0701 ms at N = 16 / 32 / 64 against
+// 0.0485 / 0.0489 / 0.0550.)
 __device__ __forceinline__ uint4 load_stream16(const uint8_t* p) {
     uint4 r;
     asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
