@@ -168,7 +168,8 @@ struct Frag {
 // blocks through a ring of 6 or 8 shared-memory slots by bulk copies (cp.async.bulk, one 1280-byte
 // block a copy on an mbarrier of its slot; the register ring of 2 filled from the slots; x buffers
 // halved or quartered to make room): 0.0561 / 0.0606 / 0.0701 ms at N = 16 / 32 / 64 against
-// 0.0485 / 0.0489 / 0.0550.)
+// 0.0485 / 0.0489 / 0.0550. The L2 eviction hint evict_first on these loads (createpolicy) changed
+// nothing measurable: FP8 gate_up at N = 64 0.0542 / 0.0546 ms against 0.0547 / 0.0545.)
 __device__ __forceinline__ uint4 load_stream16(const uint8_t* p) {
     uint4 r;
     asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
@@ -737,7 +738,9 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1) wgmma_kernel(KernelArgs a) {
 constexpr int kClusterCtas = 2;
 // Its register ring: with no registers spent on staging x, BF16 up to 32 tokens holds 4 blocks
 // (114 registers a thread at 32): on the H200, in turn with 2, BF16 gate_up at N = 32 0.0876 /
-// 0.0878 ms against 0.0918 / 0.0926 (down unchanged). At 64 tokens 4 would not fit in 128.
+// 0.0878 ms against 0.0918 / 0.0926 (down unchanged). At 64 tokens 4 spill (24 bytes) and, in
+// turn with 2, were slower: gate_up 0.0968 / 0.0967 ms against 0.0858 / 0.0851, down 0.0624 /
+// 0.0618 against 0.0554 / 0.0561.
 template <GemmDType T, int NT>
 constexpr int kWgmmaTmaStages = T == GemmDType::BF16 && NT <= 4 ? 4 : kWgmmaStages<T>;
 
