@@ -740,7 +740,9 @@ constexpr int kClusterCtas = 2;
 // (114 registers a thread at 32): on the H200, in turn with 2, BF16 gate_up at N = 32 0.0876 /
 // 0.0878 ms against 0.0918 / 0.0926 (down unchanged). At 64 tokens 4 spill (24 bytes) and, in
 // turn with 2, were slower: gate_up 0.0968 / 0.0967 ms against 0.0858 / 0.0851, down 0.0624 /
-// 0.0618 against 0.0554 / 0.0561.
+// 0.0618 against 0.0554 / 0.0561. FP8 holds 4; a ring of 8 (whole chunks of 8 blocks, no spills
+// up to 32 tokens) was no faster in turn: gate_up at N = 16 0.0484 / 0.0486 ms against 0.0481 /
+// 0.0490, at N = 32 0.0492 / 0.0491 against 0.0485 / 0.0492.
 template <GemmDType T, int NT>
 constexpr int kWgmmaTmaStages = T == GemmDType::BF16 && NT <= 4 ? 4 : kWgmmaStages<T>;
 
