@@ -168,7 +168,9 @@ struct Frag {
 // blocks through a ring of 6 or 8 shared-memory slots by bulk copies (cp.async.bulk, one 1280-byte
 // block a copy on an mbarrier of its slot; the register ring of 2 filled from the slots; x buffers
 // halved or quartered to make room): 0.0561 / 0.0606 / 0.0701 ms at N = 16 / 32 / 64 against
-// 0.0485 / 0.0489 / 0.0550. The L2 eviction hint evict_first on these loads (createpolicy) changed
+// 0.0485 / 0.0489 / 0.0550; with one 5 KB copy per 4 blocks into 2 group slots a warp (8 blocks
+// on their way, the ring of 4 filled from them), 0.0507 / 0.0545 at N = 16 / 32 against 0.0489 /
+// 0.0496. The L2 eviction hint evict_first on these loads (createpolicy) changed
 // nothing measurable: FP8 gate_up at N = 64 0.0542 / 0.0546 ms against 0.0547 / 0.0545.)
 __device__ __forceinline__ uint4 load_stream16(const uint8_t* p) {
     uint4 r;
