@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "gpu/check.h"
 #include "gpu/cluster.h"
+#include "gpu/launch.h"
 
 namespace spense::gpu {
 
@@ -486,6 +487,7 @@ __global__ void __launch_bounds__(WarpShape<NT, PAIRS>::kThreads, 1) mma_sync_ke
         for (int s = 0; s < R; ++s)
 #pragma unroll
             for (int t = 0; t < TPW; ++t) load_block<T>(a, tile0 + t, kr.kb0 + s, lane, ring[s][t]);
+    wait_for_predecessor();
 
     XSchedule xs(kr);
     const auto stage = [&](int c, int64_t kb, int blocks) {
@@ -668,14 +670,16 @@ __device__ __forceinline__ void chunk_products(const KernelArgs& a, int64_t tile
         }
 }
 
-// A warp's whole k range, for both wgmma kernels: its register ring, then chunk by chunk
-// ready(c) (the kernel's synchronization: chunk c staged, chunk c + 2 issued) and the products on
-// chunk c's buffer at base(c).
-template <GemmDType T, int NT, XLayout L, int R, class Ready, class Base>
-__device__ __forceinline__ void wgmma_range(const KernelArgs& a, const KRange& kr, int64_t tile, int lane, bool active, Ready&& ready,
-                                            Base&& base, float (&acc)[NT][4]) {
+// A warp's whole k range, for both wgmma kernels: its register ring, begin() (waits for the
+// predecessor and stages the first chunks of x), then chunk by chunk ready(c) (the kernel's
+// synchronization: chunk c staged, chunk c + 2 issued) and the products on chunk c's buffer at
+// base(c).
+template <GemmDType T, int NT, XLayout L, int R, class Begin, class Ready, class Base>
+__device__ __forceinline__ void wgmma_range(const KernelArgs& a, const KRange& kr, int64_t tile, int lane, bool active, Begin&& begin,
+                                            Ready&& ready, Base&& base, float (&acc)[NT][4]) {
     Frag<T> ring[R];
     fill_ring<T, R>(a, tile, kr.kb0, lane, active, ring);
+    begin();
     int c = 0;
     for (int64_t kb = kr.kb0; kb < kr.kb1; ++c) {
         const int blocks = kr.chunk(c, kb);
@@ -702,7 +706,10 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1) wgmma_kernel(KernelArgs a) {
     const auto at = [](int r, int c) { return core_matrix_offset(NT, r, c); };
     XSchedule xs(kr);
     const auto stage = [&](int c, int64_t kb, int blocks) { stage_x<E, true>(a, n0, ROWS, kb, blocks, buf(c), at); };
-    xs.prologue(stage);
+    const auto begin = [&] {
+        wait_for_predecessor();
+        xs.prologue(stage);
+    };
 
     float acc[1][NT][4] = {};
     const auto ready = [&](int) {
@@ -713,7 +720,7 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1) wgmma_kernel(KernelArgs a) {
         xs.next(stage);
     };
     const auto base = [&](int c) { return uint32_t(__cvta_generic_to_shared(buf(c))); };
-    wgmma_range<T, NT, XLayout::CoreMatrices, R>(a, kr, tile, lane, active, ready, base, acc[0]);
+    wgmma_range<T, NT, XLayout::CoreMatrices, R>(a, kr, tile, lane, active, begin, ready, base, acc[0]);
     store_acc<NT, 1, kWgmmaThreads, kRowsPerCta>(a, acc, tile, active, n0);
 }
 
@@ -800,7 +807,10 @@ __global__ void __cluster_dims__(kClusterCtas, 1, 1) __launch_bounds__(kWgmmaThr
         }
     };
     XSchedule xs(kr);
-    xs.prologue(stage);
+    const auto begin = [&] {
+        wait_for_predecessor();
+        xs.prologue(stage);
+    };
 
     float acc[1][NT][4] = {};
     const auto ready = [&](int c) {
@@ -812,7 +822,7 @@ __global__ void __cluster_dims__(kClusterCtas, 1, 1) __launch_bounds__(kWgmmaThr
         xs.next(stage);
         mbarrier_wait(bar(c), uint32_t(c / kXBuffers) & 1u);
     };
-    wgmma_range<T, NT, XLayout::Swizzle128, R>(a, kr, tile, lane, active, ready, buf, acc[0]);
+    wgmma_range<T, NT, XLayout::Swizzle128, R>(a, kr, tile, lane, active, begin, ready, buf, acc[0]);
     cluster_sync();  // no box of this CTA is still landing in the other's memory when it exits
     store_acc<NT, 1, kWgmmaThreads, kRowsPerCta>(a, acc, tile, active, n0);
 }
@@ -855,19 +865,23 @@ int64_t max_chunk_cols(NativeKernel kernel, GemmDType t, int64_t rows) {
     return 512 * std::max<int64_t>(kXBufferBytes / unit, 1);
 }
 
+// With programmatic dependent launch (launch.h): each kernel loads its register ring of weight
+// blocks, which no kernel before it writes, then waits for its predecessor before it reads x, y or
+// the split-K workspace, so that in the decode step the weight stream starts while the kernel
+// before (a norm, SwiGLU) finishes.
 template <auto K, class... Params>
-void launch_kernel(unsigned threads, size_t max_smem, dim3 grid, size_t smem, cudaStream_t stream, const Params&... params) {
+cudaError_t launch_kernel(unsigned threads, size_t max_smem, dim3 grid, size_t smem, cudaStream_t stream, const Params&... params) {
     static const bool configured = [&] {
         SPENSE_CUDA_CHECK(cudaFuncSetAttribute(K, cudaFuncAttributeMaxDynamicSharedMemorySize, int(max_smem)),
                           "native 2:4 kernel shared memory");
         return true;
     }();
     (void)configured;
-    K<<<grid, threads, smem, stream>>>(params...);
+    return launch_pdl(K, LaunchShape{grid, dim3(threads), smem}, stream, params...);
 }
 
 template <int NT>
-void launch_nt(NativeKernel kernel, GemmDType t, const KernelArgs& a, dim3 grid, size_t smem, cudaStream_t stream) {
+cudaError_t launch_nt(NativeKernel kernel, GemmDType t, const KernelArgs& a, dim3 grid, size_t smem, cudaStream_t stream) {
     constexpr int64_t rows = NT * 8;
     const size_t max_smem = smem_bytes(kernel, t, rows, max_chunk_cols(kernel, t, rows));
     if (kernel == NativeKernel::MmaSync)
@@ -883,7 +897,7 @@ void launch_nt(NativeKernel kernel, GemmDType t, const KernelArgs& a, dim3 grid,
     }
     if (t == GemmDType::BF16)
         return launch_kernel<wgmma_kernel<GemmDType::BF16, NT>>(kWgmmaThreads, max_smem, grid, smem, stream, a);
-    launch_kernel<wgmma_kernel<GemmDType::FP8, NT>>(kWgmmaThreads, max_smem, grid, smem, stream, a);
+    return launch_kernel<wgmma_kernel<GemmDType::FP8, NT>>(kWgmmaThreads, max_smem, grid, smem, stream, a);
 }
 
 int tiles_for_tokens(int64_t n) {  // 8-token tiles per slice: 1, 2, 4 or 8
@@ -986,13 +1000,14 @@ void launch_native_2to4_gemm(const NativeGemmArgs& g, cudaStream_t stream) {
     a.chunk_blocks = int(cols / NativeSparseLayout::kBlockK);
     const size_t smem = smem_bytes(g.kernel, L.dtype, rows, cols);
     const dim3 grid(unsigned(native_row_ctas(L, g.kernel)), unsigned(g.splits), unsigned(NativeSparseLayout::slices(g.n)));
+    cudaError_t launched;
     switch (nt) {
-    case 1: launch_nt<1>(g.kernel, L.dtype, a, grid, smem, stream); break;
-    case 2: launch_nt<2>(g.kernel, L.dtype, a, grid, smem, stream); break;
-    case 4: launch_nt<4>(g.kernel, L.dtype, a, grid, smem, stream); break;
-    default: launch_nt<8>(g.kernel, L.dtype, a, grid, smem, stream); break;
+    case 1: launched = launch_nt<1>(g.kernel, L.dtype, a, grid, smem, stream); break;
+    case 2: launched = launch_nt<2>(g.kernel, L.dtype, a, grid, smem, stream); break;
+    case 4: launched = launch_nt<4>(g.kernel, L.dtype, a, grid, smem, stream); break;
+    default: launched = launch_nt<8>(g.kernel, L.dtype, a, grid, smem, stream); break;
     }
-    SPENSE_CUDA_CHECK(cudaGetLastError(), "native 2:4 GEMM ", where());
+    SPENSE_CUDA_CHECK(launched, "native 2:4 GEMM ", where());
 }
 
 }  // namespace spense::gpu

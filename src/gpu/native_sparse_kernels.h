@@ -55,9 +55,11 @@
 //     0.063; bench/README.md); clusters of 4 were no faster than 2.
 // With split-K, partial sums go to an FP32 workspace by vector atomics and the last CTA of each
 // row group (a ticket counter) writes y and clears the workspace, so one launch does everything.
-// (Launching them with programmatic dependent launch, each CTA loading its first weight blocks
-// before waiting for the kernel that writes x, left the batch-1 decode step unchanged on the H200:
-// FP8, 2:4 MLPs, 8.180 / 8.016 ms against 8.106 / 8.230 in interleaved runs.)
+// The kernels launch with programmatic dependent launch, each CTA loading its register ring of
+// weight blocks before waiting for the kernel that writes x (launch.h). On the H200 that left the
+// batch-1 decode step unchanged (FP8, 2:4 MLPs, 8.180 / 8.016 ms against 8.106 / 8.230 in
+// interleaved runs) and took the batch-32 BF16 step from 13.24 to 12.95 ms (in turn,
+// bench/results/decode-h200-native-pdl.md).
 // More than 64 tokens run as slices of 64 (each re-streams the weight: the library kernels win
 // there). The epilogue computes, into BF16 or float32 y,
 //   y[r, j] = out_scale[j] * (acc[r, j] + (accumulate ? y[r, j] : 0))   (out_scale optional)
