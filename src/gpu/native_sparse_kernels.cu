@@ -740,9 +740,9 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1) wgmma_kernel(KernelArgs a) {
 // and relaxing it made the kernel 8-16% faster from 32 tokens on
 // (results/gemm-h200-cluster-relaxed.md). Empty mbarriers instead, which every warp of both CTAs
 // arrives on and only thread 0 waits for before issuing, were measured with it and were no
-// faster. (Clusters of 4, x leaving L2 once per 1024
-// rows, were measured on the H200 in turn with these and were no faster: BF16 gate_up at N = 64
-// 0.0990 / 0.0997 ms against 0.0987 / 0.0977, down 0.0648 / 0.0651 against 0.0632 / 0.0639.)
+// faster. (Clusters of 4, x leaving L2 once per 1024 rows, were measured on the H200 in turn with
+// these and were no faster: BF16 gate_up at N = 64 0.0990 / 0.0997 ms against 0.0987 / 0.0977,
+// down 0.0648 / 0.0651 against 0.0632 / 0.0639.)
 
 constexpr int kClusterCtas = 2;
 // Its register ring: with no registers spent on staging x, BF16 up to 32 tokens holds 4 blocks
