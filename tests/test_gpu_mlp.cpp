@@ -460,6 +460,51 @@ TEST(GpuMlp, PlanIsServableAndKeepingItsFormatsChangesNothing) {
     }
 }
 
+// The plans a decode engine chooses among by whole steps: plan_for's choice first, each one served
+// (our kernel on n rows, cuSPARSELt on n padded to 16) and matching the reference once preferred,
+// and none preferred whose 2:4 format was freed.
+TEST(GpuMlp, EveryPlanCandidateServesOncePreferred) {
+    REQUIRE_GPU();
+    const SpenseMlpWeights w = random_spense_mlp(64, 256, 64, 11);
+    for (const Mode& mode : {kModes[0], kModes[1]}) {
+        SCOPED_TRACE(mode.name);
+        GpuContext ctx;
+        GpuMlpOptions opt;
+        opt.dtype = mode.dtype;
+        GpuSpenseMlp mlp = GpuSpenseMlp::upload(ctx, w, opt, nullptr);
+        const int64_t n = 7;
+        const std::vector<MlpPlan> plans = mlp.plan_candidates(n, nullptr);
+#ifdef SPENSE_HAS_CUSPARSELT
+        EXPECT_EQ(plans.size(), 4u);  // native or cuSPARSELt, for gate_up and down
+#else
+        EXPECT_EQ(plans.size(), 1u);
+#endif
+        EXPECT_EQ(plans.front().gate_up.backend, mlp.plan_for(n, nullptr).gate_up.backend);
+        EXPECT_EQ(plans.front().down.backend, mlp.plan_for(n, nullptr).down.backend);
+        const auto x_bits = random_bf16(size_t(n * 64), 4);
+        DeviceBuffer xd(x_bits.size() * 2, "x");
+        xd.upload(x_bits.data(), x_bits.size() * 2);
+        const std::vector<float> want = reference_mlp(effective(w, mode.dtype), to_float(x_bits), n, opt).y;
+        for (size_t i = 0; i < plans.size(); ++i) {
+            SCOPED_TRACE(cat("gate_up ", gpu::sparse_backend_name(plans[i].gate_up.backend), ", down ",
+                             gpu::sparse_backend_name(plans[i].down.backend)));
+            mlp.prefer_plan(n, i, nullptr);
+            const MlpPlan p = mlp.plan_for(n, nullptr);
+            EXPECT_EQ(p.gate_up.backend, plans[i].gate_up.backend);
+            EXPECT_EQ(p.down.backend, plans[i].down.backend);
+            EXPECT_EQ(p.max_rows(), plans[i].max_rows());
+            DeviceBuffer y = poisoned(x_bits.size() * 2);
+            mlp.forward(xd.as<gpu::bf16>(), y.as<gpu::bf16>(), n, nullptr);
+            const auto yb = download<uint16_t>(y, x_bits.size());
+            EXPECT_EQ(nan_count(yb, 0, n, 64), 0);
+            EXPECT_LT(test::rel_error(to_float(yb), want), mode.dtype == GemmDType::FP8 ? 5e-2 : 1e-2);
+        }
+        EXPECT_THROW(mlp.prefer_plan(n, plans.size(), nullptr), Error);
+        mlp.keep_sparse_backends_for(n, nullptr);
+        for (size_t i = 0; i + 1 < plans.size(); ++i) EXPECT_THROW(mlp.prefer_plan(n, i, nullptr), Error) << i;  // the last one is kept
+    }
+}
+
 // Shapes the libraries cannot take fail with the constraint named (CPU-side checks).
 TEST(GpuMlp, UnsupportedShapesAreRefusedWithTheConstraint) {
     try {

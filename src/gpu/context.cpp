@@ -197,13 +197,15 @@ nlohmann::json GpuContext::plan_report() const {
                        {"cusparselt_ms", c.cusparselt_ms}});
     for (const auto& [key, c] : caches_->mlp_backends) {
         nlohmann::json times = nlohmann::json::object();
-        for (const auto& [pair, ms] : c.candidates_ms) times[pair] = ms;
+        for (const MlpBackendPair& p : c.pairs)
+            if (p.ms >= 0) times[cat("gate_up ", sparse_backend_name(p.gate_up), ", down ", sparse_backend_name(p.down))] = p.ms;
         out.push_back({{"backend", "Spense MLP plan"},
                        {"shape", cat(gemm_dtype_name(key.dtype), " hidden=", key.hidden, " sparse=", key.sparse_padded, " dense=",
                                      key.dense_padded, key.dynamic_scales ? " dynamic" : " static", " scales")},
                        {"bucket", key.bucket},
-                       {"gate_up", sparse_backend_name(c.gate_up)},
-                       {"down", sparse_backend_name(c.down)},
+                       {"gate_up", sparse_backend_name(c.pair().gate_up)},
+                       {"down", sparse_backend_name(c.pair().down)},
+                       {"chosen_by", c.by_steps ? "whole decode steps" : "the MLP alone"},
                        {"candidates_ms", times}});
     }
     // Which built plans take programmatic edges in a captured graph (library_pdl.h).

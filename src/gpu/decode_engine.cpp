@@ -7,8 +7,10 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
+#include <type_traits>
 
 #include "core/error.h"
 #include "gpu/check.h"
@@ -115,7 +117,6 @@ struct DecodeEngine::State {
     DeviceBuffer rope;  // [max_ctx, head_dim / 2] float2 (cos, sin)
     std::optional<DecodeAttention> attention;
 
-    int64_t rows = 0;       // activation rows: batch, rounded up to the sparse GEMMs' granule
     int64_t mlp_width = 0;  // widest s_p + k_p over the layers
     DeviceBuffer tokens, lengths, best;
     DeviceBuffer x, act, act_scale, qkv, attn, attn_scale, o, h, z, z_scale, y, y_dense, logits;
@@ -165,9 +166,9 @@ struct DecodeEngine::State {
 
     void allocate_activations() {
         const int64_t B = opt.batch, d = cfg.hidden;
-        rows = B;
+        int64_t rows = B;  // activation rows held: the batch, or the most any MLP plan candidate reads
         for (Layer& l : layers) {
-            rows = std::max(rows, l.mlp->plan_for(B, stream).max_rows());
+            for (const MlpPlan& p : l.mlp->plan_candidates(B, stream)) rows = std::max(rows, p.max_rows());  // tune_gemms may pick any
             mlp_width = std::max(mlp_width, l.mlp->layout().width());
         }
         const size_t e = gemm_dtype_bytes(opt.dtype), out = gemm_out_bytes(gemm_out_for(opt.dtype));
@@ -311,8 +312,10 @@ void DecodeEngine::set_lengths(std::span<const int32_t> lengths) {
 void DecodeEngine::enqueue_step(unsigned parts) {
     State& s = *s_;
     const ModelConfig& c = s.cfg;
-    const int64_t B = s.opt.batch, d = c.hidden, rows = s.rows;
+    const int64_t B = s.opt.batch, d = c.hidden;
     cudaStream_t st = s.stream;
+    int64_t rows = B;  // activation rows the norms write: the batch, padded where a chosen 2:4 GEMM reads more
+    for (Layer& l : s.layers) rows = std::max(rows, l.mlp->plan_for(B, st).max_rows());
     const float eps = float(c.rms_eps);
     auto* act_scale = s.act_scale.as<float>();
     const ActOut act = s.act_out(s.act.get(), d, act_scale);
@@ -377,55 +380,93 @@ void DecodeEngine::step() {
         ++len;
     }
     if (s.steps++ == 0) {
-        // Eager: the GEMMs search their algorithms here; then each 2:4 weight keeps only the format
-        // of the backend chosen for this batch, and where cuBLASLt's algorithms are tuned on whole
-        // steps (tune_gemms), this step runs again from its own tokens and lengths.
+        // Eager: the GEMMs search their algorithms here. Where the MLPs' 2:4 backends or cuBLASLt's
+        // algorithms are tuned on whole steps (tune_gemms), this step runs again from its own tokens
+        // and lengths; then each 2:4 weight keeps only the format of the backend chosen for this batch.
         std::vector<int32_t> before = s.host_lengths;
         for (int32_t& len : before) --len;
         DeviceBuffer tokens(s.tokens.bytes(), "the first step's tokens");
         SPENSE_CUDA_CHECK(cudaMemcpyAsync(tokens.get(), s.tokens.get(), tokens.bytes(), cudaMemcpyDeviceToDevice, s.stream));
         enqueue_step(kAllParts);
+        const bool tuned = tune_gemms(before);
+        if (tuned) {
+            SPENSE_CUDA_CHECK(cudaMemcpyAsync(s.tokens.get(), tokens.get(), tokens.bytes(), cudaMemcpyDeviceToDevice, s.stream));
+            set_lengths(before);
+            for (int32_t& len : s.host_lengths) ++len;
+        }
         for (Layer& l : s.layers) l.mlp->keep_sparse_backends_for(s.opt.batch, s.stream);
-        if (!tune_gemms(before)) return;
-        SPENSE_CUDA_CHECK(cudaMemcpyAsync(s.tokens.get(), tokens.get(), tokens.bytes(), cudaMemcpyDeviceToDevice, s.stream));
-        set_lengths(before);
-        for (int32_t& len : s.host_lengths) ++len;
+        if (!tuned) return;
     }
     launch_graph(kAllParts);
 }
 
-// cuBLASLt's search times its candidates alone, and in a decode step the one fastest alone can
-// lose. A Spense MLP's dense regions run beside its 2:4 GEMMs (spense_mlp.h): Qwen3-32B at batch 1
-// in BF16 with 37.5% sparse MLPs took 14.7-14.9 ms a step on the H200 when the search had picked
-// the gate_up region's heuristic answer 0 or 7 and 13.7-14.3 ms with answer 3, which it picks as
-// often (the three within 1.2% alone; bench/README.md). And whether a candidate takes programmatic
-// edges in the graph (library_pdl.h) weighs as much as its time alone. So whole steps decide, for
-// each role of cuBLASLt GEMM in turn (qkv, o, the MLPs' dense gate_up and down): every candidate
-// cuBLASLt proposes, up to kCandidates (8 at Qwen3-32B's shapes), in every layer at once, by the
-// median of kSteps replayed steps, all from `lengths` (they write the cache only where the next
-// step from there writes). At batch 32 with 37.5% sparse MLPs the 4 fastest alone once all stepped
-// in 9.31-9.33 ms where the 8 found 8.75 ms (bench/results/decode-h200-library-pdl.md); the dense
-// step took 10.54-10.57 ms with all four roles tuned against 10.57-10.64 with only the Spense
-// MLPs' dense regions tuned, in four interleaved pairs (bench/results/decode-h200-tuning.md). cuSPARSELt's
-// configurations so chosen did not beat its fastest alone (all of them wait for their
-// predecessor). Returns whether it ran steps.
+// The searches time their candidates alone, and in a decode step the one fastest alone can lose.
+// A Spense MLP's dense regions run beside its 2:4 GEMMs (spense_mlp.h): Qwen3-32B at batch 1 in
+// BF16 with 37.5% sparse MLPs took 14.7-14.9 ms a step on the H200 when cuBLASLt's search had
+// picked the gate_up region's heuristic answer 0 or 7 and 13.7-14.3 ms with answer 3, which it
+// picks as often (the three within 1.2% alone; bench/README.md). And whether a candidate takes
+// programmatic edges in the graph (library_pdl.h) weighs as much as its time alone: at batch 32
+// with 2:4 FP8 MLPs, our gate_up kernel and cuSPARSELt's timed within 1% in the MLP alone, and the
+// step took 8.31 ms with ours against 8.25 with cuSPARSELt's (bench/results/decode-h200-step-choice.md).
+// So whole steps decide, in turn: the MLPs' pair of 2:4 backends (GpuSpenseMlp::plan_candidates),
+// then each role of cuBLASLt GEMM (qkv, o, the MLPs' dense gate_up and down) among every
+// candidate cuBLASLt proposes, up to kCandidates (8 at Qwen3-32B's shapes). Each candidate runs in
+// every layer at once (a layer with fewer takes its last), timed by the median of kSteps replays
+// of its step's graph, all from `lengths` (they write the cache only where the next step from
+// there writes), in rounds that replay every candidate once: timed one candidate after another,
+// the same graph moved by 0.7% between two runs of 7 steps. The choice alone stays unless another
+// candidate is kMargin faster: at batch 1 (FP8, 2:4 MLPs) cuSPARSELt's down on 16 padded rows
+// stepped 0.2% faster than ours on one row in the tuning, and the step then took 0.4-1.2% longer
+// (bench/results/decode-h200-step-choice.md). At batch 32 with 37.5% sparse MLPs
+// the 4 fastest alone once all stepped in 9.31-9.33 ms where the 8 found 8.75 ms
+// (bench/results/decode-h200-library-pdl.md); the dense step took 10.54-10.57 ms with all four
+// roles tuned against 10.57-10.64 with only the Spense MLPs' dense regions tuned, in four
+// interleaved pairs (bench/results/decode-h200-tuning.md). cuSPARSELt's configurations so chosen
+// did not beat its fastest alone (all of them wait for their predecessor). Returns whether it ran
+// steps.
 bool DecodeEngine::tune_gemms(const std::vector<int32_t>& lengths) {
-    constexpr int kCandidates = 8, kSteps = 7;
+    constexpr int kCandidates = 8, kSteps = 9;
+    constexpr double kMargin = 0.005;  // by which a candidate must beat the choice alone (candidate 0)
     State& s = *s_;
     const int64_t B = s.opt.batch;
-    using Role = std::pair<const char*, std::function<const DenseGemm*(const Layer&)>>;
-    const Role roles[] = {{"qkv", [](const Layer& l) { return &*l.qkv.gemm; }},
-                          {"o", [](const Layer& l) { return &*l.o.gemm; }},
-                          {"gate_up", [](const Layer& l) { return l.mlp->gate_up_dense(); }},
-                          {"down", [](const Layer& l) { return l.mlp->down_dense(); }}};
+    // A choice made by whole steps: its candidates' count in a layer, candidate i in a layer, and
+    // optionally what a layer's current choice is, for the log.
+    struct Knob {
+        std::string name;
+        std::function<int(Layer&)> count;
+        std::function<void(Layer&, int)> prefer;
+        std::function<std::string(Layer&)> what;
+    };
+    std::vector<Knob> knobs;
+    knobs.push_back({"MLP 2:4 backends", [&](Layer& l) { return int(l.mlp->plan_candidates(B, s.stream).size()); },
+                     [&](Layer& l, int i) { l.mlp->prefer_plan(B, size_t(i), s.stream); },
+                     [&](Layer& l) {
+                         const MlpPlan p = l.mlp->plan_for(B, s.stream);
+                         return cat("gate_up ", sparse_backend_name(p.gate_up.backend), ", down ", sparse_backend_name(p.down.backend), "; ");
+                     }});
+    using DenseRole = std::pair<const char*, std::function<const DenseGemm*(const Layer&)>>;
+    const DenseRole roles[] = {{"qkv", [](const Layer& l) { return &*l.qkv.gemm; }},
+                               {"o", [](const Layer& l) { return &*l.o.gemm; }},
+                               {"gate_up", [](const Layer& l) { return l.mlp->gate_up_dense(); }},
+                               {"down", [](const Layer& l) { return l.mlp->down_dense(); }}};
+    for (const auto& [name, gemm_of] : roles)
+        knobs.push_back({cat("cuBLASLt ", name),
+                         [&, gemm_of = gemm_of](Layer& l) {
+                             const DenseGemm* g = gemm_of(l);
+                             return g ? std::min(g->candidates(B, s.stream), kCandidates) : 0;
+                         },
+                         [&, gemm_of = gemm_of](Layer& l, int i) { gemm_of(l)->prefer(i, B, s.stream); },
+                         nullptr});
+
     const auto t0 = std::chrono::steady_clock::now();
     cudaEvent_t e0, e1;
     SPENSE_CUDA_CHECK(cudaEventCreate(&e0));
     SPENSE_CUDA_CHECK(cudaEventCreate(&e1));
-    const auto time_step = [&] {
+    using Exec = std::unique_ptr<std::remove_pointer_t<cudaGraphExec_t>, decltype(&cudaGraphExecDestroy)>;
+    const auto time_step = [&](cudaGraphExec_t exec) {
         set_lengths(lengths);
         SPENSE_CUDA_CHECK(cudaEventRecord(e0, s.stream));
-        launch_graph(kAllParts);
+        SPENSE_CUDA_CHECK(cudaGraphLaunch(exec, s.stream), "tuning the decode step");
         SPENSE_CUDA_CHECK(cudaEventRecord(e1, s.stream));
         SPENSE_CUDA_CHECK(cudaEventSynchronize(e1), "tuning the decode step");
         float ms = 0;
@@ -433,37 +474,58 @@ bool DecodeEngine::tune_gemms(const std::vector<int32_t>& lengths) {
         return double(ms);
     };
     std::string chosen;
-    for (const auto& [name, gemm_of] : roles) {
+    for (const Knob& knob : knobs) {
         int count = 0;
-        for (const Layer& l : s.layers)
-            if (const DenseGemm* g = gemm_of(l)) count = std::max(count, g->candidates(B, s.stream));
-        count = std::min(count, kCandidates);
+        Layer* widest = nullptr;  // a layer with `count` candidates
+        for (Layer& l : s.layers)
+            if (const int own = knob.count(l); own > count) {
+                count = own;
+                widest = &l;
+            }
         if (count < 2) continue;
         const auto prefer = [&](int candidate) {
-            for (const Layer& l : s.layers)
-                if (const DenseGemm* g = gemm_of(l)) g->prefer(std::min(candidate, g->candidates(B, s.stream) - 1), B, s.stream);
+            for (Layer& l : s.layers)
+                if (const int own = knob.count(l); own > 0) knob.prefer(l, std::min(candidate, own - 1));
             SPENSE_CUDA_CHECK(cudaStreamSynchronize(s.stream), "before dropping the decode graphs");
             s.drop_graphs();
         };
-        std::vector<double> median(static_cast<size_t>(count));
+        // A graph per candidate, then kSteps rounds replaying each once in turn, so that drifts
+        // of the clocks fall on all of them alike.
+        std::vector<Exec> graphs;
         for (int i = 0; i < count; ++i) {
             prefer(i);
-            time_step();  // captures the graph
-            std::vector<double> t(kSteps);
-            for (double& v : t) v = time_step();
-            std::nth_element(t.begin(), t.begin() + kSteps / 2, t.end());
-            median[size_t(i)] = t[kSteps / 2];
+            // Eager first: a candidate's first run may allocate (split-K workspaces) or build
+            // library plans, which a stream capture cannot.
+            set_lengths(lengths);
+            enqueue_step(kAllParts);
+            launch_graph(kAllParts);  // captures it
+            graphs.emplace_back(s.graphs.extract(kAllParts).mapped(), &cudaGraphExecDestroy);
         }
-        const int best = int(std::min_element(median.begin(), median.end()) - median.begin());
+        std::vector<std::vector<double>> t(static_cast<size_t>(count));
+        for (int round = 0; round < kSteps; ++round)
+            for (int i = 0; i < count; ++i) t[size_t(i)].push_back(time_step(graphs[size_t(i)].get()));
+        SPENSE_CUDA_CHECK(cudaStreamSynchronize(s.stream), "tuning the decode step");
+        graphs.clear();
+        std::vector<double> median;
+        for (std::vector<double>& v : t) {
+            std::nth_element(v.begin(), v.begin() + kSteps / 2, v.end());
+            median.push_back(v[kSteps / 2]);
+        }
+        int best = int(std::min_element(median.begin(), median.end()) - median.begin());
+        if (median[size_t(best)] > (1 - kMargin) * median[0]) best = 0;
         prefer(best);
-        char part[96];
-        std::snprintf(part, sizeof part, "%s%s #%d (%.3f ms a step)", chosen.empty() ? "" : ", ", name, best + 1, median[size_t(best)]);
-        chosen += part;
+        std::string ms;
+        for (int i = 0; i < count; ++i) {
+            char m[16];
+            std::snprintf(m, sizeof m, "%s%.3f", i ? " / " : "", median[size_t(i)]);
+            ms += m;
+        }
+        chosen += cat(chosen.empty() ? "" : "; ", knob.name, " #", best + 1, " (", knob.what ? knob.what(*widest) : "", ms, " ms a step)");
     }
     cudaEventDestroy(e0);
     cudaEventDestroy(e1);
     if (chosen.empty()) return false;
-    std::fprintf(stderr, "decode: cuBLASLt algorithms by whole steps (of up to %d, fastest alone first): %s; %.1f s\n", kCandidates,
+    std::fprintf(stderr, "decode: chosen by whole steps (of up to %d candidates, the choice alone first): %s; %.1f s\n", kCandidates,
                  chosen.c_str(), std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     return true;
 }

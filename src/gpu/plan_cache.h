@@ -77,7 +77,8 @@ struct SparseBackendChoice {
 };
 
 // A Spense MLP's 2:4 backends for a token bucket (GpuSpenseMlp::plan_for), chosen by timing the
-// MLP with each candidate pair; keyed by what the MLP's GEMMs and kernels depend on.
+// MLP with each candidate pair, or by a decode engine timing whole steps (GpuSpenseMlp::prefer_plan);
+// keyed by what the MLP's GEMMs and kernels depend on.
 struct MlpPlanKey {
     GemmDType dtype = GemmDType::BF16;
     int64_t hidden = 0, sparse_padded = 0, dense_padded = 0;
@@ -86,9 +87,15 @@ struct MlpPlanKey {
     auto operator<=>(const MlpPlanKey&) const = default;
 };
 
-struct MlpBackendChoice {
+struct MlpBackendPair {
     SparseBackend gate_up = SparseBackend::Native, down = SparseBackend::Native;
-    std::vector<std::pair<std::string, double>> candidates_ms;  // "gate_up native, down cusparselt" -> median ms
+    double ms = -1;  // median of the MLP alone with this pair; -1: the only pair, not timed
+};
+struct MlpBackendChoice {
+    std::vector<MlpBackendPair> pairs;  // the choice of the MLP alone first, then by time alone
+    size_t chosen = 0;
+    bool by_steps = false;  // chosen by whole decode steps
+    const MlpBackendPair& pair() const { return pairs[chosen]; }
 };
 
 struct PlanCaches {

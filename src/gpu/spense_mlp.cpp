@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <numeric>
 #include <vector>
 
 #include "core/dtype.h"
@@ -160,12 +161,38 @@ const float* GpuSpenseMlp::gate_up_column_scale() const { return gate_up_column_
 MlpPlan GpuSpenseMlp::plan_for(int64_t n, cudaStream_t stream) {
     SPENSE_CHECK(n >= 1, "GpuSpenseMlp::plan_for: ", n, " tokens");
     if (!gate_up_sparse_) return {{n, SparseBackend::Native}, {n, SparseBackend::Native}};
+    return plan_of(n, backend_choice(n, stream).pair());
+}
+
+MlpBackendChoice& GpuSpenseMlp::backend_choice(int64_t n, cudaStream_t stream) {
     const MlpPlanKey key{opt_.dtype, layout_.hidden, layout_.sparse_padded, layout_.dense_padded, opt_.dynamic_scales, token_bucket(n)};
     auto& cache = ctx_->caches().mlp_backends;
     auto it = cache.find(key);
     if (it == cache.end()) it = cache.emplace(key, choose_backends(key.bucket, stream)).first;
-    return {sparse_run(n, it->second.gate_up), sparse_run(n, it->second.down)};
+    return it->second;
 }
+
+std::vector<MlpPlan> GpuSpenseMlp::plan_candidates(int64_t n, cudaStream_t stream) {
+    if (!gate_up_sparse_) return {plan_for(n, stream)};
+    std::vector<MlpPlan> plans;
+    for (const MlpBackendPair& p : backend_choice(n, stream).pairs) plans.push_back(plan_of(n, p));
+    return plans;
+}
+
+void GpuSpenseMlp::prefer_plan(int64_t n, size_t candidate, cudaStream_t stream) {
+    if (!gate_up_sparse_) return;
+    MlpBackendChoice& c = backend_choice(n, stream);
+    SPENSE_CHECK(candidate < c.pairs.size(), "GpuSpenseMlp::prefer_plan: candidate ", candidate, " of ", c.pairs.size());
+    const auto holds = [](const SparseGemm& g, SparseBackend b) { return b == SparseBackend::Native ? g.has_native() : g.has_cusparselt(); };
+    const MlpBackendPair& p = c.pairs[candidate];
+    SPENSE_CHECK(holds(*gate_up_sparse_, p.gate_up) && holds(*down_sparse_, p.down), "GpuSpenseMlp::prefer_plan: gate_up ",
+                 sparse_backend_name(p.gate_up), ", down ", sparse_backend_name(p.down),
+                 ": a 2:4 format it needs was freed (keep_sparse_backends_for)");
+    c.chosen = candidate;
+    c.by_steps = true;
+}
+
+MlpPlan GpuSpenseMlp::plan_of(int64_t n, const MlpBackendPair& p) { return {sparse_run(n, p.gate_up), sparse_run(n, p.down)}; }
 
 SparseRun GpuSpenseMlp::sparse_run(int64_t n, SparseBackend backend) {
     return {backend == SparseBackend::CuSparseLt ? SparseGemm::padded_rows(n) : n, backend};
@@ -180,9 +207,10 @@ MlpBackendChoice GpuSpenseMlp::choose_backends(int64_t n, cudaStream_t stream) {
     };
     const std::vector<SparseBackend> gu = backends(*gate_up_sparse_), dn = backends(*down_sparse_);
     MlpBackendChoice choice;
-    choice.gate_up = gu.front();
-    choice.down = dn.front();
-    if (gu.size() * dn.size() == 1) return choice;
+    if (gu.size() * dn.size() == 1) {
+        choice.pairs.push_back({gu.front(), dn.front()});
+        return choice;
+    }
 
     // forward()'s workspace, y_ first holding a random x whose quantization also sets FP8's column factors.
     const int64_t rows = SparseGemm::padded_rows(n), d = layout_.hidden;
@@ -216,12 +244,13 @@ MlpBackendChoice GpuSpenseMlp::choose_backends(int64_t n, cudaStream_t stream) {
         if (!pads(i) && (best_unpadded == plans.size() || ms[i] < ms[best_unpadded])) best_unpadded = i;
     }
     if (pads(best) && best_unpadded < plans.size() && ms[best] > (1 - kPaddingMargin) * ms[best_unpadded]) best = best_unpadded;
-    choice.gate_up = plans[best].gate_up.backend;
-    choice.down = plans[best].down.backend;
-    for (size_t i = 0; i < plans.size(); ++i)
-        choice.candidates_ms.emplace_back(cat("gate_up ", sparse_backend_name(plans[i].gate_up.backend), ", down ",
-                                              sparse_backend_name(plans[i].down.backend)),
-                                          ms[i]);
+    std::vector<size_t> order(plans.size());
+    std::iota(order.begin(), order.end(), size_t(0));
+    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+        if (a == best || b == best) return a == best && b != best;
+        return ms[a] < ms[b];
+    });
+    for (size_t i : order) choice.pairs.push_back({plans[i].gate_up.backend, plans[i].down.backend, ms[i]});
     return choice;
 }
 

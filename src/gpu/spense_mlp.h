@@ -52,6 +52,7 @@ namespace spense::gpu {
 
 class GpuContext;
 struct MlpBackendChoice;  // plan_cache.h
+struct MlpBackendPair;
 
 struct GpuMlpOptions {
     GemmDType dtype = GemmDType::BF16;
@@ -118,6 +119,12 @@ public:
     // (8.49 -> 9.02 ms; bench/README.md). Searches on first use of n's bucket: call it once outside
     // a stream capture.
     MlpPlan plan_for(int64_t n, cudaStream_t stream);
+    // The plans plan_for(n) chose among: its choice of the MLP alone first, then the others by
+    // their time alone (one plan where the MLP has one pair of backends).
+    std::vector<MlpPlan> plan_candidates(int64_t n, cudaStream_t stream);
+    // Makes plan_candidates(n)[candidate] the plan of n's bucket for every MLP of this shape: a
+    // decode engine chooses so by timing whole steps (DecodeEngine::tune_gemms).
+    void prefer_plan(int64_t n, size_t candidate, cudaStream_t stream);
 
     // y = mlp(x) for x, y [n, d] BF16 row-major on the device, any n >= 1. Uses workspace owned by
     // this MLP, grown on demand.
@@ -173,6 +180,8 @@ private:
     void build(Regions&& r, cudaStream_t stream);
     void reserve(int64_t rows);  // workspace of forward()
     static SparseRun sparse_run(int64_t n, SparseBackend backend);
+    static MlpPlan plan_of(int64_t n, const MlpBackendPair& p);
+    MlpBackendChoice& backend_choice(int64_t n, cudaStream_t stream);  // the cached choice behind plan_for(n)
     // Times the MLP on n tokens with each pair of backends its 2:4 GEMMs hold (plan_for).
     MlpBackendChoice choose_backends(int64_t n, cudaStream_t stream);
 
