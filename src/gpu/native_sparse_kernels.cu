@@ -172,7 +172,11 @@ struct Frag {
 // 0.0485 / 0.0489 / 0.0550; with one 5 KB copy per 4 blocks into 2 group slots a warp (8 blocks
 // on their way, the ring of 4 filled from them), 0.0507 / 0.0545 at N = 16 / 32 against 0.0489 /
 // 0.0496. The L2 eviction hint evict_first on these loads (createpolicy) changed
-// nothing measurable: FP8 gate_up at N = 64 0.0542 / 0.0546 ms against 0.0547 / 0.0545.)
+// nothing measurable: FP8 gate_up at N = 64 0.0542 / 0.0546 ms against 0.0547 / 0.0545. Nor did
+// the libraries' way pay, in a probe outside the tree: the compressed values read by wgmma from
+// shared memory (A descriptor), 20 KB stages filled by one producer warp's bulk copies, 4-8 stages
+// ahead: FP8 gate_up 0.0513-0.0580 ms at N = 1-64 against 0.0470-0.0547 here,
+// results/gemm-h200-smem-a-probe.md.)
 __device__ __forceinline__ uint4 load_stream16(const uint8_t* p) {
     uint4 r;
     asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
