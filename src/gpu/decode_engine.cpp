@@ -406,19 +406,19 @@ void DecodeEngine::step() {
 // picked the gate_up region's heuristic answer 0 or 7 and 13.7-14.3 ms with answer 3, which it
 // picks as often (the three within 1.2% alone; bench/README.md). And whether a candidate takes
 // programmatic edges in the graph (library_pdl.h) weighs as much as its time alone: at batch 32
-// with 2:4 FP8 MLPs, our gate_up kernel and cuSPARSELt's timed within 1% in the MLP alone, and the
-// step took 8.31 ms with ours against 8.25 with cuSPARSELt's (bench/results/decode-h200-step-choice.md).
-// So whole steps decide, in turn: the MLPs' pair of 2:4 backends (GpuSpenseMlp::plan_candidates),
-// then each role of cuBLASLt GEMM (qkv, o, the MLPs' dense gate_up and down) among every
-// candidate cuBLASLt proposes, up to kCandidates (8 at Qwen3-32B's shapes). Each candidate runs in
-// every layer at once (a layer with fewer takes its last), timed by the median of kSteps replays
-// of its step's graph, all from `lengths` (they write the cache only where the next step from
-// there writes), in rounds that replay every candidate once: timed one candidate after another,
-// the same graph moved by 0.7% between two runs of 7 steps. The choice alone stays unless another
-// candidate is kMargin faster: at batch 1 (FP8, 2:4 MLPs) cuSPARSELt's down on 16 padded rows
-// stepped 0.2% faster than ours on one row in the tuning, and the step then took 0.4-1.2% longer
-// (bench/results/decode-h200-step-choice.md). At batch 32 with 37.5% sparse MLPs
-// the 4 fastest alone once all stepped in 9.31-9.33 ms where the 8 found 8.75 ms
+// with 2:4 FP8 MLPs, our gate_up kernel and cuSPARSELt's timed within 1-2% in the MLP alone, and
+// the step took 8.36 ms with ours against 8.24-8.27 with cuSPARSELt's
+// (bench/results/decode-h200-step-choice.md). So whole steps decide, in turn: the MLPs' pair of
+// 2:4 backends (GpuSpenseMlp::plan_candidates), then each role of cuBLASLt GEMM (qkv, o, the
+// MLPs' dense gate_up and down) among every candidate cuBLASLt proposes, up to kCandidates (8 at
+// Qwen3-32B's shapes). Each candidate runs in every layer at once (a layer with fewer takes its
+// last), timed by the median of kSteps replays of its step's graph, all from `lengths` (they write
+// the cache only where the next step from there writes), in rounds that replay every candidate
+// once: timed one candidate after another, the same graph moved by 0.7% between two runs of 7
+// steps. The choice alone stays unless another candidate is kMargin faster: at batch 1 (FP8, 2:4
+// MLPs) cuSPARSELt's down on 16 padded rows stepped 0.2% faster than ours on one row in the
+// tuning, and the step then took 0.4-1.2% longer. At batch 32 with 37.5% sparse MLPs the 4
+// fastest alone once all stepped in 9.31-9.33 ms where the 8 found 8.75 ms
 // (bench/results/decode-h200-library-pdl.md); the dense step took 10.54-10.57 ms with all four
 // roles tuned against 10.57-10.64 with only the Spense MLPs' dense regions tuned, in four
 // interleaved pairs (bench/results/decode-h200-tuning.md). cuSPARSELt's configurations so chosen

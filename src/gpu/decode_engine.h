@@ -16,10 +16,10 @@
 // KV cache is BF16. A dense MLP is the Spense MLP with every index dense.
 //
 // Every step after the first replays one CUDA graph captured from the second step (the first runs
-// eagerly so that the GEMMs search their algorithms outside the capture, after which every 2:4
-// weight keeps only the format its chosen kernel reads, and each role of cuBLASLt GEMM (qkv, o, the
-// MLPs' dense gate_up and down) takes the algorithm that makes the whole step fastest:
-// tune_gemms). The step reads tokens and per-sequence lengths from device memory, so the same
+// eagerly so that the GEMMs search their algorithms outside the capture; then the MLPs' pair of 2:4
+// backends and each role of cuBLASLt GEMM (qkv, o, the MLPs' dense gate_up and down) take what makes
+// the whole step fastest (tune_gemms), after which every 2:4 weight keeps only the format its
+// chosen kernel reads). The step reads tokens and per-sequence lengths from device memory, so the same
 // graph serves every position.
 #pragma once
 
