@@ -194,7 +194,9 @@ TEST(GpuDecode, WideSpenseModelMatchesCpu) {
     for (GemmDType dtype : {GemmDType::BF16, GemmDType::FP8}) {
         gpu::GpuContext ctx;
         auto engine = gpu::DecodeEngine::from_model(ctx, cpu, std::vector<int64_t>(size_t(cfg.n_layers), dense), {dtype, 1, 32}, "random qwen3");
+        EXPECT_THROW(engine->mlp_backends(), Error);  // chosen by the first step
         const gpu::CpuComparison c = gpu::compare_with_cpu(*engine, cpu, prompt, 8);
+        EXPECT_TRUE(engine->mlp_backends().starts_with("gate_up ")) << engine->mlp_backends();
         std::printf("[ engine   ] random qwen3 (hidden 2048, Spense MLPs) %s: logit error %.3e (L2) %.3e (largest element), "
                     "greedy %lld/8\n",
                     gpu::gemm_dtype_name(dtype), c.rel_logit_error, c.max_logit_error, (long long)c.matching_tokens);

@@ -461,8 +461,9 @@ TEST(GpuMlp, PlanIsServableAndKeepingItsFormatsChangesNothing) {
 }
 
 // The plans a decode engine chooses among by whole steps: plan_for's choice first, each one served
-// (our kernel on n rows, cuSPARSELt on n padded to 16) and matching the reference once preferred,
-// and none preferred whose 2:4 format was freed.
+// (our kernel on n rows, cuSPARSELt on n padded to 16) and matching the reference once preferred
+// (by this MLP only: another of its shape keeps the choice of the MLP alone), and none preferred
+// whose 2:4 format was freed.
 TEST(GpuMlp, EveryPlanCandidateServesOncePreferred) {
     REQUIRE_GPU();
     const SpenseMlpWeights w = random_spense_mlp(64, 256, 64, 11);
@@ -471,7 +472,7 @@ TEST(GpuMlp, EveryPlanCandidateServesOncePreferred) {
         GpuContext ctx;
         GpuMlpOptions opt;
         opt.dtype = mode.dtype;
-        GpuSpenseMlp mlp = GpuSpenseMlp::upload(ctx, w, opt, nullptr);
+        GpuSpenseMlp mlp = GpuSpenseMlp::upload(ctx, w, opt, nullptr), other = GpuSpenseMlp::upload(ctx, w, opt, nullptr);
         const int64_t n = 7;
         const std::vector<MlpPlan> plans = mlp.plan_candidates(n, nullptr);
 #ifdef SPENSE_HAS_CUSPARSELT
@@ -493,6 +494,8 @@ TEST(GpuMlp, EveryPlanCandidateServesOncePreferred) {
             EXPECT_EQ(p.gate_up.backend, plans[i].gate_up.backend);
             EXPECT_EQ(p.down.backend, plans[i].down.backend);
             EXPECT_EQ(p.max_rows(), plans[i].max_rows());
+            EXPECT_EQ(other.plan_for(n, nullptr).gate_up.backend, plans.front().gate_up.backend);
+            EXPECT_EQ(other.plan_for(n, nullptr).down.backend, plans.front().down.backend);
             DeviceBuffer y = poisoned(x_bits.size() * 2);
             mlp.forward(xd.as<gpu::bf16>(), y.as<gpu::bf16>(), n, nullptr);
             const auto yb = download<uint16_t>(y, x_bits.size());

@@ -100,6 +100,7 @@ nlohmann::json run_decode_bench(const DecodeBenchOptions& opt, std::ostream& out
             nlohmann::json r = {{"sparsity", sparsity},
                                 {"dense_ratio", double(dense) / double(cfg.intermediate)},
                                 {"dense_count", dense},
+                                {"mlp_backends", engine->mlp_backends()},
                                 {"context", c},
                                 {"step_ms", t.median},
                                 {"step_ms_min", t.min},

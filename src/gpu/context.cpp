@@ -203,9 +203,8 @@ nlohmann::json GpuContext::plan_report() const {
                        {"shape", cat(gemm_dtype_name(key.dtype), " hidden=", key.hidden, " sparse=", key.sparse_padded, " dense=",
                                      key.dense_padded, key.dynamic_scales ? " dynamic" : " static", " scales")},
                        {"bucket", key.bucket},
-                       {"gate_up", sparse_backend_name(c.pair().gate_up)},
-                       {"down", sparse_backend_name(c.pair().down)},
-                       {"chosen_by", c.by_steps ? "whole decode steps" : "the MLP alone"},
+                       {"gate_up", sparse_backend_name(c.pairs.front().gate_up)},
+                       {"down", sparse_backend_name(c.pairs.front().down)},
                        {"candidates_ms", times}});
     }
     // Which built plans take programmatic edges in a captured graph (library_pdl.h).

@@ -88,6 +88,9 @@ public:
     // What a step streams from memory: every weight and scale once (the embedding rows it reads
     // aside), and the KV cache of sequences holding `cached` tokens each.
     double weight_bytes() const;
+    // The 2:4 backends the MLPs run this batch with ("gate_up cusparselt, down native"; distinct
+    // ones joined by " | "; empty where no MLP has a 2:4 region). Needs one whole step before.
+    std::string mlp_backends();
     double kv_bytes(int64_t cached) const;
 
     cudaStream_t stream() const;

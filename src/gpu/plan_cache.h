@@ -77,8 +77,7 @@ struct SparseBackendChoice {
 };
 
 // A Spense MLP's 2:4 backends for a token bucket (GpuSpenseMlp::plan_for), chosen by timing the
-// MLP with each candidate pair, or by a decode engine timing whole steps (GpuSpenseMlp::prefer_plan);
-// keyed by what the MLP's GEMMs and kernels depend on.
+// MLP with each candidate pair; keyed by what the MLP's GEMMs and kernels depend on.
 struct MlpPlanKey {
     GemmDType dtype = GemmDType::BF16;
     int64_t hidden = 0, sparse_padded = 0, dense_padded = 0;
@@ -92,10 +91,7 @@ struct MlpBackendPair {
     double ms = -1;  // median of the MLP alone with this pair; -1: the only pair, not timed
 };
 struct MlpBackendChoice {
-    std::vector<MlpBackendPair> pairs;  // the choice of the MLP alone first, then by time alone
-    size_t chosen = 0;
-    bool by_steps = false;  // chosen by whole decode steps
-    const MlpBackendPair& pair() const { return pairs[chosen]; }
+    std::vector<MlpBackendPair> pairs;  // the choice first, then the others by time alone
 };
 
 struct PlanCaches {

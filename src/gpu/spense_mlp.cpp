@@ -161,10 +161,12 @@ const float* GpuSpenseMlp::gate_up_column_scale() const { return gate_up_column_
 MlpPlan GpuSpenseMlp::plan_for(int64_t n, cudaStream_t stream) {
     SPENSE_CHECK(n >= 1, "GpuSpenseMlp::plan_for: ", n, " tokens");
     if (!gate_up_sparse_) return {{n, SparseBackend::Native}, {n, SparseBackend::Native}};
-    return plan_of(n, backend_choice(n, stream).pair());
+    const MlpBackendChoice& c = backend_choice(n, stream);
+    const auto preferred = preferred_.find(token_bucket(n));
+    return plan_of(n, c.pairs[preferred == preferred_.end() ? 0 : preferred->second]);
 }
 
-MlpBackendChoice& GpuSpenseMlp::backend_choice(int64_t n, cudaStream_t stream) {
+const MlpBackendChoice& GpuSpenseMlp::backend_choice(int64_t n, cudaStream_t stream) {
     const MlpPlanKey key{opt_.dtype, layout_.hidden, layout_.sparse_padded, layout_.dense_padded, opt_.dynamic_scales, token_bucket(n)};
     auto& cache = ctx_->caches().mlp_backends;
     auto it = cache.find(key);
@@ -181,15 +183,14 @@ std::vector<MlpPlan> GpuSpenseMlp::plan_candidates(int64_t n, cudaStream_t strea
 
 void GpuSpenseMlp::prefer_plan(int64_t n, size_t candidate, cudaStream_t stream) {
     if (!gate_up_sparse_) return;
-    MlpBackendChoice& c = backend_choice(n, stream);
+    const MlpBackendChoice& c = backend_choice(n, stream);
     SPENSE_CHECK(candidate < c.pairs.size(), "GpuSpenseMlp::prefer_plan: candidate ", candidate, " of ", c.pairs.size());
     const auto holds = [](const SparseGemm& g, SparseBackend b) { return b == SparseBackend::Native ? g.has_native() : g.has_cusparselt(); };
     const MlpBackendPair& p = c.pairs[candidate];
     SPENSE_CHECK(holds(*gate_up_sparse_, p.gate_up) && holds(*down_sparse_, p.down), "GpuSpenseMlp::prefer_plan: gate_up ",
                  sparse_backend_name(p.gate_up), ", down ", sparse_backend_name(p.down),
                  ": a 2:4 format it needs was freed (keep_sparse_backends_for)");
-    c.chosen = candidate;
-    c.by_steps = true;
+    preferred_[token_bucket(n)] = candidate;
 }
 
 MlpPlan GpuSpenseMlp::plan_of(int64_t n, const MlpBackendPair& p) { return {sparse_run(n, p.gate_up), sparse_run(n, p.down)}; }

@@ -37,8 +37,10 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <utility>
+#include <vector>
 
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -119,11 +121,12 @@ public:
     // (8.49 -> 9.02 ms; bench/README.md). Searches on first use of n's bucket: call it once outside
     // a stream capture.
     MlpPlan plan_for(int64_t n, cudaStream_t stream);
-    // The plans plan_for(n) chose among: its choice of the MLP alone first, then the others by
+    // The plans plan_for(n) chooses among: the choice of the MLP alone first, then the others by
     // their time alone (one plan where the MLP has one pair of backends).
     std::vector<MlpPlan> plan_candidates(int64_t n, cudaStream_t stream);
-    // Makes plan_candidates(n)[candidate] the plan of n's bucket for every MLP of this shape: a
-    // decode engine chooses so by timing whole steps (DecodeEngine::tune_gemms).
+    // Makes plan_candidates(n)[candidate] this MLP's plan for n's bucket, in place of the choice of
+    // the MLP alone (other MLPs of its shape keep theirs): a decode engine chooses so by timing
+    // whole steps (DecodeEngine::tune_gemms).
     void prefer_plan(int64_t n, size_t candidate, cudaStream_t stream);
 
     // y = mlp(x) for x, y [n, d] BF16 row-major on the device, any n >= 1. Uses workspace owned by
@@ -181,7 +184,7 @@ private:
     void reserve(int64_t rows);  // workspace of forward()
     static SparseRun sparse_run(int64_t n, SparseBackend backend);
     static MlpPlan plan_of(int64_t n, const MlpBackendPair& p);
-    MlpBackendChoice& backend_choice(int64_t n, cudaStream_t stream);  // the cached choice behind plan_for(n)
+    const MlpBackendChoice& backend_choice(int64_t n, cudaStream_t stream);  // the context's cached choice for n's bucket
     // Times the MLP on n tokens with each pair of backends its 2:4 GEMMs hold (plan_for).
     MlpBackendChoice choose_backends(int64_t n, cudaStream_t stream);
 
@@ -200,6 +203,7 @@ private:
     // FP8: weight scales per output channel, and those times the activation scale (per call).
     DeviceBuffer gate_up_w_scale_, down_w_scale_, gate_up_column_scale_, down_column_scale_;
     int64_t capacity_ = 0;
+    std::map<int64_t, size_t> preferred_;  // token bucket -> plan_candidates index (prefer_plan)
 };
 
 }  // namespace spense::gpu
