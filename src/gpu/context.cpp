@@ -11,6 +11,7 @@
 #include "gpu/check.h"
 #include "gpu/kernels.h"
 #include "gpu/plan_cache.h"
+#include "gpu/spense_mlp.h"
 
 namespace spense::gpu {
 
@@ -198,7 +199,7 @@ nlohmann::json GpuContext::plan_report() const {
     for (const auto& [key, c] : caches_->mlp_backends) {
         nlohmann::json times = nlohmann::json::object();
         for (const MlpBackendPair& p : c.pairs)
-            if (p.ms >= 0) times[cat("gate_up ", sparse_backend_name(p.gate_up), ", down ", sparse_backend_name(p.down))] = p.ms;
+            if (p.ms >= 0) times[backend_pair_name(p.gate_up, p.down)] = p.ms;
         out.push_back({{"backend", "Spense MLP plan"},
                        {"shape", cat(gemm_dtype_name(key.dtype), " hidden=", key.hidden, " sparse=", key.sparse_padded, " dense=",
                                      key.dense_padded, key.dynamic_scales ? " dynamic" : " static", " scales")},

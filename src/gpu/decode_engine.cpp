@@ -56,10 +56,6 @@ struct Layer {
     std::optional<GpuSpenseMlp> mlp;
 };
 
-std::string describe(const MlpPlan& p) {
-    return cat("gate_up ", sparse_backend_name(p.gate_up.backend), ", down ", sparse_backend_name(p.down.backend));
-}
-
 Linear make_linear(GpuContext& ctx, GemmDType t, const std::vector<const Matrix*>& parts, const std::vector<const std::vector<float>*>& biases,
                    const std::string& what) {
     const int64_t cols = parts[0]->cols;
@@ -444,7 +440,10 @@ bool DecodeEngine::tune_gemms(const std::vector<int32_t>& lengths) {
     std::vector<Knob> knobs;
     knobs.push_back({"MLP 2:4 backends", [&](Layer& l) { return int(l.mlp->plan_candidates(B, s.stream).size()); },
                      [&](Layer& l, int i) { l.mlp->prefer_plan(B, size_t(i), s.stream); },
-                     [&](Layer& l) { return describe(l.mlp->plan_for(B, s.stream)) + "; "; }});
+                     [&](Layer& l) {
+                         const MlpPlan p = l.mlp->plan_for(B, s.stream);
+                         return backend_pair_name(p.gate_up.backend, p.down.backend) + "; ";
+                     }});
     using DenseRole = std::pair<const char*, std::function<const DenseGemm*(const Layer&)>>;
     const DenseRole roles[] = {{"qkv", [](const Layer& l) { return &*l.qkv.gemm; }},
                                {"o", [](const Layer& l) { return &*l.o.gemm; }},
@@ -572,7 +571,8 @@ std::string DecodeEngine::mlp_backends() {
     std::string out;
     for (Layer& l : s.layers) {
         if (!l.mlp->gate_up_sparse()) continue;
-        const std::string d = describe(l.mlp->plan_for(s.opt.batch, s.stream));
+        const MlpPlan p = l.mlp->plan_for(s.opt.batch, s.stream);
+        const std::string d = backend_pair_name(p.gate_up.backend, p.down.backend);
         if (out.find(d) == std::string::npos) out += (out.empty() ? "" : " | ") + d;
     }
     return out;

@@ -193,6 +193,10 @@ void GpuSpenseMlp::prefer_plan(int64_t n, size_t candidate, cudaStream_t stream)
     preferred_[token_bucket(n)] = candidate;
 }
 
+std::string backend_pair_name(SparseBackend gate_up, SparseBackend down) {
+    return cat("gate_up ", sparse_backend_name(gate_up), ", down ", sparse_backend_name(down));
+}
+
 MlpPlan GpuSpenseMlp::plan_of(int64_t n, const MlpBackendPair& p) { return {sparse_run(n, p.gate_up), sparse_run(n, p.down)}; }
 
 SparseRun GpuSpenseMlp::sparse_run(int64_t n, SparseBackend backend) {

@@ -39,6 +39,7 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -94,6 +95,9 @@ struct SparseRun {
     int64_t rows = 0;
     SparseBackend backend = SparseBackend::Native;
 };
+
+// "gate_up native, down cusparselt": a pair of 2:4 backends in logs and reports.
+std::string backend_pair_name(SparseBackend gate_up, SparseBackend down);
 
 // The MLP's two 2:4 GEMMs for n tokens (n rows, unused, where the MLP has no 2:4 region).
 struct MlpPlan {
