@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstdint>
 #include <cmath>
 #include <string>
 #include <type_traits>
@@ -12,25 +13,33 @@
 #include "gpu/check.h"
 #include "gpu/kernels.h"
 #include "gpu/launch.h"
+#include "gpu/mbarrier.h"
 
 namespace spense::gpu {
 
 namespace {
 
 constexpr unsigned kFull = 0xffffffffu;
-constexpr int kWarps = 4, kThreads = 32 * kWarps;
+// A block: kWarps warps that compute (the consumers) and one producer warp that streams the tiles.
+constexpr int kWarps = 4, kConsumers = 32 * kWarps, kProducer = kWarps, kThreads = kConsumers + 32;
 constexpr int kKeys = 16 * kWarps;  // positions per tile: 16 per warp, the N of two m16n8 score tiles
 constexpr int kRows = 16;           // query heads per block: the M of the MMAs (a group of G < 16 is padded)
-constexpr int kStages = 3;          // tiles in shared memory: two in flight while one is consumed
+constexpr int kStages = 3;          // tiles in shared memory, all of them in flight while the consumers catch up
 
-// Chunk choice: at full context, about kWaves waves of the blocks the GPU holds at once, so
-// that one long sequence among short ones is spread over several SMs; but at least kMinChunk
-// positions per block (each block start costs a few memory latencies during which its SM slot
-// streams nothing: on an H100 at Qwen3-32B's shape, 16 chunks of 256 took 15% longer than 1 of 4096)
-// and at most kMaxSplits chunks (the partials stay small next to the cache). One wave, not two:
-// every chunk past the first adds a merge after the streaming (H200, Qwen3-32B's layer at batch 32,
-// length 4096, FP8 out: 1, 2 and 3 chunks took 146, 151 and 156 us).
-constexpr int64_t kWaves = 1, kMinChunk = 8 * kKeys, kMaxSplits = 128;
+// Chunk choice, at full context: the split of the context into chunks that minimizes
+//   waves(splits) x (chunk + kBlockCost),  waves = ceil(units x splits / slots),
+// the time of `units` blocks per chunk when the GPU holds `slots` blocks at once, each block taking
+// its chunk's positions plus a fixed cost (its start, a few memory latencies during which its SM
+// slot streams nothing, and the merge of its chunk after the streaming), two tiles' worth, of the
+// order the H200 shows at Qwen3-32B's layer at batch 32 (256 units in 264 slots), length 4096 (FP8
+// out): 1 chunk of 4096 took 141 us, 2 of 2048 149 us, 3 of 1408 156 us. The earlier rule,
+// ceil(slots / units) chunks, gave 2 there, and 5 of 832 at batch 8 where 4 of 1024 (one wave)
+// took 45 us against 58 (bench/README.md).
+// The model takes every sequence at the full context, the step at its slowest: where the units are
+// few it splits (batch 1 at Qwen3-32B's shape: 8 chunks of 512), where they fill the GPU it does not,
+// and then one long sequence among short ones streams on one block per KV head. At least kMinChunk
+// positions a block and at most kMaxSplits chunks (the partials stay small next to the cache).
+constexpr int64_t kBlockCost = 2 * kKeys, kMinChunk = 8 * kKeys, kMaxSplits = 128;
 
 __host__ __device__ constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -93,11 +102,10 @@ __device__ __forceinline__ uint32_t smem_u32(const void* p) { return uint32_t(__
 __device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, bool fill) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(fill ? 16 : 0) : "memory");
 }
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
+
+// The consumer warps' own barrier (named barrier 1), which the producer warp does not take part in.
+__device__ __forceinline__ void consumer_sync() { asm volatile("bar.sync 1, %0;" ::"n"(kConsumers) : "memory"); }
 
 __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
@@ -199,21 +207,21 @@ __device__ __forceinline__ void finish_head(HeadPairs<HD> h, bool normed, const 
     }
 }
 
-// Called by every thread of the block after its writes: true in every thread of the block that
+// Called by every consumer thread after its writes: true in every consumer thread of the block that
 // draws the last of `count` tickets, which also resets the counter. The barrier orders the block's
 // writes before thread 0's atomic, whose release makes them visible at GPU scope with it, and whose
 // acquire (in the last block) makes every earlier block's writes visible to this one after the
 // second barrier (the pattern of CUTLASS's semaphores).
 __device__ __forceinline__ bool take_ticket(unsigned* counter, unsigned count) {
     __shared__ bool last;
-    __syncthreads();
+    consumer_sync();
     if (threadIdx.x == 0) {
         unsigned old;
         asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], 1;" : "=r"(old) : "l"(counter) : "memory");
         last = old == count - 1;
         if (last) *counter = 0;
     }
-    __syncthreads();
+    consumer_sync();
     return last;
 }
 
@@ -296,35 +304,50 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(Params p) {
     const size_t kv_base = size_t(b * p.n_kv_heads + kvh) * size_t(p.max_ctx) * HD;
     const bf16* kg = p.k + kv_base;
     const bf16* vg = p.v + kv_base;
-    // Tile t into stage s: row r is position tile0 + kKeys t + r, zero outside [begin, cached_end)
-    // (so that neither garbage past len nor keys before the window reach the products).
-    auto load_tile = [&](int t, int s) {
-        constexpr int kPieces = HD / 8;  // 16-byte pieces per row
-        constexpr int kPasses = (kKeys * kPieces + kThreads - 1) / kThreads;
-        bf16* ks = stages + s * 2 * L::kTile;
-        bf16* vs = ks + L::kTile;
-        const int key0 = tile0 + t * kKeys;
-#pragma unroll
-        for (int j = 0; j < kPasses; ++j) {
-            const int i = tid + j * kThreads;
-            if (kKeys * kPieces % kThreads != 0 && i >= kKeys * kPieces) break;
-            const int r = i / kPieces, c = i % kPieces * 8;
-            const int key = key0 + r;
-            const bool in = key >= begin && key < cached_end;
-            const int off = (in ? key : begin) * HD + c;
-            cp_async_16(smem_u32(ks + r * kStride + c), kg + off, in);
-            cp_async_16(smem_u32(vs + r * kStride + c), vg + off, in);
+    // Stage s is filled when full[s] completes (the producer's 32 lanes arrive as their copies land)
+    // and free again when empty[s] does (each consumer warp arrives once it is done with the tile).
+    __shared__ uint64_t full[kStages], empty[kStages];
+    const auto bar = [](uint64_t* b) { return smem_u32(b); };
+    if (tid == 0)
+        for (int s = 0; s < kStages; ++s) {
+            mbarrier_init(bar(&full[s]), 32);
+            mbarrier_init(bar(&empty[s]), kWarps);
         }
-    };
-    // The first tiles stream in while the heads are computed.
+    __syncthreads();
+
+    // The producer: tile t into stage t % kStages as soon as the consumers have freed it, row r of
+    // the tile being position tile0 + kKeys t + r, zero outside [begin, cached_end) (so that
+    // neither garbage past len nor keys before the window reach the products). Every stage stays in
+    // flight while the consumers work on an earlier one.
+    if (warp == kProducer) {
+        constexpr int kPieces = HD / 8;  // 16-byte pieces per row
+        constexpr int kPasses = (kKeys * kPieces + 31) / 32;
+        for (int t = 0; t < n_tiles; ++t) {
+            const int s = t % kStages;
+            if (t >= kStages) mbarrier_wait(bar(&empty[s]), uint32_t(t / kStages - 1) & 1u);
+            bf16* ks = stages + s * 2 * L::kTile;
+            bf16* vs = ks + L::kTile;
+            const int key0 = tile0 + t * kKeys;
 #pragma unroll
-    for (int s = 0; s < kStages - 1; ++s) {
-        if (s < n_tiles) load_tile(s, s);
-        cp_async_commit();
+            for (int j = 0; j < kPasses; ++j) {
+                const int i = lane + j * 32;
+                if (kKeys * kPieces % 32 != 0 && i >= kKeys * kPieces) break;
+                const int r = i / kPieces, c = i % kPieces * 8;
+                const int key = key0 + r;
+                const bool in = key >= begin && key < cached_end;
+                const int off = (in ? key : begin) * HD + c;
+                cp_async_16(smem_u32(ks + r * kStride + c), kg + off, in);
+                cp_async_16(smem_u32(vs + r * kStride + c), vg + off, in);
+            }
+            mbarrier_arrive_on_cp_async(bar(&full[s]));
+        }
+        cp_async_wait_all();
+        return;
     }
+
     if constexpr (HD < kDim) {  // the padding columns of Q and of every K and V tile, which nothing else writes
-        for (int i = tid; i < kRows; i += kThreads) *reinterpret_cast<uint4*>(qs + i * kStride + HD) = make_uint4(0, 0, 0, 0);
-        for (int i = tid; i < kStages * 2 * kKeys; i += kThreads) *reinterpret_cast<uint4*>(stages + i * kStride + HD) = make_uint4(0, 0, 0, 0);
+        for (int i = tid; i < kRows; i += kConsumers) *reinterpret_cast<uint4*>(qs + i * kStride + HD) = make_uint4(0, 0, 0, 0);
+        for (int i = tid; i < kStages * 2 * kKeys; i += kConsumers) *reinterpret_cast<uint4*>(stages + i * kStride + HD) = make_uint4(0, 0, 0, 0);
     }
     // Warp w: query heads w, w + kWarps, ... of the tile (zero rows past the group), and warps 0 and
     // 1 the new key and value of the chunk that holds the new token, which the first head tile also
@@ -372,8 +395,8 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(Params p) {
     __shared__ float warp_bound[kWarps];
     if (p.fp8) {
         float bound = 0.0f;
-        for (int i = tid; i < p.n_kv_heads; i += kThreads) bound = fmaxf(bound, __ldcg(p.v_bound + b * p.n_kv_heads + i));
-        for (int i = tid; i < p.n_kv_heads * HD; i += kThreads)
+        for (int i = tid; i < p.n_kv_heads; i += kConsumers) bound = fmaxf(bound, __ldcg(p.v_bound + b * p.n_kv_heads + i));
+        for (int i = tid; i < p.n_kv_heads * HD; i += kConsumers)
             bound = fmaxf(bound, fabsf(bf16_round(p.qkv.value<F32>(b, (p.n_heads + p.n_kv_heads) * HD + i))));
         for (int off = 16; off > 0; off /= 2) bound = fmaxf(bound, __shfl_xor_sync(kFull, bound, off));
         if (lane == 0) warp_bound[warp] = bound;
@@ -390,22 +413,23 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(Params p) {
     // V (B of P V, k = keys), transposed: matrices dims (0-7 | 8-15) x keys (0-7 | 8-15).
     const int v_off = (warp * 16 + lane % 16) * kStride + (lane / 16) * 8;
 
+    consumer_sync();  // Q and the new key and value visible to every consumer warp
+    // Each warp reads only its own 16 rows of a tile's K and V, so after the wait for a tile it
+    // syncs with no other warp, and it frees the stage for the producer once it is done with it.
     for (int t = 0; t < n_tiles; ++t) {
-        cp_async_wait<kStages - 2>();
-        __syncthreads();  // tile t (and Q, the new row) visible to all; every warp is done with tile t - 1, whose stage is refilled now
-        bf16* ks = stages + (t % kStages) * 2 * L::kTile;
+        const int stage = t % kStages;
+        mbarrier_wait(bar(&full[stage]), uint32_t(t / kStages) & 1u);
+        bf16* ks = stages + stage * 2 * L::kTile;
         bf16* vs = ks + L::kTile;
-        if (has_new && t == n_tiles - 1) {  // the new token's row of the last tile, zero-filled by the loads
-            const int r = pos - (tile0 + t * kKeys);
-            if (tid < 2 * (HD / 8)) {
-                const int which = tid / (HD / 8), c = tid % (HD / 8) * 8;
-                bf16* dst = (which == 0 ? ks : vs) + r * kStride + c;
+        const int new_row = has_new && t == n_tiles - 1 ? pos - (tile0 + t * kKeys) : -1;
+        if (new_row >= 0 && new_row / 16 == warp) {  // the new token's row, zero-filled by the loads, is this warp's
+            for (int i = lane; i < 2 * (HD / 8); i += 32) {
+                const int which = i / (HD / 8), c = i % (HD / 8) * 8;
+                bf16* dst = (which == 0 ? ks : vs) + new_row * kStride + c;
                 *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(news + which * kStride + c);
             }
-            __syncthreads();
+            __syncwarp();
         }
-        if (t + kStages - 1 < n_tiles) load_tile(t + kStages - 1, (t + kStages - 1) % kStages);
-        cp_async_commit();  // possibly empty: keeps the group count in step with t
 
         float s[2][4] = {};  // scores of keys 8j + (2 t4, 2 t4 + 1) for rows g (elements 0, 1) and g + 8 (2, 3)
         const uint32_t k_addr = smem_u32(ks + k_off);
@@ -466,6 +490,8 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(Params p) {
             mma_bf16(o[n0 / 8], pa, vb[0], vb[1]);
             mma_bf16(o[n0 / 8 + 1], pa, vb[2], vb[3]);
         }
+        __syncwarp();  // every lane's reads of the stage are done
+        if (lane == 0) mbarrier_arrive(bar(&empty[stage]));
     }
 
     allow_dependents();  // this block streams no more: a dependent kernel may take SM slots
@@ -477,8 +503,7 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(Params p) {
     // element a thread, each recomputing its row's factors, and 64-bit positions, a warp executed
     // 2651 instructions at context 0 against 1974 now, and the kernel took 10.8 against 10.3 us:
     // Nsight Compute on the H200, Qwen3-32B at batch 32; bench/README.md.)
-    cp_async_wait<0>();
-    __syncthreads();  // the stages are free
+    consumer_sync();  // every warp is done with the stages (every tile's copies landed before its wait returned)
     float* mo = reinterpret_cast<float*>(stages);  // [kWarps][kRows][kDim]
     float* mm = mo + kWarps * kRows * kDim;        // [kWarps][kRows]: m_w
     float* mf = mm + kWarps * kRows;               // [kWarps][kRows]: l_w, then f_w
@@ -500,7 +525,7 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(Params p) {
         mf[warp * kRows + g] = l[0];
         mf[warp * kRows + g + 8] = l[1];
     }
-    __syncthreads();
+    consumer_sync();
     if (tid < kRows) {
         float mmax = -INFINITY, sum = 0.0f, f[kWarps];
 #pragma unroll
@@ -514,7 +539,7 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(Params p) {
         for (int w = 0; w < kWarps; ++w) mf[w * kRows + tid] = f[w] / sum;
         lse[tid] = mmax + log2f(sum);
     }
-    __syncthreads();
+    consumer_sync();
 
     // The head tile's final output, element d of head h0 + r, as BF16 or as FP8 codes of the row
     // scale (written by the first head tile's final block).
@@ -527,7 +552,7 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(Params p) {
     }
     const bool one_chunk = span.first == span.last;
     constexpr int kVec = 8;  // outputs of an item (head dims are multiples of 8)
-    for (int item = tid; item < rows * (HD / kVec); item += kThreads) {
+    for (int item = tid; item < rows * (HD / kVec); item += kConsumers) {
         const int r = item / (HD / kVec), d = item % (HD / kVec) * kVec;
         float acc[kVec] = {};
 #pragma unroll
@@ -552,7 +577,7 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(Params p) {
         if (!take_ticket(p.chunk_tickets + b * gridDim.x + tile_id, unsigned(span.last - span.first + 1))) return;
         // Four consecutive outputs of a head per item; the loads of successive chunks do not depend
         // on one another.
-        for (int item = tid; item < rows * HD / 4; item += kThreads) {
+        for (int item = tid; item < rows * HD / 4; item += kConsumers) {
             const int r = item * 4 / HD, d = item * 4 % HD;
             const size_t head = size_t(b) * p.n_heads + h0 + r;
             const float* part_lse = p.lse_part + head * p.splits;
@@ -598,10 +623,16 @@ std::string describe(const DecodeAttentionShape& s) {
 
 // `units` blocks per chunk (sequences x KV heads x head tiles), `slots` blocks resident on the GPU.
 int64_t choose_chunk(int64_t max_ctx, int64_t units, int64_t slots) {
-    const int64_t splits = std::max<int64_t>(1, ceil_div(kWaves * slots, units));
-    int64_t chunk = ceil_div(ceil_div(max_ctx, splits), kKeys) * kKeys;
-    chunk = std::max({chunk, kMinChunk, ceil_div(ceil_div(max_ctx, kMaxSplits), kKeys) * kKeys});
-    return std::min(chunk, ceil_div(max_ctx, kKeys) * kKeys);
+    const int64_t whole = ceil_div(max_ctx, kKeys) * kKeys;
+    int64_t best = whole, best_cost = INT64_MAX;
+    for (int64_t want = 1; want <= kMaxSplits; ++want) {
+        const int64_t chunk = std::min(whole, std::max(kMinChunk, ceil_div(ceil_div(max_ctx, want), kKeys) * kKeys));
+        const int64_t splits = ceil_div(max_ctx, chunk);
+        if (splits > kMaxSplits) continue;
+        const int64_t cost = ceil_div(units * splits, slots) * (chunk + kBlockCost);
+        if (cost < best_cost) best = chunk, best_cost = cost;  // ties keep the fewer chunks
+    }
+    return best;
 }
 
 // The workspace's parts (Params), in floats: the float4-read ones first (multiples of head_dim).

@@ -19,9 +19,10 @@
 // replayed CUDA graph. One block per (chunk, KV head, sequence, tile of up to 16 query heads)
 // computes its query heads from the GEMM output (and, in the chunk holding p, the new key and
 // value: written to the cache by the first head tile, placed straight into the block's last tile),
-// streams the chunk's K and V once from device memory into shared memory (cp.async, three stages)
-// and computes the scores and P V of all query heads of the tile on tensor cores (mma.sync
-// m16n8k16 BF16, the heads as the 16 rows). Blocks whose chunk holds no key of [lo, len) return at
+// streams the chunk's K and V once from device memory into shared memory (a producer warp issuing
+// cp.async into three stages, mbarriers between it and four consumer warps) and computes the scores
+// and P V of all query heads of the tile on tensor cores (mma.sync m16n8k16 BF16, the heads as the
+// 16 rows). Blocks whose chunk holds no key of [lo, len) return at
 // once. The results are combined in the same launch, by the blocks that finish last (ticket
 // counters in the workspace): when a sequence's keys span several chunks, each block writes its
 // chunk's normalized output and log2-sum-exp, and the last block of the (sequence, head tile)

@@ -9,6 +9,7 @@
 #include "gpu/check.h"
 #include "gpu/cluster.h"
 #include "gpu/launch.h"
+#include "gpu/mbarrier.h"
 
 namespace spense::gpu {
 
@@ -759,16 +760,6 @@ constexpr int kClusterCtas = 2;
 template <GemmDType T, int NT>
 constexpr int kWgmmaTmaStages = T == GemmDType::BF16 && NT <= 4 ? 4 : kWgmmaStages<T>;
 
-__device__ __forceinline__ void mbarrier_wait(uint32_t bar, uint32_t parity) {
-    asm volatile(
-        "{\n\t.reg .pred done;\n"
-        "WAIT_%=:\n\t"
-        "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n\t"
-        "@!done bra WAIT_%=;\n}" ::"r"(bar),
-        "r"(parity)
-        : "memory");
-}
-
 // grid: (256-row groups rounded up to whole clusters, splits, token slices of 8 NT); xmap: x as a
 // [n, k] tensor, boxes of 128 bytes of k by 8 NT tokens, 128-byte swizzle, zeros outside.
 // Dynamic shared memory: kXBuffers buffers (XSchedule's order) and 1 KB to align them to the swizzle's 1024 bytes.
@@ -791,7 +782,7 @@ __global__ void __cluster_dims__(kClusterCtas, 1, 1) __launch_bounds__(kWgmmaThr
     const int n0 = int(blockIdx.z) * ROWS;
     const KRange kr(a);
     if (threadIdx.x == 0) {
-        for (int i = 0; i < kXBuffers; ++i) asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(bar(i)));
+        for (int i = 0; i < kXBuffers; ++i) mbarrier_init(bar(i), 1);
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     }
     cluster_sync();  // both CTAs' barriers exist before either's boxes arrive

@@ -1,0 +1,35 @@
+// Shared-memory mbarriers for CUDA sources (PTX ISA, mbarrier; sm_90): the handshake between a
+// warp that fills shared-memory buffers by asynchronous copies and the warps that consume them.
+// A barrier completes a phase when its expected count of arrivals has arrived (and, for TMA, its
+// expected bytes have landed); waiters give the parity of the phase they wait for, u & 1 for a
+// buffer's fill u (from 0). Arrive releases and a completed wait acquires, so what
+// the arriving threads (or their tracked copies) wrote is visible to the waiters after it.
+#pragma once
+
+#include <cstdint>
+
+namespace spense::gpu {
+
+__device__ __forceinline__ void mbarrier_init(uint32_t bar, unsigned count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count) : "memory");
+}
+
+__device__ __forceinline__ void mbarrier_arrive(uint32_t bar) { asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(bar) : "memory"); }
+
+// One arrival once every cp.async this thread has issued so far has landed (counted in the
+// barrier's expected count: .noinc).
+__device__ __forceinline__ void mbarrier_arrive_on_cp_async(uint32_t bar) {
+    asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" ::"r"(bar) : "memory");
+}
+
+__device__ __forceinline__ void mbarrier_wait(uint32_t bar, uint32_t parity) {
+    asm volatile(
+        "{\n\t.reg .pred done;\n"
+        "WAIT_%=:\n\t"
+        "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n\t"
+        "@!done bra WAIT_%=;\n}" ::"r"(bar),
+        "r"(parity)
+        : "memory");
+}
+
+}  // namespace spense::gpu
