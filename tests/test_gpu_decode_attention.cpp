@@ -8,7 +8,7 @@
 // positions the kernel must not read (past len, before the window, the new token's before it is
 // appended) hold NaN, and outputs are NaN-poisoned first, so a stray read or a missed write shows.
 // One test replays a captured CUDA graph with new lengths. GPU tests skip themselves where no CUDA
-// device is present.
+// device is present; the automatic chunk choice is host code and runs everywhere.
 #include <gtest/gtest.h>
 
 #ifdef SPENSE_HAS_CUDA
@@ -384,6 +384,29 @@ TEST(GpuDecodeAttention, OtherHeadDims) {
 TEST(GpuDecodeAttention, GroupsOfMoreThan16Heads) {
     REQUIRE_GPU();
     check_problem({3, 40, 2, 32, 333}, {333, 1, 100}, 7);
+}
+
+// The automatic chunk (host code: runs without a GPU). Qwen3-32B's layer on an H200 (132 SMs, two
+// blocks each): batch 32 fills the slots with one chunk, batch 8 takes the one wave of 4 chunks,
+// batch 1 the smallest chunks; and the bounds of the header for any shape.
+TEST(DecodeAttentionChunk, OneWaveWhereItFits) {
+    EXPECT_EQ(gpu::decode_attention_chunk(4096, 256, 264), 4096);
+    EXPECT_EQ(gpu::decode_attention_chunk(4096, 64, 264), 1024);
+    EXPECT_EQ(gpu::decode_attention_chunk(4096, 8, 264), 512);
+    EXPECT_EQ(gpu::decode_attention_chunk(4096, 512, 264), 4096);
+    EXPECT_EQ(gpu::decode_attention_chunk(100, 8, 264), 128);
+    std::mt19937_64 rng(3);
+    for (int i = 0; i < 2000; ++i) {
+        const int64_t max_ctx = std::uniform_int_distribution<int64_t>(1, 200000)(rng);
+        const int64_t units = std::uniform_int_distribution<int64_t>(1, 4096)(rng);
+        const int64_t slots = std::uniform_int_distribution<int64_t>(1, 1000)(rng);
+        const int64_t chunk = gpu::decode_attention_chunk(max_ctx, units, slots), whole = (max_ctx + 63) / 64 * 64;
+        const std::string where = cat("max_ctx ", max_ctx, ", units ", units, ", slots ", slots, ": chunk ", chunk);
+        EXPECT_EQ(chunk % 64, 0) << where;
+        EXPECT_GE(chunk, std::min<int64_t>(512, whole)) << where;
+        EXPECT_LE(chunk, whole) << where;
+        EXPECT_LE((max_ctx + chunk - 1) / chunk, 128) << where;
+    }
 }
 
 TEST(GpuDecodeAttention, ManySmallChunks) {

@@ -621,20 +621,6 @@ std::string describe(const DecodeAttentionShape& s) {
                ", context ", s.max_ctx, ", window ", s.window, "]");
 }
 
-// `units` blocks per chunk (sequences x KV heads x head tiles), `slots` blocks resident on the GPU.
-int64_t choose_chunk(int64_t max_ctx, int64_t units, int64_t slots) {
-    const int64_t whole = ceil_div(max_ctx, kKeys) * kKeys;
-    int64_t best = whole, best_cost = INT64_MAX;
-    for (int64_t want = 1; want <= kMaxSplits; ++want) {
-        const int64_t chunk = std::min(whole, std::max(kMinChunk, ceil_div(ceil_div(max_ctx, want), kKeys) * kKeys));
-        const int64_t splits = ceil_div(max_ctx, chunk);
-        if (splits > kMaxSplits) continue;
-        const int64_t cost = ceil_div(units * splits, slots) * (chunk + kBlockCost);
-        if (cost < best_cost) best = chunk, best_cost = cost;  // ties keep the fewer chunks
-    }
-    return best;
-}
-
 // The workspace's parts (Params), in floats: the float4-read ones first (multiples of head_dim).
 struct WorkspaceParts {
     int64_t o_part, lse_part, chunk_tickets, total;
@@ -650,6 +636,19 @@ WorkspaceParts workspace_parts(const DecodeAttentionShape& s, int64_t splits, in
 }
 
 }  // namespace
+
+int64_t decode_attention_chunk(int64_t max_ctx, int64_t units, int64_t slots) {
+    const int64_t whole = ceil_div(max_ctx, kKeys) * kKeys;
+    int64_t best = whole, best_cost = INT64_MAX;
+    for (int64_t want = 1; want <= kMaxSplits; ++want) {
+        const int64_t chunk = std::min(whole, std::max(kMinChunk, ceil_div(ceil_div(max_ctx, want), kKeys) * kKeys));
+        const int64_t splits = ceil_div(max_ctx, chunk);
+        if (splits > kMaxSplits) continue;
+        const int64_t cost = ceil_div(units * splits, slots) * (chunk + kBlockCost);
+        if (cost < best_cost) best = chunk, best_cost = cost;  // ties keep the fewer chunks
+    }
+    return best;
+}
 
 DecodeAttention::DecodeAttention(const DecodeAttentionShape& shape, const cudaDeviceProp& props) : shape_(shape) {
     const DecodeAttentionShape& s = shape_;
@@ -680,7 +679,7 @@ DecodeAttention::DecodeAttention(const DecodeAttentionShape& shape, const cudaDe
         }
         slots = int64_t(std::max(per_sm, 1)) * props.multiProcessorCount;
     });
-    chunk_ = s.chunk > 0 ? s.chunk : choose_chunk(s.max_ctx, s.batch * s.n_kv_heads * head_tiles_, slots);
+    chunk_ = s.chunk > 0 ? s.chunk : decode_attention_chunk(s.max_ctx, s.batch * s.n_kv_heads * head_tiles_, slots);
     splits_ = ceil_div(s.max_ctx, chunk_);
     SPENSE_CHECK(splits_ <= 65535, what, ": ", splits_, " chunks of ", chunk_, " exceed the grid (use a larger chunk)");
 }

@@ -56,6 +56,12 @@ struct DecodeAttentionShape {
     int64_t chunk = 0;    // positions per block: 0 = chosen from the shape and the GPU; else a multiple of 64
 };
 
+// The chunk (positions per block) chosen for a cache of max_ctx positions, `units` blocks per
+// chunk (sequences x KV heads x tiles of up to 16 query heads) and a GPU that holds `slots` blocks
+// at once: the cost model of decode_attention.cu. A multiple of 64, at least min(512, max_ctx
+// rounded up to 64), at most 128 chunks.
+int64_t decode_attention_chunk(int64_t max_ctx, int64_t units, int64_t slots);
+
 class DecodeAttention {
 public:
     // Throws spense::Error for an unsupported shape: head_dim not one of 8, 16, 32, 64, 128, 256,
