@@ -307,11 +307,10 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(Params p) {
     // Stage s is filled when full[s] completes (the producer's 32 lanes arrive as their copies land)
     // and free again when empty[s] does (each consumer warp arrives once it is done with the tile).
     __shared__ uint64_t full[kStages], empty[kStages];
-    const auto bar = [](uint64_t* b) { return smem_u32(b); };
     if (tid == 0)
         for (int s = 0; s < kStages; ++s) {
-            mbarrier_init(bar(&full[s]), 32);
-            mbarrier_init(bar(&empty[s]), kWarps);
+            mbarrier_init(smem_u32(&full[s]), 32);
+            mbarrier_init(smem_u32(&empty[s]), kWarps);
         }
     __syncthreads();
 
@@ -324,7 +323,7 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(Params p) {
         constexpr int kPasses = (kKeys * kPieces + 31) / 32;
         for (int t = 0; t < n_tiles; ++t) {
             const int s = t % kStages;
-            if (t >= kStages) mbarrier_wait(bar(&empty[s]), uint32_t(t / kStages - 1) & 1u);
+            if (t >= kStages) mbarrier_wait(smem_u32(&empty[s]), uint32_t(t / kStages - 1) & 1u);
             bf16* ks = stages + s * 2 * L::kTile;
             bf16* vs = ks + L::kTile;
             const int key0 = tile0 + t * kKeys;
@@ -339,7 +338,7 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(Params p) {
                 cp_async_16(smem_u32(ks + r * kStride + c), kg + off, in);
                 cp_async_16(smem_u32(vs + r * kStride + c), vg + off, in);
             }
-            mbarrier_arrive_on_cp_async(bar(&full[s]));
+            mbarrier_arrive_on_cp_async(smem_u32(&full[s]));
         }
         cp_async_wait_all();
         return;
@@ -418,7 +417,7 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(Params p) {
     // syncs with no other warp, and it frees the stage for the producer once it is done with it.
     for (int t = 0; t < n_tiles; ++t) {
         const int stage = t % kStages;
-        mbarrier_wait(bar(&full[stage]), uint32_t(t / kStages) & 1u);
+        mbarrier_wait(smem_u32(&full[stage]), uint32_t(t / kStages) & 1u);
         bf16* ks = stages + stage * 2 * L::kTile;
         bf16* vs = ks + L::kTile;
         const int new_row = has_new && t == n_tiles - 1 ? pos - (tile0 + t * kKeys) : -1;
@@ -491,7 +490,7 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(Params p) {
             mma_bf16(o[n0 / 8 + 1], pa, vb[2], vb[3]);
         }
         __syncwarp();  // every lane's reads of the stage are done
-        if (lane == 0) mbarrier_arrive(bar(&empty[stage]));
+        if (lane == 0) mbarrier_arrive(smem_u32(&empty[stage]));
     }
 
     allow_dependents();  // this block streams no more: a dependent kernel may take SM slots
@@ -642,9 +641,7 @@ int64_t decode_attention_chunk(int64_t max_ctx, int64_t units, int64_t slots) {
     int64_t best = whole, best_cost = INT64_MAX;
     for (int64_t want = 1; want <= kMaxSplits; ++want) {
         const int64_t chunk = std::min(whole, std::max(kMinChunk, ceil_div(ceil_div(max_ctx, want), kKeys) * kKeys));
-        const int64_t splits = ceil_div(max_ctx, chunk);
-        if (splits > kMaxSplits) continue;
-        const int64_t cost = ceil_div(units * splits, slots) * (chunk + kBlockCost);
+        const int64_t cost = ceil_div(units * ceil_div(max_ctx, chunk), slots) * (chunk + kBlockCost);  // at most `want` chunks
         if (cost < best_cost) best = chunk, best_cost = cost;  // ties keep the fewer chunks
     }
     return best;
