@@ -34,6 +34,9 @@
 #   ab        this build's decode step against a base build's (carried as base-bin.tar.xz; and an
 #             alternative's, alt-bin.tar.xz, when carried), in turn on
 #             one machine start (AB_CTX, AB_SPARSITY, AB_BATCH, AB_DTYPE: default 0, 0,0.5, 32 and fp8)
+#   abattention this build's bench attention against the base build's, in turn: Qwen3-32B's layer
+#             (AB_SHAPE, default 32:64:8:128:4096: batch, heads, KV heads, head dim, max_ctx) at
+#             lengths 1, 1024 and 4096, BF16 and FP8 out
 #   abgemm    this build's bench gemm against the base build's, in turn (base, this, base, this) on
 #             one machine start: Qwen3-32B's MLP shapes, N = AB_N (default 1,16,32,64), both dtypes
 #   timeline  a kernel trace (CUPTI: bench/tools/kernel_trace.cpp) of Qwen3-32B's replayed steps at
@@ -212,6 +215,10 @@ time.sleep(900)' &
     ab)
         in_turn '^| [0-9.]*% | [0-9.]* | [0-9]* |' bench decode --config configs/qwen3-32b.json --ctx ${AB_CTX:-0} \
             --sparsity ${AB_SPARSITY:-0,0.5} --batch ${AB_BATCH:-32} --dtype ${AB_DTYPE:-fp8} --steps 30 2>&1 | tee "$OUT/ab-${AB_DTYPE:-fp8}-$gpu.md"
+        ;;
+    abattention)
+        in_turn '^| [0-9]* | [bf][fp][18]6* |' bench attention --shape ${AB_SHAPE:-32:64:8:128:4096} --lengths 1,1024,4096 --reps 100 2>&1 |
+            tee "$OUT/abattention-$gpu.md"
         ;;
     abgemm)
         in_turn '^| qwen3-32b | [bf][fp][18]6* | [0-9]* | [gd]' bench gemm --models qwen3-32b --n ${AB_N:-1,16,32,64} --ratios 0 \
