@@ -84,7 +84,8 @@ void launch_embed(const int32_t* tokens, const bf16* table, float* x, int64_t n,
 // The residual stream x [n, d] float32 takes the pending sublayer output, then feeds the next
 // GEMM:  x += add (when add.raw is set);  out = quantize(x / sqrt(mean(x^2) + eps) * norm_weight).
 // d a multiple of 4, at most 98304. Each row runs on a cluster of up to 8 CTAs (the reductions
-// through distributed shared memory), so that a small batch still spreads over the SMs.
+// through distributed shared memory), so that a small batch still spreads over the SMs. The kernel
+// reads norm_weight before it waits for its predecessor (launch.h): no kernel may write it.
 void launch_add_norm_quantize(float* x, const ScaledRows& add, const float* norm_weight, float eps, int64_t n, int64_t rows,
                               int64_t d, const ActOut& out, cudaStream_t stream);
 
