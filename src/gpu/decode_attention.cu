@@ -324,17 +324,17 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(Params p) {
         load_pairs(q_norm, p.q_norm, lane);
         load_pairs(k_norm, p.k_norm, lane);
     }
-    // The cache's bounds: the first kConsumers KV heads' loaded here and taken in after the new values,
-    // so that no use of a loaded value stands between two loads.
-    const float* row_bound = p.v_bound + b * p.n_kv_heads;
-    const float cache_bound = p.fp8 && tid < p.n_kv_heads ? __ldcg(row_bound + tid) : 0.0f;
+    // The cache bounds of the first kConsumers KV heads are loaded here and taken in after the new
+    // values, so that no use of a loaded value stands between two loads.
+    const int row_bound = b * p.n_kv_heads;
+    const float cache_bound = p.fp8 && tid < p.n_kv_heads ? __ldcg(p.v_bound + row_bound + tid) : 0.0f;
     float bound = 0.0f;
     if (p.fp8 && warp < kWarps) {
 #pragma unroll 8
         for (int i = tid; i < p.n_kv_heads * HD; i += kConsumers)
             bound = fmaxf(bound, fabsf(bf16_round(p.qkv.value<F32>(b, (p.n_heads + p.n_kv_heads) * HD + i))));
         bound = fmaxf(bound, cache_bound);
-        for (int i = tid + kConsumers; i < p.n_kv_heads; i += kConsumers) bound = fmaxf(bound, __ldcg(row_bound + i));
+        for (int i = tid + kConsumers; i < p.n_kv_heads; i += kConsumers) bound = fmaxf(bound, __ldcg(p.v_bound + row_bound + i));
     }
 
     const KeySpan span = key_span(length, p.max_ctx, p.window, p.chunk);
