@@ -96,8 +96,6 @@ __device__ __forceinline__ KeySpan key_span(int32_t length, int max_ctx, int win
     return {lo, len, lo / chunk, (len - 1) / chunk};
 }
 
-__device__ __forceinline__ uint32_t smem_u32(const void* p) { return uint32_t(__cvta_generic_to_shared(p)); }
-
 // 16 bytes global -> shared, bypassing L1; with fill false it reads nothing and writes zeros.
 __device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, bool fill) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(fill ? 16 : 0) : "memory");

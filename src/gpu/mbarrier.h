@@ -10,6 +10,10 @@
 
 namespace spense::gpu {
 
+// The shared-memory address of p (a generic pointer into shared memory): the operand form of
+// these helpers and of the other shared-memory PTX the kernels issue.
+__device__ __forceinline__ uint32_t smem_u32(const void* p) { return uint32_t(__cvta_generic_to_shared(p)); }
+
 __device__ __forceinline__ void mbarrier_init(uint32_t bar, unsigned count) {
     asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count) : "memory");
 }

@@ -251,7 +251,7 @@ __device__ void stage_x(const KernelArgs& a, int64_t n0, int rows, int64_t block
             bytes = int(imin(16, (a.k - col) * E));
             src = a.x + (row * a.ldb + col) * E;
         }
-        const uint32_t d = uint32_t(__cvta_generic_to_shared(dst + at(r, c)));
+        const uint32_t d = smem_u32(dst + at(r, c));
         asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(d), "l"(src), "r"(bytes));
     }
     asm volatile("cp.async.commit_group;");
@@ -447,7 +447,7 @@ __device__ __forceinline__ void mma_block(const Frag<GemmDType::BF16> (&f)[TPW],
     // the address of token j's row of matrix i: one instruction instead of four ld.shared. Read one
     // k-step at a time, in program order (volatile), so that the compiler does not hoist every read
     // of the block into registers and spill.
-    const uint32_t base = uint32_t(__cvta_generic_to_shared(buf + (lane % 8) * rw + col_word + 4 * (lane / 8)));
+    const uint32_t base = smem_u32(buf + (lane % 8) * rw + col_word + 4 * (lane / 8));
 #pragma unroll
     for (int s = 0; s < 4; ++s) {
         uint32_t b[NT][4];
@@ -724,7 +724,7 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1) wgmma_kernel(KernelArgs a) {
         __syncthreads();
         xs.next(stage);
     };
-    const auto base = [&](int c) { return uint32_t(__cvta_generic_to_shared(buf(c))); };
+    const auto base = [&](int c) { return smem_u32(buf(c)); };
     wgmma_range<T, NT, XLayout::CoreMatrices, R>(a, kr, tile, lane, active, begin, ready, base, acc[0]);
     store_acc<NT, 1, kWgmmaThreads, kRowsPerCta>(a, acc, tile, active, n0);
 }
@@ -769,10 +769,10 @@ __global__ void __cluster_dims__(kClusterCtas, 1, 1) __launch_bounds__(kWgmmaThr
     constexpr int R = kWgmmaTmaStages<T, NT>, ROWS = NT * 8, E = T == GemmDType::BF16 ? 2 : 1, kSlabBytes = ROWS * 128;
     extern __shared__ uint4 smem_raw[];
     __shared__ uint64_t full[kXBuffers];
-    const uint32_t smem0 = (uint32_t(__cvta_generic_to_shared(smem_raw)) + 1023) & ~1023u;
+    const uint32_t smem0 = (smem_u32(smem_raw) + 1023) & ~1023u;
     const uint32_t buffer_bytes = uint32_t(a.chunk_blocks * E * kSlabBytes);
     const auto buf = [&](int c) { return smem0 + uint32_t(c % kXBuffers) * buffer_bytes; };
-    const auto bar = [&](int c) { return uint32_t(__cvta_generic_to_shared(&full[c % kXBuffers])); };
+    const auto bar = [&](int c) { return smem_u32(&full[c % kXBuffers]); };
     uint32_t rank;
     asm("mov.u32 %0, %%cluster_ctarank;" : "=r"(rank));
 
