@@ -4,11 +4,13 @@
 #include <cuda_fp8.h>
 
 #include <algorithm>
+#include <type_traits>
 
 #include "core/error.h"
 #include "gpu/check.h"
 #include "gpu/cluster.h"
 #include "gpu/launch.h"
+#include "gpu/mbarrier.h"
 
 namespace spense::gpu {
 
@@ -16,34 +18,53 @@ namespace {
 
 constexpr int kRowThreads = 256;
 
-// Raw products 4 i .. 4 i + 3 of p (an 8- or 16-byte load).
+// The loads behind columns 4 c4 .. 4 c4 + 3 of row r (ld, the columns and the vectors are
+// multiples of 4, so every access is aligned), kept apart from their arithmetic (scale4) so that a
+// thread issues the loads of all its pieces before it uses any: written as one call, ptxas scaled
+// each piece before it issued the next one's loads, a memory latency per piece.
 template <bool F32>
-__device__ __forceinline__ float4 raw4(const void* p, int64_t i) {
-    if constexpr (F32) return reinterpret_cast<const float4*>(p)[i];
-    const uint2 bits = reinterpret_cast<const uint2*>(p)[i];
+struct Pieces4 {
+    using Raw = std::conditional_t<F32, float4, uint2>;
+    Raw v, v2;
+    float4 col_scale, bias;
+};
+template <bool F32>
+__device__ __forceinline__ Pieces4<F32> fetch4(const ScaledRows& s, int64_t r, int64_t c4) {
+    using Raw = typename Pieces4<F32>::Raw;
+    const int64_t i = r * (s.ld / 4) + c4;
+    Pieces4<F32> p{};
+    p.v = reinterpret_cast<const Raw*>(s.raw)[i];
+    if (s.raw2) p.v2 = reinterpret_cast<const Raw*>(s.raw2)[i];
+    p.col_scale = s.col_scale ? reinterpret_cast<const float4*>(s.col_scale)[c4] : make_float4(1.0f, 1.0f, 1.0f, 1.0f);
+    if (s.bias) p.bias = reinterpret_cast<const float4*>(s.bias)[c4];
+    return p;
+}
+__device__ __forceinline__ float row_factor(const ScaledRows& s, int64_t r) { return s.row_scale ? s.row_scale[r] : 1.0f; }
+
+__device__ __forceinline__ float4 to_float4(float4 v) { return v; }
+__device__ __forceinline__ float4 to_float4(uint2 bits) {
     const float2 lo = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&bits.x));
     const float2 hi = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&bits.y));
     return {lo.x, lo.y, hi.x, hi.y};
 }
 
-// Columns 4 c4 .. 4 c4 + 3 of row r (ld, the columns and the vectors are multiples of 4, so every
-// access is aligned).
+// (raw + raw2) * row_factor * col_scale + bias, from fetch4's pieces.
 template <bool F32>
-__device__ __forceinline__ float4 scaled4(const ScaledRows& s, int64_t r, int64_t c4) {
-    const int64_t i = r * (s.ld / 4) + c4;
-    float4 v = raw4<F32>(s.raw, i);
+__device__ __forceinline__ float4 scale4(const ScaledRows& s, const Pieces4<F32>& p, float rs) {
+    float4 v = to_float4(p.v);
     if (s.raw2) {
-        const float4 v2 = raw4<F32>(s.raw2, i);
+        const float4 v2 = to_float4(p.v2);
         v = {v.x + v2.x, v.y + v2.y, v.z + v2.z, v.w + v2.w};
     }
-    const float rs = s.row_scale ? s.row_scale[r] : 1.0f;
-    const float4 cs = s.col_scale ? reinterpret_cast<const float4*>(s.col_scale)[c4] : make_float4(1.0f, 1.0f, 1.0f, 1.0f);
+    const float4 cs = p.col_scale;
     v = {v.x * rs * cs.x, v.y * rs * cs.y, v.z * rs * cs.z, v.w * rs * cs.w};
-    if (s.bias) {
-        const float4 b = reinterpret_cast<const float4*>(s.bias)[c4];
-        v = {v.x + b.x, v.y + b.y, v.z + b.z, v.w + b.w};
-    }
+    if (s.bias) v = {v.x + p.bias.x, v.y + p.bias.y, v.z + p.bias.z, v.w + p.bias.w};
     return v;
+}
+
+template <bool F32>
+__device__ __forceinline__ float4 scaled4(const ScaledRows& s, int64_t r, int64_t c4) {
+    return scale4<F32>(s, fetch4<F32>(s, r, c4), row_factor(s, r));
 }
 
 // The row kernels' reductions: the max of magnitudes (SwiGLU's amax), or a sum and such a max at
@@ -104,6 +125,9 @@ __global__ void embed_kernel(const int32_t* tokens, const bf16* table, float* x,
 // so a row's reads spread over up to kMaxCluster SMs and its reductions (the RMS, the quantization
 // amax) go through distributed shared memory. CTA `rank` takes units [begin, end) of `count`.
 constexpr int kMaxCluster = 8;
+// Threads of a CTA of a row cluster, also the kernels' launch bound: without it ptxas kept the
+// norm's registers few by issuing the scales' loads only once the products had landed.
+constexpr int kMaxRowThreads = 512;
 constexpr int64_t kMaxSliceFloats = 12 * 1024;  // a CTA's part of a row: 48 KB of shared memory
 namespace cg = cooperative_groups;
 
@@ -116,20 +140,41 @@ __device__ __forceinline__ RowSlice row_slice(int64_t count) {
     return {min(count, rank * per), min(count, (rank + 1) * per)};
 }
 
-// Op over the cluster of each CTA's `v` (the same in every thread of a CTA). Each CTA
-// stores its partial into slot[rank] of every CTA (remote stores do not wait for a reply, so one
-// barrier covers the exchange), then reads its own copy; `slots` serve this reduction alone, and
-// the caller has passed a cluster_arrive_relaxed + cluster_wait since every CTA started. Every CTA
-// adds the partials in rank order, so all get the same bits: the row's CTAs agree on its norm and
-// its scale. After the barrier no CTA touches another's shared memory, so CTAs may exit at will.
+// The shared memory of one cluster reduction: a slot per CTA of the cluster for the partials, and
+// the barrier that completes once every CTA's partial has landed.
+template <class T>
+struct CombineSlots {
+    T slot[kMaxCluster];
+    uint64_t landed;
+};
+
+// By thread 0 of each CTA, before the CTA announces that it has started (cluster_arrive_relaxed):
+// the barrier expects one partial from each of the cluster's CTAs.
+template <class T>
+__device__ void combine_init(CombineSlots<T>& s) {
+    if (threadIdx.x != 0) return;
+    mbarrier_init(smem_u32(&s.landed), 1);
+    mbarrier_arrive_expect_tx(smem_u32(&s.landed), uint32_t(cg::this_cluster().num_blocks() * sizeof(T)));
+    fence_mbarrier_init_cluster();
+}
+
+// Op over the cluster of each CTA's `v` (the same in every thread of a CTA). Each CTA stores its
+// partial into slot[rank] of every CTA by st.async, then waits on its own barrier for all of them;
+// the caller has run combine_init and passed a cluster_arrive_relaxed + cluster_wait since every
+// CTA started. With a cluster barrier instead, its release made each CTA wait for its global stores
+// in flight (the norm's x) before the exchange. Every CTA adds the partials in rank order, so all
+// get the same bits: the row's CTAs agree on its norm and its scale. A CTA leaves the exchange once
+// every partial has landed in it, and no CTA touches another's shared memory after it, so CTAs may
+// exit at will.
 template <class Op>
-__device__ typename Op::T cluster_combine(typename Op::T v, typename Op::T (&slots)[kMaxCluster]) {
+__device__ typename Op::T cluster_combine(typename Op::T v, CombineSlots<typename Op::T>& s) {
     cg::cluster_group cluster = cg::this_cluster();
     const unsigned ranks = cluster.num_blocks();
-    if (threadIdx.x < ranks) *cluster.map_shared_rank(&slots[cluster.block_rank()], threadIdx.x) = v;
-    cluster_sync();
+    if (threadIdx.x < ranks)
+        st_async(map_to_rank(smem_u32(&s.slot[cluster.block_rank()]), threadIdx.x), v, map_to_rank(smem_u32(&s.landed), threadIdx.x));
+    mbarrier_wait_cluster(smem_u32(&s.landed), 0);
     typename Op::T r{};
-    for (unsigned i = 0; i < ranks; ++i) r = Op::apply(r, slots[i]);
+    for (unsigned i = 0; i < ranks; ++i) r = Op::apply(r, s.slot[i]);
     return r;
 }
 
@@ -139,10 +184,11 @@ __device__ typename Op::T cluster_combine(typename Op::T v, typename Op::T (&slo
 // times 1 / rms (rounding is monotonic, so the bits are those of the normalized values' amax), so
 // one reduction serves both. Each thread takes 4 consecutive columns per pass (d % 4 == 0).
 template <bool F32>
-__global__ void add_norm_quantize_kernel(float* x, ScaledRows add, const float* weight, float eps, int64_t n, int64_t d, ActOut out) {
+__global__ void __launch_bounds__(kMaxRowThreads) add_norm_quantize_kernel(float* x, ScaledRows add, const float* weight, float eps, int64_t n, int64_t d, ActOut out) {
     extern __shared__ float4 row4[];
-    __shared__ float2 slots[kMaxCluster];
+    __shared__ CombineSlots<float2> combine;
     const int64_t r = blockIdx.y, d4 = d / 4;
+    combine_init(combine);
     const RowSlice sl = row_slice(d4);
     // The norm weight is no kernel's output, so a thread's first piece of it is loaded before the
     // wait for the predecessor. Loaded in the loop, it came after the store to x, past which the
@@ -157,23 +203,39 @@ __global__ void add_norm_quantize_kernel(float* x, ScaledRows add, const float* 
     cluster_arrive_relaxed();
     float4* x4 = reinterpret_cast<float4*>(x + r * d);
     float ss = 0, amax = 0;
-    for (int64_t c = c0; c < sl.end; c += blockDim.x) {
-        // The norm weight is applied now, so that pass 2 waits on no global load.
-        const float4 w = c == c0 ? w_first : w4[c];
-        float4 v = x4[c];
-        if (add.raw) {
-            const float4 a = scaled4<F32>(add, r, c);
-            v = {v.x + a.x, v.y + a.y, v.z + a.z, v.w + a.w};
-            x4[c] = v;
+    // The pass for a kernel with and without rows to add, compiled apart: with the add's presence a
+    // runtime condition inside the loop, ptxas issued the add's loads, the scales' and x's one
+    // after another, a memory latency each.
+    const auto pass1 = [&](auto with_add) {
+        for (int64_t c = c0; c < sl.end; c += blockDim.x) {
+            // The norm weight is applied now, so that pass 2 waits on no global load.
+            const float4 w = c == c0 ? w_first : w4[c];
+            float4 v;
+            if constexpr (decltype(with_add)::value) {
+                // x is used last, and ptxas issues its load once the scales have landed; a prefetch
+                // into L1 takes its memory latency with theirs.
+                asm volatile("prefetch.global.L1 [%0];" ::"l"(x4 + c));
+                const Pieces4<F32> pa = fetch4<F32>(add, r, c);
+                const float4 x = x4[c];
+                const float4 a = scale4<F32>(add, pa, row_factor(add, r));
+                v = {x.x + a.x, x.y + a.y, x.z + a.z, x.w + a.w};
+                x4[c] = v;
+            } else {
+                v = x4[c];
+            }
+            const float4 vw = {v.x * w.x, v.y * w.y, v.z * w.z, v.w * w.w};
+            row4[c - sl.begin] = vw;
+            ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+            amax = fmaxf(amax, fmaxf(fmaxf(fabsf(vw.x), fabsf(vw.y)), fmaxf(fabsf(vw.z), fabsf(vw.w))));
         }
-        const float4 vw = {v.x * w.x, v.y * w.y, v.z * w.z, v.w * w.w};
-        row4[c - sl.begin] = vw;
-        ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
-        amax = fmaxf(amax, fmaxf(fmaxf(fabsf(vw.x), fabsf(vw.y)), fmaxf(fabsf(vw.z), fabsf(vw.w))));
-    }
+    };
+    if (add.raw)
+        pass1(std::true_type{});
+    else
+        pass1(std::false_type{});
     const float2 cta = block_reduce<SumMaxOp>({ss, amax});
     cluster_wait();  // every CTA of the row has started
-    const float2 row = cluster_combine<SumMaxOp>(cta, slots);
+    const float2 row = cluster_combine<SumMaxOp>(cta, combine);
     const float inv = rsqrtf(row.x / float(d) + eps);
     // Each thread reads back only the columns it wrote: no barrier between the passes.
     if (out.dtype == GemmDType::BF16) {
@@ -201,11 +263,12 @@ __global__ void add_norm_quantize_kernel(float* x, ScaledRows add, const float* 
 __device__ __forceinline__ float silu_mul(float g, float u) { return g / (1.0f + __expf(-g)) * u; }
 
 template <bool F32>
-__global__ void swiglu_quantize_kernel(ScaledRows h, SwigluLayout L, int64_t n, ActOut z) {
+__global__ void __launch_bounds__(kMaxRowThreads) swiglu_quantize_kernel(ScaledRows h, SwigluLayout L, int64_t n, ActOut z) {
     extern __shared__ float4 z4[];  // the slice, 2 float4 per group of 8 columns
-    __shared__ float amax_slots[kMaxCluster];
+    __shared__ CombineSlots<float> combine;
     const int64_t r = blockIdx.y, width = L.z_width();
     const RowSlice sl = row_slice(width / 8);
+    combine_init(combine);
     wait_for_predecessor();
     allow_dependents();  // as in add_norm_quantize_kernel
     if (r >= n) return zero_columns(z, r, 8 * sl.begin, 8 * sl.end);
@@ -216,8 +279,11 @@ __global__ void swiglu_quantize_kernel(ScaledRows h, SwigluLayout L, int64_t n, 
         const int64_t c = 8 * c8;
         const int64_t g = c < L.sparse ? c : 2 * L.sparse + (c - L.sparse);
         const int64_t u = c < L.sparse ? L.sparse + c : 2 * L.sparse + L.dense + (c - L.sparse);
-        const float4 g0 = scaled4<F32>(h, r, g / 4), g1 = scaled4<F32>(h, r, g / 4 + 1);
-        const float4 u0 = scaled4<F32>(h, r, u / 4), u1 = scaled4<F32>(h, r, u / 4 + 1);
+        const Pieces4<F32> pg0 = fetch4<F32>(h, r, g / 4), pg1 = fetch4<F32>(h, r, g / 4 + 1);
+        const Pieces4<F32> pu0 = fetch4<F32>(h, r, u / 4), pu1 = fetch4<F32>(h, r, u / 4 + 1);
+        const float rs = row_factor(h, r);
+        const float4 g0 = scale4<F32>(h, pg0, rs), g1 = scale4<F32>(h, pg1, rs);
+        const float4 u0 = scale4<F32>(h, pu0, rs), u1 = scale4<F32>(h, pu1, rs);
         const float4 a = {silu_mul(g0.x, u0.x), silu_mul(g0.y, u0.y), silu_mul(g0.z, u0.z), silu_mul(g0.w, u0.w)};
         const float4 b = {silu_mul(g1.x, u1.x), silu_mul(g1.y, u1.y), silu_mul(g1.z, u1.z), silu_mul(g1.w, u1.w)};
         z4[2 * (c8 - sl.begin)] = a;
@@ -238,7 +304,7 @@ __global__ void swiglu_quantize_kernel(ScaledRows h, SwigluLayout L, int64_t n, 
     }
     const float amax_cta = block_reduce<MaxOp>(amax);
     cluster_wait();
-    const float s = row_scale_of(cluster_combine<MaxOp>(amax_cta, amax_slots));
+    const float s = row_scale_of(cluster_combine<MaxOp>(amax_cta, combine));
     if (threadIdx.x == 0 && sl.begin == 0) z.row_scale[r] = s;
     uint2* o = reinterpret_cast<uint2*>(static_cast<uint8_t*>(z.data) + r * z.ld);
     for (int64_t c8 = sl.begin + threadIdx.x; c8 < sl.end; c8 += blockDim.x) {
@@ -299,7 +365,7 @@ void launch_row_clusters(void (*kernel)(Params...), int64_t rows, int64_t units,
     constexpr int64_t kUnitsPerCta = 256;
     const int64_t ranks = std::clamp<int64_t>(ceil_div(units, kUnitsPerCta), 1, kMaxCluster);
     const int64_t slice = ceil_div(units, ranks);
-    const LaunchShape shape{dim3(unsigned(ranks), unsigned(rows)), dim3(unsigned(std::clamp<int64_t>(ceil_div(slice, 32) * 32, 32, 512))),
+    const LaunchShape shape{dim3(unsigned(ranks), unsigned(rows)), dim3(unsigned(std::clamp<int64_t>(ceil_div(slice, 32) * 32, 32, kMaxRowThreads))),
                             size_t(slice * unit_floats) * sizeof(float), unsigned(ranks)};
     SPENSE_CUDA_CHECK(launch_pdl(kernel, shape, stream, std::forward<Args>(args)...), "clusters of ", ranks, " CTAs over ", rows, " rows of ",
                       units, " units");

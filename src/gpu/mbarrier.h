@@ -18,7 +18,17 @@ __device__ __forceinline__ void mbarrier_init(uint32_t bar, unsigned count) {
     asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count) : "memory");
 }
 
+// Barriers that peers of the cluster arrive on or copy into: after their init, before the cluster
+// barrier that tells the peers this CTA has started, so that the peers see them initialized.
+__device__ __forceinline__ void fence_mbarrier_init_cluster() { asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory"); }
+
 __device__ __forceinline__ void mbarrier_arrive(uint32_t bar) { asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(bar) : "memory"); }
+
+// One arrival that also expects `bytes` more to land by copies or stores that complete
+// transactions on this barrier (TMA, st.async): the phase completes once all have landed.
+__device__ __forceinline__ void mbarrier_arrive_expect_tx(uint32_t bar, uint32_t bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(bytes) : "memory");
+}
 
 // One arrival once every cp.async this thread has issued so far has landed (counted in the
 // barrier's expected count: .noinc).
@@ -31,6 +41,18 @@ __device__ __forceinline__ void mbarrier_wait(uint32_t bar, uint32_t parity) {
         "{\n\t.reg .pred done;\n"
         "WAIT_%=:\n\t"
         "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n\t"
+        "@!done bra WAIT_%=;\n}" ::"r"(bar),
+        "r"(parity)
+        : "memory");
+}
+
+// The same wait, acquiring at cluster scope: for bytes that peers of the cluster stored by st.async
+// (whose completion on the barrier releases at cluster scope).
+__device__ __forceinline__ void mbarrier_wait_cluster(uint32_t bar, uint32_t parity) {
+    asm volatile(
+        "{\n\t.reg .pred done;\n"
+        "WAIT_%=:\n\t"
+        "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 done, [%0], %1;\n\t"
         "@!done bra WAIT_%=;\n}" ::"r"(bar),
         "r"(parity)
         : "memory");

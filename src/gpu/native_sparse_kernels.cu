@@ -783,15 +783,14 @@ __global__ void __cluster_dims__(kClusterCtas, 1, 1) __launch_bounds__(kWgmmaThr
     const KRange kr(a);
     if (threadIdx.x == 0) {
         for (int i = 0; i < kXBuffers; ++i) mbarrier_init(bar(i), 1);
-        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+        fence_mbarrier_init_cluster();
     }
     cluster_sync();  // both CTAs' barriers exist before either's boxes arrive
 
     // Chunk c (blocks from kb): this CTA's boxes are its slabs of parity `rank`, into both CTAs.
     const auto stage = [&](int c, int64_t kb, int blocks) {
         if (threadIdx.x != 0 || blocks <= 0) return;
-        asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar(c)), "r"(uint32_t(blocks * E * kSlabBytes))
-                     : "memory");
+        mbarrier_arrive_expect_tx(bar(c), uint32_t(blocks * E * kSlabBytes));
         for (int slab = int(rank); slab < blocks * E; slab += kClusterCtas) {
             const int col = int(kb * NativeSparseLayout::kBlockK) + slab * (128 / E);
             asm volatile(
