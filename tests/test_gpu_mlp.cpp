@@ -166,6 +166,16 @@ const Case kCases[] = {
 const Mode kModes[] = {{GemmDType::BF16, true, "bf16"}, {GemmDType::FP8, true, "fp8-dynamic"}, {GemmDType::FP8, false, "fp8-static"}};
 const int64_t kTokens[] = {1, 7, 33, 1000};
 
+// Makes the first of g's candidates for n that writes `parts` parts of k apart (gemm.h) the one
+// its runs use; false if it has none.
+bool prefer_k_parts(const gpu::DenseGemm& g, int64_t n, int parts) {
+    for (int i = 0; i < g.candidates(n, nullptr); ++i) {
+        g.prefer(i, n, nullptr);
+        if (g.k_parts(n, nullptr) == parts) return true;
+    }
+    return false;
+}
+
 class GpuMlpOperators : public ::testing::TestWithParam<std::tuple<int, int>> {};
 
 // Each operator on its own, fed the GPU's own previous output (so each comparison isolates one
@@ -193,6 +203,11 @@ TEST_P(GpuMlpOperators, MatchTheCpuReference) {
         }
         GpuSpenseMlp mlp = GpuSpenseMlp::upload(context(), w, opt, nullptr);
         const SpenseMlpLayout& L = mlp.layout();
+        // A dense region alone may write k's halves apart: both forms, whichever its search picks.
+        if (const gpu::DenseGemm* g = mlp.down_dense(); g && g->shape().max_k_parts > 1) {
+            const int parts = n == 7 || n == 1000 ? 2 : 1;
+            ASSERT_TRUE(prefer_k_parts(*g, n, parts)) << "no candidate of down's dense region in " << parts << " parts of k";
+        }
         // Each 2:4 GEMM's run: quantize and gate_up pad to r_gu, activate and down to r_dn. As
         // planned, except that two token counts take the two mixes of a padded GEMM (cuSPARSELt
         // where it holds the weight) and an unpadded one (ours), which the plan picks by timing.
@@ -351,14 +366,21 @@ TEST(GpuMlp, Float32OutputsMatchTheReferenceToFloatPrecision) {
                 for (int64_t i = 0; i < f; ++i) z_bits[size_t(r * zw + L.z_column(i))] = zi[size_t(r * f + i)];
             DeviceBuffer zd(z_bits.size() * 2, "z");
             zd.upload(z_bits.data(), z_bits.size() * 2);
-            DeviceBuffer y = poisoned(size_t(n * d) * 4), y_dense = poisoned(size_t(n * d) * 4);
-            mlp.down_products(zd.get(), y.get(), y_dense.get(), n, plan.down, nullptr);
-            std::vector<float> yf = download<float>(y, size_t(n * d));
-            if (mlp.has_both_regions()) {
-                const auto yd = download<float>(y_dense, size_t(n * d));
-                for (size_t i = 0; i < yf.size(); ++i) yf[i] += yd[i];
+            for (int parts : {1, 2}) {
+                if (const gpu::DenseGemm* g = mlp.down_dense(); g && !mlp.has_both_regions())
+                    ASSERT_TRUE(prefer_k_parts(*g, n, parts)) << "no candidate of the dense down in " << parts << " parts of k";
+                else if (parts == 2)
+                    continue;
+                DeviceBuffer y = poisoned(size_t(mlp.down_out_elements(n)) * 4), y_dense = poisoned(size_t(n * d) * 4);
+                mlp.down_products(zd.get(), y.get(), y_dense.get(), n, plan.down, nullptr);
+                std::vector<float> yf = download<float>(y, size_t(n * d));
+                if (const void* second = mlp.down_second(y.get(), y_dense.get(), n, nullptr)) {
+                    std::vector<float> y2(yf.size());
+                    SPENSE_CUDA_CHECK(cudaMemcpy(y2.data(), second, y2.size() * 4, cudaMemcpyDeviceToHost));
+                    for (size_t i = 0; i < yf.size(); ++i) yf[i] += y2[i];
+                }
+                EXPECT_LT(test::rel_error(yf, linear(to_float(zi), n, we.down)), 1e-5) << parts << " parts of k";
             }
-            EXPECT_LT(test::rel_error(yf, linear(to_float(zi), n, we.down)), 1e-5);
         }
         DeviceBuffer x1(size_t(d) * 2, "x"), y1(size_t(d) * 2, "y");
         EXPECT_THROW(mlp.forward(x1.as<gpu::bf16>(), y1.as<gpu::bf16>(), 1, nullptr), Error);

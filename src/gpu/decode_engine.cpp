@@ -45,10 +45,19 @@ struct Linear {
     std::optional<DenseGemm> gemm;
     DeviceBuffer scale, bias;
 
-    ScaledRows output(const void* raw, const float* row_scale) const {
-        return {raw, gemm->shape().ldc, row_scale, scale.as<float>(), bias.as<float>(), nullptr, gemm->shape().out == GemmOut::F32};
+    // The products of n tokens as the next kernel reads them: with k's halves written apart
+    // (DenseGemm::k_parts), the second half's rows [n, 2 n) are added to the first's.
+    ScaledRows output(const void* raw, const float* row_scale, int64_t n, cudaStream_t stream) const {
+        const GemmShape& s = gemm->shape();
+        const void* second = gemm->k_parts(n, stream) == 2 ? static_cast<const uint8_t*>(raw) + size_t(n * s.ldc) * gemm_out_bytes(s.out) : nullptr;
+        return {raw, s.ldc, row_scale, scale.as<float>(), bias.as<float>(), second, s.out == GemmOut::F32};
     }
 };
+
+// A linear layer's GEMM; k_halves where its reader adds two products (the norm after o_proj).
+GemmShape linear_shape(GemmDType t, int64_t rows, int64_t cols, bool k_halves) {
+    return {t, rows, cols, cols, rows, false, gemm_out_for(t), k_halves && cols % 32 == 0 ? 2 : 1};
+}
 
 struct Layer {
     DeviceBuffer input_norm, post_norm, q_norm, k_norm;  // float32; q/k norms empty unless Qwen3
@@ -57,7 +66,7 @@ struct Layer {
 };
 
 Linear make_linear(GpuContext& ctx, GemmDType t, const std::vector<const Matrix*>& parts, const std::vector<const std::vector<float>*>& biases,
-                   const std::string& what) {
+                   bool k_halves, const std::string& what) {
     const int64_t cols = parts[0]->cols;
     int64_t rows = 0;
     for (const Matrix* m : parts) rows += m->rows;
@@ -66,7 +75,7 @@ Linear make_linear(GpuContext& ctx, GemmDType t, const std::vector<const Matrix*
     for (const Matrix* m : parts) w.insert(w.end(), m->data.begin(), m->data.end());
     Linear l;
     const std::vector<float> scale = t == GemmDType::FP8 ? fp8_row_scales(w.data(), rows, cols) : std::vector<float>();
-    l.gemm.emplace(ctx, GemmShape{t, rows, cols, cols, rows, false, gemm_out_for(t)}, encode_weight(w.data(), rows, cols, t, scale, what));
+    l.gemm.emplace(ctx, linear_shape(t, rows, cols, k_halves), encode_weight(w.data(), rows, cols, t, scale, what));
     if (!scale.empty()) l.scale = upload_floats(scale, what + " FP8 scales");
     if (std::any_of(biases.begin(), biases.end(), [](const auto* b) { return !b->empty(); })) {
         std::vector<float> b;
@@ -82,7 +91,7 @@ Linear make_linear(GpuContext& ctx, GemmDType t, const std::vector<const Matrix*
 }
 
 // Random weights U(a/16, a) with random signs, a = 1 / sqrt(cols) (kernels.h); FP8 scales a / 448.
-Linear random_linear(GpuContext& ctx, GemmDType t, int64_t rows, int64_t cols, uint64_t seed, cudaStream_t stream,
+Linear random_linear(GpuContext& ctx, GemmDType t, int64_t rows, int64_t cols, bool k_halves, uint64_t seed, cudaStream_t stream,
                      const std::string& what) {
     const float a = float(1.0 / std::sqrt(double(cols)));
     DeviceBuffer w(size_t(rows * cols) * gemm_dtype_bytes(t), what);
@@ -92,7 +101,7 @@ Linear random_linear(GpuContext& ctx, GemmDType t, int64_t rows, int64_t cols, u
         l.scale = DeviceBuffer(size_t(rows) * 4, what + " FP8 scales");
         launch_fill_f32(l.scale.as<float>(), rows, a / kE4M3Max, stream);
     }
-    l.gemm.emplace(ctx, GemmShape{t, rows, cols, cols, rows, false, gemm_out_for(t)}, std::move(w));
+    l.gemm.emplace(ctx, linear_shape(t, rows, cols, k_halves), std::move(w));
     return l;
 }
 
@@ -181,11 +190,16 @@ struct DecodeEngine::State {
         qkv = DeviceBuffer(size_t(B * qkv_width()) * out, "qkv");
         attn = DeviceBuffer(size_t(B * attn_width()) * e, "attention output");
         attn_scale = DeviceBuffer(size_t(B) * 4, "attention output scales");
-        o = DeviceBuffer(size_t(B * d) * out, "attention projection");
+        int64_t o_elems = B * d, y_elems = rows * d;  // with k's halves apart, up to twice the rows
+        for (const Layer& l : layers) {
+            o_elems = std::max(o_elems, l.o.gemm->shape().out_elements(B));
+            y_elems = std::max(y_elems, l.mlp->down_out_elements(rows));
+        }
+        o = DeviceBuffer(size_t(o_elems) * out, "attention projection");
         h = DeviceBuffer(size_t(rows * 2 * mlp_width) * out, "gate_up output");
         z = DeviceBuffer(size_t(rows * mlp_width) * e, "MLP intermediate");
         z_scale = DeviceBuffer(size_t(rows) * 4, "MLP intermediate scales");
-        y = DeviceBuffer(size_t(rows * d) * out, "MLP output");
+        y = DeviceBuffer(size_t(y_elems) * out, "MLP output");
         y_dense = DeviceBuffer(size_t(rows * d) * out, "MLP output of the dense regions");
         logits = DeviceBuffer(size_t(B * cfg.vocab) * out, "logits");
         const size_t cache = cache_layer_elems() * size_t(cfg.n_layers) * 2;
@@ -239,8 +253,8 @@ std::unique_ptr<DecodeEngine> DecodeEngine::from_model(GpuContext& ctx, const Tr
             layer.q_norm = upload_floats(a.q_norm, cat("layer ", l, " q norm"));
             layer.k_norm = upload_floats(a.k_norm, cat("layer ", l, " k norm"));
         }
-        layer.qkv = make_linear(ctx, opt.dtype, {&a.q, &a.k, &a.v}, {&a.q_bias, &a.k_bias, &a.v_bias}, cat("layer ", l, " qkv"));
-        layer.o = make_linear(ctx, opt.dtype, {&a.o}, {&a.o_bias}, cat("layer ", l, " o_proj"));
+        layer.qkv = make_linear(ctx, opt.dtype, {&a.q, &a.k, &a.v}, {&a.q_bias, &a.k_bias, &a.v_bias}, false, cat("layer ", l, " qkv"));
+        layer.o = make_linear(ctx, opt.dtype, {&a.o}, {&a.o_bias}, true, cat("layer ", l, " o_proj"));
         const auto* mlp = dynamic_cast<const DenseMlp*>(lw.mlp.get());
         SPENSE_CHECK(mlp, "layer ", l, ": the MLP is not a dense SwiGLU MLP");
         const SpenseMlpWeights mw{mlp->gate, mlp->up, mlp->down, dense_counts[size_t(l)]};
@@ -252,7 +266,7 @@ std::unique_ptr<DecodeEngine> DecodeEngine::from_model(GpuContext& ctx, const Tr
     s->final_norm = upload_floats(w.final_norm, "final norm");
     const Matrix& head = w.lm_head.rows > 0 ? w.lm_head : w.embed;
     static const std::vector<float> no_bias;
-    s->lm_head = make_linear(ctx, opt.dtype, {&head}, {&no_bias}, "lm_head");
+    s->lm_head = make_linear(ctx, opt.dtype, {&head}, {&no_bias}, false, "lm_head");
     s->allocate_activations();
     auto engine = std::unique_ptr<DecodeEngine>(new DecodeEngine(std::move(s)));
     engine->set_lengths(std::vector<int32_t>(size_t(opt.batch), 0));
@@ -275,15 +289,15 @@ std::unique_ptr<DecodeEngine> DecodeEngine::random(GpuContext& ctx, const ModelC
             layer.q_norm = filled(cfg.head_dim, 1.0f, st, "q norm");
             layer.k_norm = filled(cfg.head_dim, 1.0f, st, "k norm");
         }
-        layer.qkv = random_linear(ctx, opt.dtype, s->qkv_width(), d, ls + 1, st, cat("layer ", l, " qkv"));
-        layer.o = random_linear(ctx, opt.dtype, d, s->attn_width(), ls + 2, st, cat("layer ", l, " o_proj"));
+        layer.qkv = random_linear(ctx, opt.dtype, s->qkv_width(), d, false, ls + 1, st, cat("layer ", l, " qkv"));
+        layer.o = random_linear(ctx, opt.dtype, d, s->attn_width(), true, ls + 2, st, cat("layer ", l, " o_proj"));
         layer.mlp.emplace(GpuSpenseMlp::random(ctx, d, cfg.intermediate, dense, mlp_opt, ls + 3, st));
         s->layers.push_back(std::move(layer));
     }
     s->embed = DeviceBuffer(size_t(cfg.vocab * d) * 2, "embedding");
     launch_random_weights(GemmDType::BF16, s->embed.get(), cfg.vocab, d, cfg.vocab, d, false, 1.0f, seed * 7 + 5, st);
     s->final_norm = filled(d, 1.0f, st, "final norm");
-    s->lm_head = random_linear(ctx, opt.dtype, cfg.vocab, d, seed * 7 + 6, st, "lm_head");
+    s->lm_head = random_linear(ctx, opt.dtype, cfg.vocab, d, false, seed * 7 + 6, st, "lm_head");
     s->allocate_activations();
     auto engine = std::unique_ptr<DecodeEngine>(new DecodeEngine(std::move(s)));
     engine->set_lengths(std::vector<int32_t>(size_t(opt.batch), 0));
@@ -336,13 +350,13 @@ void DecodeEngine::enqueue_step(unsigned parts) {
         } else {
             out.values = s.attn.as<bf16>();
         }
-        const DecodeAttention::Input in{L.qkv.output(s.qkv.get(), s.fp8_only(s.act_scale)), L.q_norm.as<float>(), L.k_norm.as<float>(),
+        const DecodeAttention::Input in{L.qkv.output(s.qkv.get(), s.fp8_only(s.act_scale), B, st), L.q_norm.as<float>(), L.k_norm.as<float>(),
                                         eps, s.rope.as<float2>()};
         float* v_bound = s.opt.dtype == GemmDType::FP8 ? s.v_bound.as<float>() + l * B * c.n_kv_heads : nullptr;
         if (attention) s.attention->run(in, k_cache, v_cache, v_bound, s.lengths.as<int32_t>(), out, s.attn_workspace.get(), st);
         if (gemms) L.o.gemm->run(s.attn.get(), s.o.get(), B, st);
         if (elementwise)
-            launch_add_norm_quantize(s.x.as<float>(), L.o.output(s.o.get(), s.fp8_only(s.attn_scale)), L.post_norm.as<float>(), eps,
+            launch_add_norm_quantize(s.x.as<float>(), L.o.output(s.o.get(), s.fp8_only(s.attn_scale), B, st), L.post_norm.as<float>(), eps,
                                  B, rows, d, act, st);
         GpuSpenseMlp& mlp = *L.mlp;
         const SpenseMlpLayout& ml = mlp.layout();
@@ -353,13 +367,13 @@ void DecodeEngine::enqueue_step(unsigned parts) {
         if (elementwise)
             launch_swiglu_quantize(h, ml.swiglu(), B, plan.down.rows, s.act_out(s.z.get(), ml.width(), s.z_scale.as<float>()), st);
         if (gemms) mlp.down_products(s.z.get(), s.y.get(), s.y_dense.get(), B, plan.down, st);
-        pending = {s.y.get(), d, s.fp8_only(s.z_scale), mlp.down_weight_scale(), nullptr, mlp.has_both_regions() ? s.y_dense.get() : nullptr,
+        pending = {s.y.get(), d, s.fp8_only(s.z_scale), mlp.down_weight_scale(), nullptr, mlp.down_second(s.y.get(), s.y_dense.get(), B, st),
                    f32};
     }
     if (elementwise) launch_add_norm_quantize(s.x.as<float>(), pending, s.final_norm.as<float>(), eps, B, B, d, act, st);
     if (gemms) s.lm_head.gemm->run(s.act.get(), s.logits.get(), B, st);
     if (elementwise)
-        launch_argmax_advance(s.lm_head.output(s.logits.get(), s.fp8_only(s.act_scale)), B, c.vocab, s.best.as<unsigned long long>(),
+        launch_argmax_advance(s.lm_head.output(s.logits.get(), s.fp8_only(s.act_scale), B, st), B, c.vocab, s.best.as<unsigned long long>(),
                           s.tokens.as<int32_t>(), s.lengths.as<int32_t>(), st);
 }
 
@@ -559,7 +573,7 @@ Matrix DecodeEngine::logits() {
     State& s = *s_;
     Matrix m(s.opt.batch, s.cfg.vocab);
     DeviceBuffer f(m.data.size() * 4, "logits float32");
-    launch_logits_f32(s.lm_head.output(s.logits.get(), s.fp8_only(s.act_scale)), s.opt.batch, s.cfg.vocab, f.as<float>(), s.stream);
+    launch_logits_f32(s.lm_head.output(s.logits.get(), s.fp8_only(s.act_scale), s.opt.batch, s.stream), s.opt.batch, s.cfg.vocab, f.as<float>(), s.stream);
     SPENSE_CUDA_CHECK(cudaStreamSynchronize(s.stream), "logits");
     f.download(m.data.data(), m.data.size() * 4);
     return m;

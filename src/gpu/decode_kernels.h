@@ -38,7 +38,8 @@ struct ScaledRows {
     const float* col_scale = nullptr;
     const float* bias = nullptr;
     // A second raw product of the same scales, layout and type, added to raw before scaling: the
-    // dense region of an input-split GEMM, run beside the sparse one (GpuSpenseMlp::down_products).
+    // dense region of an input-split GEMM, run beside the sparse one (GpuSpenseMlp::down_products),
+    // or the products of k's second half where a dense GEMM wrote its halves apart (gemm.h).
     const void* raw2 = nullptr;
     bool f32 = false;  // the products are float32 (GemmOut::F32)
 

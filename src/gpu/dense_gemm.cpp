@@ -22,17 +22,31 @@ constexpr int kHeuristicResults = 32;
 
 cudaDataType data_type(GemmDType t) { return t == GemmDType::BF16 ? CUDA_R_16BF : CUDA_R_8F_E4M3; }
 
-std::unique_ptr<DensePlan> make_descriptors(const GemmShape& s, int64_t n) {
+// k_parts 2: k's halves as a strided batch of two, A and B stepping k / 2 columns along their rows
+// and D a block of n rows (gemm.h).
+std::unique_ptr<DensePlan> make_descriptors(const GemmShape& s, int64_t n, int k_parts) {
     auto p = std::make_unique<DensePlan>();
-    const std::string what = cat(s.describe(), " n=", n);
+    p->k_parts = k_parts;
+    const std::string what = cat(s.describe(), " n=", n, " k_parts=", k_parts);
     SPENSE_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), what);
     // Column-major view: D[m, n] = op(A)[m, k] B[k, n] with A = W^T stored [k, m] (ld k), op = T.
     const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
     SPENSE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta), what);
     SPENSE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb), what);
-    SPENSE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->a, data_type(s.dtype), s.k, s.m, s.k), what);
-    SPENSE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->b, data_type(s.dtype), s.k, n, s.ldb), what);
+    const int64_t kp = s.k / k_parts;
+    SPENSE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->a, data_type(s.dtype), kp, s.m, s.k), what);
+    SPENSE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->b, data_type(s.dtype), kp, n, s.ldb), what);
     SPENSE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->c, s.out == GemmOut::F32 ? CUDA_R_32F : CUDA_R_16BF, s.m, n, s.ldc), what);
+    if (k_parts > 1) {
+        const int32_t batch = k_parts;
+        const int64_t in_stride = kp, out_stride = n * s.ldc;
+        for (cublasLtMatrixLayout_t l : {p->a, p->b, p->c})
+            SPENSE_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &batch, sizeof batch), what);
+        for (cublasLtMatrixLayout_t l : {p->a, p->b})
+            SPENSE_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &in_stride, sizeof in_stride), what);
+        SPENSE_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(p->c, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &out_stride, sizeof out_stride),
+                            what);
+    }
     return p;
 }
 
@@ -54,8 +68,8 @@ std::vector<cublasLtMatmulHeuristicResult_t> heuristic(GpuContext& ctx, const De
     if (st == CUBLAS_STATUS_SUCCESS)
         st = cublasLtMatmulAlgoGetHeuristic(ctx.cublaslt(), p.desc, p.a, p.b, p.c, p.c, pref, kHeuristicResults, results.data(), &count);
     cublasLtMatmulPreferenceDestroy(pref);
-    SPENSE_CUBLAS_CHECK(st, "heuristic for ", s.describe(), " n=", n);
-    if (count == 0) fail("cuBLASLt has no algorithm for ", s.describe(), " n=", n);
+    SPENSE_CUBLAS_CHECK(st, "heuristic for ", s.describe(), " n=", n, " k_parts=", p.k_parts);
+    if (count == 0) fail("cuBLASLt has no algorithm for ", s.describe(), " n=", n, " k_parts=", p.k_parts);
     results.resize(size_t(count));
     return results;
 }
@@ -73,13 +87,15 @@ std::vector<cublasLtMatmulHeuristicResult_t> heuristic(GpuContext& ctx, const De
 DenseChoice search(GpuContext& ctx, const GemmShape& s, int64_t bucket, const void* w, cudaStream_t stream) {
     const GemmSearch search(ctx, s, bucket, stream);
     void *x = search.x(), *y = search.y();
-    auto p = make_descriptors(s, bucket);
-    const auto results = heuristic(ctx, *p, s, bucket);
-    std::vector<std::function<void()>> runs;
-    for (const auto& r : results) runs.push_back([&] { matmul(ctx, *p, r.algo, r.workspaceSize, s, bucket, w, x, y, stream); });
-    const std::vector<double> ms = ctx.time_ms(runs, stream);
     DenseChoice c;
-    for (size_t i = 0; i < results.size(); ++i) c.timed.push_back({results[i].algo, ms[i], int(i)});
+    for (int parts = 1; parts <= s.max_k_parts; ++parts) {
+        auto p = make_descriptors(s, bucket, parts);
+        const auto results = heuristic(ctx, *p, s, bucket);
+        std::vector<std::function<void()>> runs;
+        for (const auto& r : results) runs.push_back([&] { matmul(ctx, *p, r.algo, r.workspaceSize, s, bucket, w, x, y, stream); });
+        const std::vector<double> ms = ctx.time_ms(runs, stream);
+        for (size_t i = 0; i < results.size(); ++i) c.timed.push_back({results[i].algo, ms[i], int(i), parts});
+    }
     std::stable_sort(c.timed.begin(), c.timed.end(), [](const DenseCandidate& a, const DenseCandidate& b) { return a.ms < b.ms; });
     return c;
 }
@@ -96,14 +112,16 @@ const DensePlan& plan_for(GpuContext& ctx, const GemmShape& s, int64_t n, const 
     auto& caches = ctx.caches();
     if (auto it = caches.dense_plans.find({s, n}); it != caches.dense_plans.end()) return *it->second;
     const DenseCandidate& chosen = choice_for(ctx, s, n, w, stream).algo();
-    auto p = make_descriptors(s, n);
-    // The bucket's algorithm serves every n in it where cuBLASLt accepts it; else the heuristic's first.
+    auto p = make_descriptors(s, n, chosen.k_parts);
+    // The bucket's algorithm serves every n in it where cuBLASLt accepts it; else the heuristic's
+    // first for k whole.
     cublasLtMatmulHeuristicResult_t check{};
     if (cublasLtMatmulAlgoCheck(ctx.cublaslt(), p->desc, p->a, p->b, p->c, p->c, &chosen.algo, &check) == CUBLAS_STATUS_SUCCESS &&
         check.workspaceSize <= kWorkspace) {
         p->algo = chosen.algo;
         p->workspace = check.workspaceSize;
     } else {
+        p = make_descriptors(s, n, 1);
         const auto first = heuristic(ctx, *p, s, n).front();
         p->algo = first.algo;
         p->workspace = first.workspaceSize;
@@ -121,6 +139,8 @@ DenseGemm::DenseGemm(GpuContext& ctx, GemmShape shape, DeviceBuffer weight) : ct
     SPENSE_CHECK(s.m > 0 && s.k > 0 && s.ldb >= s.k && s.ldc >= s.m, "DenseGemm: bad shape ", s.describe());
     SPENSE_CHECK(weight_.bytes() == size_t(s.m * s.k) * gemm_dtype_bytes(s.dtype), "DenseGemm: weight of ", weight_.bytes(),
                  " bytes for ", s.describe());
+    SPENSE_CHECK(s.max_k_parts == 1 || (s.max_k_parts == 2 && !s.accumulate && s.k % 32 == 0),
+                 "DenseGemm: k in parts needs 2 parts, no accumulation and k a multiple of 32: ", s.describe());
     if (s.dtype == GemmDType::FP8) {
         // cuBLASLt's FP8 kernels need 16-byte aligned leading dimensions and m, k multiples of 16.
         SPENSE_CHECK(s.m % 16 == 0 && s.k % 16 == 0 && s.ldb % 16 == 0 && s.ldc * gemm_out_bytes(s.out) % 16 == 0,
@@ -135,6 +155,8 @@ void DenseGemm::run(const void* x, void* y, int64_t n, cudaStream_t stream) cons
     if (p.programmatic) programmatic_into_next(stream);
     matmul(*ctx_, p, p.algo, p.workspace, shape_, n, weight_.get(), x, y, stream);
 }
+
+int DenseGemm::k_parts(int64_t n, cudaStream_t stream) const { return plan_for(*ctx_, shape_, n, weight_.get(), stream).k_parts; }
 
 int DenseGemm::candidates(int64_t n, cudaStream_t stream) const {
     return int(choice_for(*ctx_, shape_, n, weight_.get(), stream).timed.size());

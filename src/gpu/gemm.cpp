@@ -19,7 +19,7 @@ GemmDType parse_gemm_dtype(const std::string& s) {
 
 std::string GemmShape::describe() const {
     return cat(gemm_dtype_name(dtype), " m=", m, " k=", k, " ldb=", ldb, " ldc=", ldc, " beta=", accumulate ? 1 : 0,
-               out == GemmOut::F32 ? " out=f32" : "");
+               out == GemmOut::F32 ? " out=f32" : "", max_k_parts > 1 ? cat(" k_parts<=", max_k_parts) : "");
 }
 
 int64_t token_bucket(int64_t n) {
@@ -37,7 +37,7 @@ size_t round_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
 
 GemmSearch::GemmSearch(GpuContext& ctx, const GemmShape& s, int64_t bucket, cudaStream_t stream) : ctx_(ctx), start_(now_seconds()) {
     const size_t x_bytes = round_up(size_t(bucket * s.ldb) * gemm_dtype_bytes(s.dtype), 256);
-    const size_t y_bytes = round_up(size_t(bucket * s.ldc) * gemm_out_bytes(s.out), 256);
+    const size_t y_bytes = round_up(size_t(s.out_elements(bucket)) * gemm_out_bytes(s.out), 256);
     auto* base = static_cast<uint8_t*>(ctx.search_scratch(x_bytes + y_bytes));
     x_ = base;
     y_ = base + x_bytes;

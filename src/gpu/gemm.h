@@ -18,6 +18,12 @@
 // accumulate: Y += ... (beta = 1), the input-split form that adds into an existing output. The
 // Spense MLP does not use it: its down runs the two regions' GEMMs side by side into two outputs
 // (spense_mlp.h), which one pass (GpuSpenseMlp::down) or the decode engine's next norm adds.
+// max_k_parts = 2 lets a dense GEMM write the products of k's two halves apart, for such a
+// consumer: cuBLASLt runs them as one strided batch, part i into rows [i n, (i + 1) n) of a
+// [2 n, ldc] output, where its own split-K needs a reduction kernel after the GEMM and its unsplit
+// kernels leave SMs idle at decode sizes (Qwen3-32B's down at 32 tokens on the H200: FP8 34.2 us
+// in halves against 38.1 split by cuBLASLt, BF16 65.3 against 68.6; bench/README.md). The search
+// times both forms; DenseGemm::k_parts says which a run writes.
 //
 // Plans (descriptors, the algorithm and its workspace size) are built once per (shape, n) and kept
 // in the GpuContext; the algorithm is searched once per (shape, token bucket) by timing candidates
@@ -47,9 +53,12 @@ struct GemmShape {
     int64_t ldc = 0;       // row stride of Y, in elements (>= m)
     bool accumulate = false;
     GemmOut out = GemmOut::BF16;
+    int64_t max_k_parts = 1;  // 1, or 2 (dense GEMMs without accumulate, k a multiple of 32)
 
     auto operator<=>(const GemmShape&) const = default;
-    std::string describe() const;  // "fp8 m=51200 k=5120 ldb=5120 ldc=51200 beta=0" (+ " out=f32")
+    std::string describe() const;  // "fp8 m=51200 k=5120 ldb=5120 ldc=51200 beta=0" (+ " out=f32", " k_parts<=2")
+    // Output elements a run of n tokens may write: max_k_parts blocks of [n, ldc].
+    int64_t out_elements(int64_t n) const { return max_k_parts * n * ldc; }
 };
 
 // Token counts that share one searched algorithm: n rounded up to a power of two.
@@ -78,8 +87,11 @@ class DenseGemm {
 public:
     DenseGemm(GpuContext& ctx, GemmShape shape, DeviceBuffer weight);
 
-    // Any n >= 1.
+    // Any n >= 1. y holds shape().out_elements(n); the run writes k_parts(n) blocks of [n, ldc].
     void run(const void* x, void* y, int64_t n, cudaStream_t stream) const;
+    // The parts of k whose products run(n) writes apart: 1, or 2 where the shape allows it and the
+    // chosen algorithm is one of the halves' (searching on first use).
+    int k_parts(int64_t n, cudaStream_t stream) const;
 
     // Choosing the algorithm in context (the decode engine times whole steps with each candidate
     // of its Spense MLPs' dense regions, which run beside their 2:4 GEMMs): how many candidates the

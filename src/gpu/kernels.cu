@@ -147,19 +147,19 @@ __global__ void swiglu_fp8_kernel(const bf16* h, uint8_t* z, int64_t n, int64_t 
     write_scale_targets(targets, s, tid, stride);
 }
 
-__global__ void combine_columns_kernel(bf16* y, const bf16* y2, int64_t rows, int64_t cols, const float* scale) {
+__global__ void combine_columns_kernel(bf16* out, const bf16* y, const bf16* y2, int64_t rows, int64_t cols, const float* scale) {
     const int64_t per_row = cols / kVec, stride = int64_t(gridDim.x) * blockDim.x;
     for (int64_t v = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; v < rows * per_row; v += stride) {
         const int64_t c = (v % per_row) * kVec;
         const Bf16x8 p{reinterpret_cast<const uint4*>(y)[v]};
         const Bf16x8 q{y2 ? reinterpret_cast<const uint4*>(y2)[v] : uint4{}};
-        uint4 out;
-        bf16* o = reinterpret_cast<bf16*>(&out);
+        uint4 sums;
+        bf16* o = reinterpret_cast<bf16*>(&sums);
         for (int i = 0; i < kVec; ++i) {
             const float sum = y2 ? p.get(i) + q.get(i) : p.get(i);
             o[i] = __float2bfloat16_rn(scale ? sum * scale[c + i] : sum);
         }
-        reinterpret_cast<uint4*>(y)[v] = out;
+        reinterpret_cast<uint4*>(out)[v] = sums;
     }
 }
 
@@ -305,10 +305,11 @@ void launch_swiglu_fp8(const bf16* h, uint8_t* z, int64_t n, int64_t rows, Swigl
     SPENSE_CUDA_CHECK(cudaGetLastError(), "swiglu_fp8_kernel, ", n, " (", rows, ") rows, regions ", l.sparse, " + ", l.dense);
 }
 
-void launch_combine_columns(bf16* y, const bf16* y2, int64_t rows, int64_t cols, const float* scale, cudaStream_t stream) {
+void launch_combine_columns(bf16* out, const bf16* y, const bf16* y2, int64_t rows, int64_t cols, const float* scale, cudaStream_t stream) {
+    check_vector_aligned(out, cols, "combine_columns");
     check_vector_aligned(y, cols, "combine_columns");
     if (y2) check_vector_aligned(y2, cols, "combine_columns");
-    combine_columns_kernel<<<grid_for(rows * cols / kVec), kThreads, 0, stream>>>(y, y2, rows, cols, scale);
+    combine_columns_kernel<<<grid_for(rows * cols / kVec), kThreads, 0, stream>>>(out, y, y2, rows, cols, scale);
     SPENSE_CUDA_CHECK(cudaGetLastError(), "combine_columns_kernel [", rows, ", ", cols, "]", y2 ? ", two products" : "",
                       scale ? ", scaled" : "");
 }

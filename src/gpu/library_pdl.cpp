@@ -148,7 +148,7 @@ cudaGraphExec_t instantiate_captured(cudaGraph_t graph, const char* what) {
 
 bool waits_for_programmatic_predecessor(GpuContext& ctx, const GemmShape& s, int64_t n, const LibraryRun& run, cudaStream_t stream) {
     if (n > kProgrammaticMaxRows || capturing(stream)) return false;
-    const size_t xb = round16(size_t(n * s.ldb) * gemm_dtype_bytes(s.dtype)), yb = round16(size_t(n * s.ldc) * gemm_out_bytes(s.out));
+    const size_t xb = round16(size_t(n * s.ldb) * gemm_dtype_bytes(s.dtype)), yb = round16(size_t(s.out_elements(n)) * gemm_out_bytes(s.out));
     auto* scratch = static_cast<uint8_t*>(ctx.search_scratch(2 * xb + 2 * yb));
     uint8_t *x_src = scratch, *x = scratch + xb, *y_ref = scratch + 2 * xb, *y = y_ref + yb;
     cudaStream_t side = ctx.fork(stream);
@@ -161,13 +161,13 @@ bool waits_for_programmatic_predecessor(GpuContext& ctx, const GemmShape& s, int
     bool waits = exec != nullptr;
     if (waits) {
         SPENSE_CUDA_CHECK(cudaStreamSynchronize(side), "the programmatic-edge probe of ", s.describe(), " n=", n);
-        const std::vector<float> ref = download_outputs(y_ref, n * s.ldc, s.out);
+        const std::vector<float> ref = download_outputs(y_ref, s.out_elements(n), s.out);
         for (int trial = 0; waits && trial < kTrials; ++trial) {
             SPENSE_CUDA_CHECK(cudaMemsetAsync(x, 0, xb, side));
             SPENSE_CUDA_CHECK(cudaMemsetAsync(y, 0, yb, side));
             SPENSE_CUDA_CHECK(cudaGraphLaunch(exec, side), "the programmatic-edge probe of ", s.describe(), " n=", n);
             SPENSE_CUDA_CHECK(cudaStreamSynchronize(side), "the programmatic-edge probe of ", s.describe(), " n=", n);
-            const std::vector<float> got = download_outputs(y, n * s.ldc, s.out);
+            const std::vector<float> got = download_outputs(y, s.out_elements(n), s.out);
             double err = 0, top = 0;
             for (size_t i = 0; i < ref.size(); ++i) {
                 err = std::max(err, double(std::fabs(got[i] - ref[i])));

@@ -25,11 +25,12 @@ using PlanKey = std::pair<GemmShape, int64_t>;  // (shape, n or token bucket)
 struct DenseCandidate {
     cublasLtMatmulAlgo_t algo{};
     double ms = 0;  // alone, at the bucket's size
-    int rank = 0;   // in cuBLASLt's heuristic order
+    int rank = 0;   // in cuBLASLt's heuristic order for its form
+    int k_parts = 1;  // the form: k whole, or its halves as a strided batch (GemmShape::max_k_parts)
 };
 
 struct DenseChoice {
-    std::vector<DenseCandidate> timed;  // every heuristic candidate, fastest alone first
+    std::vector<DenseCandidate> timed;  // every heuristic candidate of every form, fastest alone first
     size_t chosen = 0;                  // the one runs use: the fastest alone, or DenseGemm::prefer's
     const DenseCandidate& algo() const { return timed[chosen]; }
 };
@@ -39,6 +40,7 @@ struct DensePlan {
     cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
     cublasLtMatmulAlgo_t algo{};
     size_t workspace = 0;
+    int k_parts = 1;
     bool programmatic = false;  // its kernels honour a programmatic edge (library_pdl.h: probed when built)
     DensePlan() = default;
     DensePlan(const DensePlan&) = delete;

@@ -143,7 +143,9 @@ void GpuSpenseMlp::build(Regions&& r, cudaStream_t stream) {
     }
     if (kp > 0) {
         gate_up_dense_.emplace(*ctx_, GemmShape{t, 2 * kp, d, d, 2 * f, false, o}, std::move(r.gate_up_dense));
-        down_dense_.emplace(*ctx_, GemmShape{t, d, kp, f, d, false, o}, std::move(r.down_dense));
+        // Alone, the dense region may write k's halves apart (gemm.h), which down() or the decode
+        // engine's norm adds; beside a 2:4 region it is itself one of two parts.
+        down_dense_.emplace(*ctx_, GemmShape{t, d, kp, f, d, false, o, sp == 0 ? 2 : 1}, std::move(r.down_dense));
     }
     if (t == GemmDType::FP8) {
         gate_up_w_scale_ = std::move(r.gate_up_scale);
@@ -267,7 +269,8 @@ void GpuSpenseMlp::reserve(int64_t rows) {
     h_ = DeviceBuffer(size_t(rows * 2 * f) * out, cat("gate_up output, ", rows, " tokens"));
     z_ = DeviceBuffer(size_t(rows * f) * e, cat("intermediate activation, ", rows, " tokens"));
     y_ = DeviceBuffer(size_t(rows * d) * out, cat("MLP output, ", rows, " tokens"));
-    if (has_both_regions()) y_dense_ = DeviceBuffer(size_t(rows * d) * out, cat("MLP output of the dense region, ", rows, " tokens"));
+    if (down_dense_ && (down_sparse_ || down_dense_->shape().max_k_parts > 1))
+        y_dense_ = DeviceBuffer(size_t(down_dense_->shape().out_elements(rows)) * out, cat("MLP output of the dense region, ", rows, " tokens"));
     capacity_ = rows;
 }
 
@@ -334,10 +337,20 @@ void GpuSpenseMlp::activate(const bf16* h, void* z, int64_t n, int64_t rows, cud
 void GpuSpenseMlp::down(const void* z, bf16* y, int64_t n, const SparseRun& run, cudaStream_t stream) {
     require_bf16_outputs("down");
     reserve(n);
-    down_products(z, y, y_dense_.get(), n, run, stream);
+    // k's halves land in y_dense_ (whose 2 n rows y may not have), and the pass adds them into y.
+    const bool halves = !has_both_regions() && down_dense_ && down_dense_->k_parts(n, stream) == 2;
+    bf16* products = halves ? y_dense_.as<bf16>() : y;
+    down_products(z, products, y_dense_.get(), n, run, stream);
     const float* scale = opt_.dtype == GemmDType::FP8 ? down_column_scale_.as<float>() : nullptr;
-    const bf16* y_dense = has_both_regions() ? y_dense_.as<bf16>() : nullptr;
-    if (y_dense || scale) launch_combine_columns(y, y_dense, n, layout_.hidden, scale, stream);
+    const auto* second = static_cast<const bf16*>(down_second(products, y_dense_.get(), n, stream));
+    if (halves || second || scale) launch_combine_columns(y, products, second, n, layout_.hidden, scale, stream);
+}
+
+const void* GpuSpenseMlp::down_second(const void* y, const void* y_dense, int64_t n, cudaStream_t stream) const {
+    if (has_both_regions()) return y_dense;
+    if (down_dense_ && down_dense_->k_parts(n, stream) == 2)
+        return static_cast<const uint8_t*>(y) + size_t(n * layout_.hidden) * gemm_out_bytes(opt_.gemm_out);
+    return nullptr;
 }
 
 const void* GpuSpenseMlp::dense_part(const void* z) const {

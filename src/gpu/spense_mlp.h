@@ -146,11 +146,17 @@ public:
     void down(const void* z, bf16* y, int64_t n, const SparseRun& run, cudaStream_t stream);
     // down without its sum and FP8 scaling pass, its two GEMMs side by side: y holds the raw
     // products of the sparse region and y_dense [n, d] those of the dense region (untouched where
-    // the layout has only one region: y then holds all); the decode engine adds the two and
-    // applies down_weight_scale() times its own per-token activation scales where it reads them.
+    // the layout has only one region: y then holds all, or, for the dense region alone, those of
+    // k's halves in [2 n, d]: down_second); the decode engine adds the two and applies
+    // down_weight_scale() times its own per-token activation scales where it reads them.
     void down_products(const void* z, void* y, void* y_dense, int64_t n, const SparseRun& run, cudaStream_t stream);
     // Whether down_products writes y_dense: the layout has both regions.
     bool has_both_regions() const { return down_sparse_ && down_dense_; }
+    // The second products down_products(z, y, y_dense, n) wrote, which the reader adds to y: y_dense
+    // with both regions, y's rows [n, 2 n) where the dense region alone wrote k's halves, else null.
+    const void* down_second(const void* y, const void* y_dense, int64_t n, cudaStream_t stream) const;
+    // Output elements down_products may write into y for n tokens.
+    int64_t down_out_elements(int64_t n) const { return down_dense_ && !down_sparse_ ? down_dense_->shape().out_elements(n) : n * layout_.hidden; }
 
     // A serving engine that runs n tokens per call keeps only the 2:4 format of the backends
     // plan_for(n, stream) chose (SparseGemm::keep_backend), halving their memory.
