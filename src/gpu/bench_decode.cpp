@@ -101,6 +101,7 @@ nlohmann::json run_decode_bench(const DecodeBenchOptions& opt, std::ostream& out
                                 {"dense_ratio", double(dense) / double(cfg.intermediate)},
                                 {"dense_count", dense},
                                 {"mlp_backends", engine->mlp_backends()},
+                                {"k_halves", engine->k_halves()},
                                 {"context", c},
                                 {"step_ms", t.median},
                                 {"step_ms_min", t.min},

@@ -470,7 +470,7 @@ bool DecodeEngine::tune_gemms(const std::vector<int32_t>& lengths) {
                              return g ? std::min(g->candidates(B, s.stream), kCandidates) : 0;
                          },
                          [&, gemm_of = gemm_of](Layer& l, int i) { gemm_of(l)->prefer(i, B, s.stream); },
-                         nullptr});
+                         [&, gemm_of = gemm_of](Layer& l) { return gemm_of(l)->k_parts(B, s.stream) == 2 ? std::string("k in halves; ") : std::string(); }});
 
     const auto t0 = std::chrono::steady_clock::now();
     cudaEvent_t e0, e1;
@@ -589,6 +589,17 @@ std::string DecodeEngine::mlp_backends() {
         const std::string d = backend_pair_name(p.gate_up.backend, p.down.backend);
         if (out.find(d) == std::string::npos) out += (out.empty() ? "" : " | ") + d;
     }
+    return out;
+}
+
+std::string DecodeEngine::k_halves() {
+    State& s = *s_;
+    SPENSE_CHECK(s.steps > 0, "k_halves: run one whole step first (it chooses the algorithms)");
+    const auto halves = [&](const DenseGemm* g) { return g && g->k_parts(s.opt.batch, s.stream) == 2; };
+    std::string out;
+    if (std::any_of(s.layers.begin(), s.layers.end(), [&](const Layer& l) { return halves(&*l.o.gemm); })) out = "o";
+    if (std::any_of(s.layers.begin(), s.layers.end(), [&](const Layer& l) { return halves(l.mlp->down_dense()); }))
+        out += out.empty() ? "down" : ", down";
     return out;
 }
 

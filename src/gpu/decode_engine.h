@@ -91,6 +91,9 @@ public:
     // The 2:4 backends the MLPs run this batch with ("gate_up cusparselt, down native"; distinct
     // ones joined by " | "; empty where no MLP has a 2:4 region). Needs one whole step before.
     std::string mlp_backends();
+    // The cuBLASLt roles whose GEMMs write k's halves apart this batch (gemm.h; "o, down", or empty).
+    // Needs one whole step before.
+    std::string k_halves();
     double kv_bytes(int64_t cached) const;
 
     cudaStream_t stream() const;
