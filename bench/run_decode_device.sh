@@ -28,6 +28,7 @@
 #   generate  spense generate --compare-cpu on SmolLM2, dense and pruned on the GPU, BF16 and FP8, and
 #             the engine's SmolLM2 test
 #   bench     spense bench decode with the Qwen3-32B config
+#   benchbf16 the same with BF16 weights
 #   bench1    the same at batch 1 and context 0, FP8 and BF16 weights
 #   profile   Nsight Compute's kernel durations of one timed step of a 4-layer Qwen3-32B (dense and
 #             Spense MLPs at 37.5% sparsity, contexts 0 and 4096), to set against the step time (bench/tools/ncu_summary.py)
@@ -244,6 +245,9 @@ time.sleep(900)' &
         ;;
     bench)
         timeout 480 "$cli" bench decode --config configs/qwen3-32b.json --json "$OUT/decode-$gpu.json" | tee "$OUT/decode-$gpu.md"
+        ;;
+    benchbf16)
+        timeout 480 "$cli" bench decode --config configs/qwen3-32b.json --dtype bf16 --json "$OUT/decode-bf16-$gpu.json" | tee "$OUT/decode-bf16-$gpu.md"
         ;;
     bench1)
         for t in fp8 bf16; do
