@@ -159,7 +159,7 @@ nlohmann::json run_gemm_bench(const GemmBenchOptions& opt, std::ostream& out) {
             const SpenseMlpLayout& wide = mlps.at(1.0)->layout();
             const int64_t rows_max = SparseGemm::padded_rows(n_max), d = shape.hidden, f = wide.width();
             const size_t e = gemm_dtype_bytes(dtype);
-            DeviceBuffer x(size_t(n_max * d) * 2, "benchmark input"), y(size_t(rows_max * d) * 2, "benchmark output");
+            DeviceBuffer x(size_t(n_max * d) * 2, "benchmark input"), y(size_t(2 * rows_max * d) * 2, "benchmark output (or k's halves)");
             DeviceBuffer xq(size_t(rows_max * d) * e, "benchmark quantized input"), h(size_t(rows_max * 2 * f) * 2, "benchmark gate_up output"),
                 z(size_t(rows_max * f) * e, "benchmark intermediate");
             launch_random_activations(GemmDType::BF16, x.get(), n_max * d, 1.0f, opt.seed, stream);
@@ -227,6 +227,7 @@ nlohmann::json run_gemm_bench(const GemmBenchOptions& opt, std::ostream& out) {
                                          {"m", gm},
                                          {"k", gk},
                                          {"dense_ms", td.json()},
+                                         {"dense_k_parts", dg.k_parts(n, stream)},
                                          {"native_ms", tn.json()},
                                          {"native_kernel", native_kernel_name(nc.kernel)},
                                          {"native_split_k", nc.splits},
@@ -248,7 +249,8 @@ nlohmann::json run_gemm_bench(const GemmBenchOptions& opt, std::ostream& out) {
     SPENSE_CUDA_CHECK(cudaStreamSynchronize(stream));
 
     // Tables: the GEMMs (as DEVICE-NOTES.md), then the MLPs.
-    out << "GEMMs alone (random inputs), ms, median. Dense: cuBLASLt. 2:4: cuSPARSELt (on N rounded up to 16) and native; "
+    out << "GEMMs alone (random inputs), ms, median. Dense: cuBLASLt, as the dense MLP runs it (down may write k's halves apart for "
+           "its reader to add: dense_k_parts in the JSON). 2:4: cuSPARSELt (on N rounded up to 16) and native; "
            "x = dense / 2:4; native kernel: the one searched, x split-K; chosen: the backend the plain 2:4 MLP's plan picks (the MLP timed with each). GB/s: weight + x + y bytes / time; copy "
         << fmt("%.0f", bw * 1e-9) << " GB/s\n\n"
         << "| model | dtype | N | layer | dense ms | cuSPARSELt ms | native ms | native kernel | cuSPARSELt x | native x | chosen | chosen x | "
