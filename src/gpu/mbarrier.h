@@ -36,26 +36,23 @@ __device__ __forceinline__ void mbarrier_arrive_on_cp_async(uint32_t bar) {
     asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" ::"r"(bar) : "memory");
 }
 
+// The try_wait loop, with the wait's semantics SEM ("" for the default, acquire at CTA scope).
+#define SPENSE_MBARRIER_WAIT_LOOP(SEM)                                              \
+    "{\n\t.reg .pred done;\n"                                                       \
+    "WAIT_%=:\n\t"                                                                  \
+    "mbarrier.try_wait.parity" SEM ".shared::cta.b64 done, [%0], %1;\n\t"            \
+    "@!done bra WAIT_%=;\n}"
+
 __device__ __forceinline__ void mbarrier_wait(uint32_t bar, uint32_t parity) {
-    asm volatile(
-        "{\n\t.reg .pred done;\n"
-        "WAIT_%=:\n\t"
-        "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n\t"
-        "@!done bra WAIT_%=;\n}" ::"r"(bar),
-        "r"(parity)
-        : "memory");
+    asm volatile(SPENSE_MBARRIER_WAIT_LOOP("") ::"r"(bar), "r"(parity) : "memory");
 }
 
 // The same wait, acquiring at cluster scope: for bytes that peers of the cluster stored by st.async
 // (whose completion on the barrier releases at cluster scope).
 __device__ __forceinline__ void mbarrier_wait_cluster(uint32_t bar, uint32_t parity) {
-    asm volatile(
-        "{\n\t.reg .pred done;\n"
-        "WAIT_%=:\n\t"
-        "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 done, [%0], %1;\n\t"
-        "@!done bra WAIT_%=;\n}" ::"r"(bar),
-        "r"(parity)
-        : "memory");
+    asm volatile(SPENSE_MBARRIER_WAIT_LOOP(".acquire.cluster") ::"r"(bar), "r"(parity) : "memory");
 }
+
+#undef SPENSE_MBARRIER_WAIT_LOOP
 
 }  // namespace spense::gpu
