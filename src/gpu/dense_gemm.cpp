@@ -58,6 +58,7 @@ void matmul(GpuContext& ctx, const DensePlan& p, const cublasLtMatmulAlgo_t& alg
                         s.describe(), " n=", n);
 }
 
+// cuBLASLt's candidates for the plan's form: k whole must have some, k's halves may have none.
 std::vector<cublasLtMatmulHeuristicResult_t> heuristic(GpuContext& ctx, const DensePlan& p, const GemmShape& s, int64_t n) {
     cublasLtMatmulPreference_t pref = nullptr;
     SPENSE_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
@@ -68,6 +69,7 @@ std::vector<cublasLtMatmulHeuristicResult_t> heuristic(GpuContext& ctx, const De
     if (st == CUBLAS_STATUS_SUCCESS)
         st = cublasLtMatmulAlgoGetHeuristic(ctx.cublaslt(), p.desc, p.a, p.b, p.c, p.c, pref, kHeuristicResults, results.data(), &count);
     cublasLtMatmulPreferenceDestroy(pref);
+    if (p.k_parts > 1 && (st == CUBLAS_STATUS_NOT_SUPPORTED || (st == CUBLAS_STATUS_SUCCESS && count == 0))) return {};
     SPENSE_CUBLAS_CHECK(st, "heuristic for ", s.describe(), " n=", n, " k_parts=", p.k_parts);
     if (count == 0) fail("cuBLASLt has no algorithm for ", s.describe(), " n=", n, " k_parts=", p.k_parts);
     results.resize(size_t(count));
@@ -91,6 +93,7 @@ DenseChoice search(GpuContext& ctx, const GemmShape& s, int64_t bucket, const vo
     for (int parts = 1; parts <= s.max_k_parts; ++parts) {
         auto p = make_descriptors(s, bucket, parts);
         const auto results = heuristic(ctx, *p, s, bucket);
+        if (results.empty()) continue;
         std::vector<std::function<void()>> runs;
         for (const auto& r : results) runs.push_back([&] { matmul(ctx, *p, r.algo, r.workspaceSize, s, bucket, w, x, y, stream); });
         const std::vector<double> ms = ctx.time_ms(runs, stream);
