@@ -49,8 +49,7 @@ struct Linear {
     // (DenseGemm::k_parts), the second half's rows [n, 2 n) are added to the first's.
     ScaledRows output(const void* raw, const float* row_scale, int64_t n, cudaStream_t stream) const {
         const GemmShape& s = gemm->shape();
-        const void* second = gemm->k_parts(n, stream) == 2 ? static_cast<const uint8_t*>(raw) + size_t(n * s.ldc) * gemm_out_bytes(s.out) : nullptr;
-        return {raw, s.ldc, row_scale, scale.as<float>(), bias.as<float>(), second, s.out == GemmOut::F32};
+        return {raw, s.ldc, row_scale, scale.as<float>(), bias.as<float>(), gemm->second_part(raw, n, stream), s.out == GemmOut::F32};
     }
 };
 

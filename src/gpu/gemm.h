@@ -92,6 +92,9 @@ public:
     // The parts of k whose products run(n) writes apart: 1, or 2 where the shape allows it and the
     // chosen algorithm is one of the halves' (searching on first use).
     int k_parts(int64_t n, cudaStream_t stream) const;
+    // The second half's products in run(n)'s output y (its rows [n, 2 n)) where it writes k's halves
+    // apart, for the reader to add; null otherwise.
+    const void* second_part(const void* y, int64_t n, cudaStream_t stream) const;
 
     // Choosing the algorithm in context (the decode engine times whole steps with each candidate
     // of its Spense MLPs' dense regions, which run beside their 2:4 GEMMs): how many candidates the

@@ -348,9 +348,7 @@ void GpuSpenseMlp::down(const void* z, bf16* y, int64_t n, const SparseRun& run,
 
 const void* GpuSpenseMlp::down_second(const void* y, const void* y_dense, int64_t n, cudaStream_t stream) const {
     if (has_both_regions()) return y_dense;
-    if (down_dense_ && down_dense_->k_parts(n, stream) == 2)
-        return static_cast<const uint8_t*>(y) + size_t(n * layout_.hidden) * gemm_out_bytes(opt_.gemm_out);
-    return nullptr;
+    return down_dense_ ? down_dense_->second_part(y, n, stream) : nullptr;
 }
 
 const void* GpuSpenseMlp::dense_part(const void* z) const {
