@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Packs what bench/run_device.sh needs on the GPU machine into $CARRY (default .carry-gpu, which
 # must be ignored by git: echo /.carry-gpu/ >> .git/info/exclude), within the device tool's 64 MiB:
-#   bin.tar.xz                     spense and spense_tests from BUILD_DIR (and libkernel_trace.so)
+#   bin.tar.xz                     spense and spense_tests from BUILD_DIR (and libkernel_trace.so,
+#                                  dense_k_halves)
 #   libs.tar.xz                    the shared libraries they link that the GPU machine's image lacks
 #   libcusparseLt-VERSION.so.xz    (with VERSION) that cuSPARSELt release from PyPI, reduced to its
 #                                  sm_90 code (tools/strip_cusparselt_sm90.py): ~230 MB -> ~55 MB
@@ -17,7 +18,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 mkdir -p "$carry" "$tmp/libs"
 
-tar -C "$build" -cf - spense spense_tests $(cd "$build" && ls libkernel_trace.so 2>/dev/null) | xz -9 -T0 > "$carry/bin.tar.xz"
+tar -C "$build" -cf - spense spense_tests $(cd "$build" && ls libkernel_trace.so dense_k_halves 2>/dev/null) | xz -9 -T0 > "$carry/bin.tar.xz"
 
 # Everything the binaries load from outside the C/C++ runtime and CUDA (those the image has).
 ldd "$build/spense" | awk '/=> \//{print $3}' | grep -v -E '/(libc|libm|libstdc\+\+|libgcc_s|librt|libpthread|libdl)\.so|cublas|cusparse|cusolver|nvJitLink' |

@@ -29,6 +29,8 @@
 #             the engine's SmolLM2 test
 #   bench     spense bench decode with the Qwen3-32B config
 #   benchbf16 the same with BF16 weights
+#   khalves   cuBLASLt alone: Qwen3-32B's down, o_proj and qkv with k whole against k's halves apart
+#             (bench/tools/dense_k_halves.cu), FP8 at N 1, 16, 32, 64 and BF16 at N 1, 32
 #   bench1    the same at batch 1 and context 0, FP8 and BF16 weights
 #   profile   Nsight Compute's kernel durations of one timed step of a 4-layer Qwen3-32B (dense and
 #             Spense MLPs at 37.5% sparsity, contexts 0 and 4096), to set against the step time (bench/tools/ncu_summary.py)
@@ -245,6 +247,10 @@ time.sleep(900)' &
         ;;
     bench)
         timeout 480 "$cli" bench decode --config configs/qwen3-32b.json --json "$OUT/decode-$gpu.json" | tee "$OUT/decode-$gpu.md"
+        ;;
+    khalves)
+        { for n in 1 16 32 64; do build/dense_k_halves $n; done; for n in 1 32; do build/dense_k_halves $n bf16; done; } |
+            tee "$OUT/dense-k-halves-$gpu.md"
         ;;
     benchbf16)
         timeout 480 "$cli" bench decode --config configs/qwen3-32b.json --dtype bf16 --json "$OUT/decode-bf16-$gpu.json" | tee "$OUT/decode-bf16-$gpu.md"
