@@ -115,6 +115,8 @@ private:
     std::vector<cudaEvent_t> start_, stop_;
 };
 
+size_t round_up_16(size_t bytes) { return (bytes + 15) / 16 * 16; }
+
 int64_t dense_count(const BenchShape& s, double ratio, int64_t align) {
     const int64_t k = int64_t(std::llround(ratio * double(s.d_ff) / double(align))) * align;
     return std::clamp<int64_t>(k, 0, s.d_ff);
@@ -162,6 +164,10 @@ nlohmann::json run_gemm_bench(const GemmBenchOptions& opt, std::ostream& out) {
             DeviceBuffer x(size_t(n_max * d) * 2, "benchmark input"), y(size_t(2 * rows_max * d) * 2, "benchmark output (or k's halves)");
             DeviceBuffer xq(size_t(rows_max * d) * e, "benchmark quantized input"), h(size_t(rows_max * 2 * f) * 2, "benchmark gate_up output"),
                 z(size_t(rows_max * f) * e, "benchmark intermediate");
+            // The read floor's source: the most bytes a dense GEMM of this shape moves.
+            const size_t read_max = round_up_16(mlps.at(1.0)->gate_up_dense()->weight_bytes() + size_t(n_max * (d + 2 * f)) * 2);
+            DeviceBuffer read_src(read_max, "read floor source"), read_sink(sizeof(float), "read floor sink");
+            SPENSE_CUDA_CHECK(cudaMemsetAsync(read_src.get(), 1, read_max, stream));
             launch_random_activations(GemmDType::BF16, x.get(), n_max * d, 1.0f, opt.seed, stream);
 
             for (int64_t n : opt.tokens) {
@@ -220,6 +226,14 @@ nlohmann::json run_gemm_bench(const GemmBenchOptions& opt, std::ostream& out) {
                     const int64_t gm = sg.shape().m, gk = sg.shape().k;
                     const double io = double(n * gk) * double(e) + double(n * gm) * 2;
                     const double dense_bytes = double(dg.weight_bytes()) + io, sparse_bytes = double(sg.weight_bytes()) + io;
+                    // The read floor: the same bytes streamed by the plain read kernel, timed as the GEMMs are (its
+                    // launch, ramp and tail included), so that floor / GEMM is the fraction of what memory allows.
+                    const auto read_floor = [&](double bytes) {
+                        const size_t b = round_up_16(size_t(bytes));
+                        SPENSE_CHECK(b <= read_max, "bench gemm: read floor of ", b, " bytes exceeds its ", read_max, "-byte source");
+                        return timer.measure([&] { launch_read_buffer(read_src.get(), b, read_sink.as<float>(), stream); });
+                    };
+                    const Timing rd = read_floor(dense_bytes), rs = read_floor(sparse_bytes);
                     gemm_rows.push_back({{"model", shape.name},
                                          {"dtype", gemm_dtype_name(dtype)},
                                          {"n", n},
@@ -241,7 +255,10 @@ nlohmann::json run_gemm_bench(const GemmBenchOptions& opt, std::ostream& out) {
                                          {"dense_bytes", dense_bytes},
                                          {"native_bytes", sparse_bytes},
                                          {"dense_gb_per_s", dense_bytes / td.median * 1e-6},
-                                         {"native_gb_per_s", sparse_bytes / tn.median * 1e-6}});
+                                         {"native_gb_per_s", sparse_bytes / tn.median * 1e-6},
+                                         {"dense_read_floor_ms", rd.json()},
+                                         {"sparse_read_floor_ms", rs.json()},
+                                         {"read_floor_speedup", rd.median / rs.median}});
                 }
             }
         }
@@ -252,9 +269,12 @@ nlohmann::json run_gemm_bench(const GemmBenchOptions& opt, std::ostream& out) {
     out << "GEMMs alone (random inputs), ms, median. Dense: cuBLASLt, as the dense MLP runs it (down may write k's halves apart for "
            "its reader to add: dense_k_parts in the JSON). 2:4: cuSPARSELt (on N rounded up to 16) and native; "
            "x = dense / 2:4; native kernel: the one searched, x split-K; chosen: the backend the plain 2:4 MLP's plan picks (the MLP timed with each). GB/s: weight + x + y bytes / time; copy "
-        << fmt("%.0f", bw * 1e-9) << " GB/s\n\n"
+        << fmt("%.0f", bw * 1e-9)
+        << " GB/s. Read floor: the same bytes (dense, 2:4) streamed by a plain read kernel, timed as the GEMMs (launch, ramp and tail "
+           "included); floor x: the speedup a 2:4 GEMM at its floor would have over a dense GEMM at its floor; %: read floor / GEMM\n\n"
         << "| model | dtype | N | layer | dense ms | cuSPARSELt ms | native ms | native kernel | cuSPARSELt x | native x | chosen | chosen x | "
-           "dense GB/s | native GB/s |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+           "dense GB/s | native GB/s | read floor ms, dense / 2:4 | floor x | dense % | chosen % |\n"
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
     for (const auto& r : gemm_rows) {
         const double dn = r["dense_ms"]["median"], nv = r["native_ms"]["median"];
         const bool has_cslt = !r["cusparselt_ms"].is_null();
@@ -264,7 +284,10 @@ nlohmann::json run_gemm_bench(const GemmBenchOptions& opt, std::ostream& out) {
             << fmt("%.4f", nv) << " | " << r["native_kernel"].get<std::string>() << " x" << r["native_split_k"] << " | "
             << (has_cslt ? fmt("%.2fx", dn / cs) : "-") << " | " << fmt("%.2fx", dn / nv) << " | "
             << r["chosen"].get<std::string>() << " | " << fmt("%.2fx", r["chosen_speedup_vs_dense"]) << " | "
-            << fmt("%.0f", r["dense_gb_per_s"]) << " | " << fmt("%.0f", r["native_gb_per_s"]) << " |\n";
+            << fmt("%.0f", r["dense_gb_per_s"]) << " | " << fmt("%.0f", r["native_gb_per_s"]) << " | ";
+        const double fd = r["dense_read_floor_ms"]["median"], fs = r["sparse_read_floor_ms"]["median"];
+        out << fmt("%.4f", fd) << " / " << fmt("%.4f", fs) << " | " << fmt("%.2fx", fd / fs) << " | " << fmt("%.0f%%", 100 * fd / dn) << " | "
+            << fmt("%.0f%%", 100 * fs / r["chosen_ms"].get<double>()) << " |\n";
     }
     const auto mlp_table = [&](const char* title, const char* ms_key, const char* speedup_key) {
         out << "\n" << title << ", ms, median (speedup over the dense MLP, %BW)\n\n| model | dtype | N |";

@@ -5,7 +5,9 @@
 //   - the gate_up and down GEMMs alone on random inputs: dense (cuBLASLt), and the 2:4 weight by
 //     cuSPARSELt (on N rounded up to its 16-token granule) and by our own kernel (native_sparse.h,
 //     on N), with the backend the selection picks (gemm.h's SparseGemm) and the bandwidth each
-//     achieves (weight as stored plus x and y, over the time);
+//     achieves (weight as stored plus x and y, over the time), beside a read floor: the dense and
+//     the 2:4 GEMM's bytes streamed by the plain read kernel (launch_read_buffer) and timed the same
+//     way, so that the floors' ratio bounds what any 2:4 kernel can gain over a dense one as timed;
 //   - the whole MLP (quantize, gate_up, activation, down) at every dense ratio rho, k = rho * d_ff
 //     rounded to a multiple of the alignment: rho = 1 is the dense MLP, rho = 0 plain 2:4; launched
 //     call by call, and replayed as a CUDA graph of one MLP, as the decode engine runs its steps
