@@ -644,6 +644,10 @@ TEST(GpuMlp, BenchGemmWritesTablesAndJson) {
     EXPECT_EQ(report["gemm"].size(), 2u * 2 * 2);  // dtypes x N x layers (dense, cuSPARSELt and native in each)
     EXPECT_EQ(report["mlp"].size(), 2u * 2 * 3);       // dtypes x N x ratios {0, 0.5, 1}
     for (const auto& row : report["mlp"]) EXPECT_GT(row["graph_ms"]["median"].get<double>(), 0) << row.dump();
+    for (const auto& row : report["gemm"]) {  // the read floors, of a padded 2:4 format too
+        EXPECT_GT(row["dense_read_floor_ms"]["median"].get<double>(), 0) << row.dump();
+        EXPECT_GT(row["sparse_read_floor_ms"]["median"].get<double>(), 0) << row.dump();
+    }
     EXPECT_TRUE(report["run"].contains("cusparselt"));
     EXPECT_GT(report["copy_bandwidth_bytes_per_s"].get<double>(), 0);
     std::ifstream text(log);

@@ -164,8 +164,13 @@ nlohmann::json run_gemm_bench(const GemmBenchOptions& opt, std::ostream& out) {
             DeviceBuffer x(size_t(n_max * d) * 2, "benchmark input"), y(size_t(2 * rows_max * d) * 2, "benchmark output (or k's halves)");
             DeviceBuffer xq(size_t(rows_max * d) * e, "benchmark quantized input"), h(size_t(rows_max * 2 * f) * 2, "benchmark gate_up output"),
                 z(size_t(rows_max * f) * e, "benchmark intermediate");
-            // The read floor's source: the most bytes a dense GEMM of this shape moves.
-            const size_t read_max = round_up_16(mlps.at(1.0)->gate_up_dense()->weight_bytes() + size_t(n_max * (d + 2 * f)) * 2);
+            // The read floor's source: the most bytes a GEMM of this shape moves (a padded 2:4 format of a small
+            // shape can exceed the dense weight).
+            const GpuSpenseMlp& plain = *mlps.at(0.0);
+            const size_t read_max =
+                round_up_16(std::max({mlps.at(1.0)->gate_up_dense()->weight_bytes(), mlps.at(1.0)->down_dense()->weight_bytes(),
+                                      plain.gate_up_sparse()->weight_bytes(), plain.down_sparse()->weight_bytes()}) +
+                            size_t(n_max * (d + 2 * f)) * 2);
             DeviceBuffer read_src(read_max, "read floor source"), read_sink(sizeof(float), "read floor sink");
             SPENSE_CUDA_CHECK(cudaMemsetAsync(read_src.get(), 1, read_max, stream));
             launch_random_activations(GemmDType::BF16, x.get(), n_max * d, 1.0f, opt.seed, stream);

@@ -14,6 +14,7 @@
 #include "gpu/kernels.h"
 #include "gpu/launch.h"
 #include "gpu/mbarrier.h"
+#include "gpu/ticket.h"
 
 namespace spense::gpu {
 
@@ -203,24 +204,6 @@ __device__ __forceinline__ void finish_head(HeadPairs<HD> h, bool normed, const 
             also[i + kHalf] = hc;
         }
     }
-}
-
-// Called by every consumer thread after its writes: true in every consumer thread of the block that
-// draws the last of `count` tickets, which also resets the counter. The barrier orders the block's
-// writes before thread 0's atomic, whose release makes them visible at GPU scope with it, and whose
-// acquire (in the last block) makes every earlier block's writes visible to this one after the
-// second barrier (the pattern of CUTLASS's semaphores).
-__device__ __forceinline__ bool take_ticket(unsigned* counter, unsigned count) {
-    __shared__ bool last;
-    consumer_sync();
-    if (threadIdx.x == 0) {
-        unsigned old;
-        asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], 1;" : "=r"(old) : "l"(counter) : "memory");
-        last = old == count - 1;
-        if (last) *counter = 0;
-    }
-    consumer_sync();
-    return last;
 }
 
 // Outputs [i, i + N) of the attention output (i a multiple of N), as one vector store: BF16 values,
@@ -594,7 +577,7 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(Params p) {
         }
     }
     if (!one_chunk) {
-        if (!take_ticket(p.chunk_tickets + b * gridDim.x + tile_id, unsigned(span.last - span.first + 1))) return;
+        if (!take_ticket(p.chunk_tickets + b * gridDim.x + tile_id, unsigned(span.last - span.first + 1), consumer_sync)) return;
         // Four consecutive outputs of a head per item; the loads of successive chunks do not depend
         // on one another.
         for (int item = tid; item < rows * HD / 4; item += kConsumers) {

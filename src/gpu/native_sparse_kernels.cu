@@ -10,6 +10,7 @@
 #include "gpu/cluster.h"
 #include "gpu/launch.h"
 #include "gpu/mbarrier.h"
+#include "gpu/ticket.h"
 
 namespace spense::gpu {
 
@@ -333,14 +334,7 @@ __device__ void store_acc_as(const KernelArgs& a, const float (&acc)[TPW][NT][4]
                 atomicAdd(reinterpret_cast<float2*>(p), make_float2(acc[t][nt][0], acc[t][nt][1]));
                 atomicAdd(reinterpret_cast<float2*>(p + 8 * width), make_float2(acc[t][nt][2], acc[t][nt][3]));
             }
-    __threadfence();
-    __syncthreads();
-    __shared__ bool last;
-    unsigned* counter = a.counters + int64_t(blockIdx.z) * groups + blockIdx.x;
-    if (threadIdx.x == 0) last = atomicAdd(counter, 1u) == unsigned(a.splits - 1);
-    __syncthreads();
-    if (!last) return;
-    __threadfence();
+    if (!take_ticket(a.counters + int64_t(blockIdx.z) * groups + blockIdx.x, unsigned(a.splits), [] { __syncthreads(); })) return;
     // Thread: output channel j (consecutive threads, consecutive channels: y's writes coalesce) and
     // a run of kPer tokens from r0, its workspace row's contiguous float4s; kBatch tokens at a time.
     constexpr int kPer = width * CTA_ROWS / THREADS, kBatch = kPer < 16 ? kPer : 16;
@@ -365,7 +359,6 @@ __device__ void store_acc_as(const KernelArgs& a, const float (&acc)[TPW][NT][4]
 #pragma unroll
             for (int r = 0; r < kBatch; ++r) write_y<F32>(a, n0 + b + r, j, sum[r], old[r], scale);
         }
-    if (threadIdx.x == 0) *counter = 0;
 }
 
 // The epilogue for y's type, chosen once outside its loops.
