@@ -115,8 +115,6 @@ private:
     std::vector<cudaEvent_t> start_, stop_;
 };
 
-size_t round_up_16(size_t bytes) { return (bytes + 15) / 16 * 16; }
-
 int64_t dense_count(const BenchShape& s, double ratio, int64_t align) {
     const int64_t k = int64_t(std::llround(ratio * double(s.d_ff) / double(align))) * align;
     return std::clamp<int64_t>(k, 0, s.d_ff);
@@ -168,9 +166,9 @@ nlohmann::json run_gemm_bench(const GemmBenchOptions& opt, std::ostream& out) {
             // shape can exceed the dense weight).
             const GpuSpenseMlp& plain = *mlps.at(0.0);
             const size_t read_max =
-                round_up_16(std::max({mlps.at(1.0)->gate_up_dense()->weight_bytes(), mlps.at(1.0)->down_dense()->weight_bytes(),
+                round_up<size_t>(std::max({mlps.at(1.0)->gate_up_dense()->weight_bytes(), mlps.at(1.0)->down_dense()->weight_bytes(),
                                       plain.gate_up_sparse()->weight_bytes(), plain.down_sparse()->weight_bytes()}) +
-                            size_t(n_max * (d + 2 * f)) * 2);
+                            size_t(n_max * (d + 2 * f)) * 2, 16);
             DeviceBuffer read_src(read_max, "read floor source"), read_sink(sizeof(float), "read floor sink");
             SPENSE_CUDA_CHECK(cudaMemsetAsync(read_src.get(), 1, read_max, stream));
             launch_random_activations(GemmDType::BF16, x.get(), n_max * d, 1.0f, opt.seed, stream);
@@ -234,7 +232,7 @@ nlohmann::json run_gemm_bench(const GemmBenchOptions& opt, std::ostream& out) {
                     // The read floor: the same bytes streamed by the plain read kernel, timed as the GEMMs are (its
                     // launch, ramp and tail included), so that floor / GEMM is the fraction of what memory allows.
                     const auto read_floor = [&](double bytes) {
-                        const size_t b = round_up_16(size_t(bytes));
+                        const size_t b = round_up<size_t>(size_t(bytes), 16);
                         SPENSE_CHECK(b <= read_max, "bench gemm: read floor of ", b, " bytes exceeds its ", read_max, "-byte source");
                         return timer.measure([&] { launch_read_buffer(read_src.get(), b, read_sink.as<float>(), stream); });
                     };

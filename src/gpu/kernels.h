@@ -21,6 +21,12 @@ namespace spense::gpu {
 
 using bf16 = __nv_bfloat16;
 
+// x rounded up to a multiple of a (a > 0), in x's type: paddings of rows, columns and buffer sizes.
+template <class T, class A>
+constexpr T round_up(T x, A a) {
+    return (x + T(a) - 1) / T(a) * T(a);
+}
+
 constexpr float kE4M3Max = 448.0f;
 
 // Where a freshly computed activation scale s is written: the scale itself, and column_scale[j] =

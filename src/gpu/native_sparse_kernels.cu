@@ -37,7 +37,6 @@ constexpr int64_t kXBufferBytes = 64 << 10;               // x staged per chunk 
 constexpr int kXBuffers = 3;                              // chunks of x in shared memory: this one, two in flight
 constexpr int kMaxNTiles = int(NativeSparseLayout::kMaxTokensPerSlice / 8);
 
-int64_t round_up(int64_t x, int64_t a) { return (x + a - 1) / a * a; }
 __host__ __device__ __forceinline__ int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 
 // ---- the per-lane encoding, shared by the device conversion and the host reference ----

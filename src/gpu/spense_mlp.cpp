@@ -16,7 +16,6 @@ namespace spense::gpu {
 
 namespace {
 
-int64_t round_up(int64_t x, int64_t a) { return (x + a - 1) / a * a; }
 
 }  // namespace
 
