@@ -244,7 +244,7 @@ struct DeviceProblem {
         } else {
             out.values = values.as<gpu::bf16>();
         }
-        const DecodeAttention::Input input{{qkv.as<gpu::bf16>(), width, row_scale.as<float>(), col_scale.as<float>(), bias.as<float>()},
+        const DecodeAttention::Input input{{qkv.as<gpu::bf16>(), width, row_scale.as<float>(), col_scale.as<float>(), bias.as<float>(), {}},
                                            q_norm.as<float>(), k_norm.as<float>(), eps, rope.as<float2>()};
         attn.run(input, k.as<gpu::bf16>(), v.as<gpu::bf16>(), v_bound.as<float>(), lengths.as<int32_t>(), out, workspace.get(), stream);
     }

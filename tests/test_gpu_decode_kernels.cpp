@@ -52,10 +52,11 @@ std::vector<float> uniform(size_t count, float lo, float hi, std::mt19937_64& rn
 }
 
 // A GEMM's raw output [n, ld] (BF16, or float32) with per-row and per-column scales and a bias
-// (scaled) or none, optionally with a second raw product (raw2) of the same scales, and its values
-// as the kernels read them (float products of the rounded inputs).
+// (scaled) or none, in `parts` products of the same scales one after another (ScaledRows::parts),
+// and its values as the kernels read them (float products of the rounded inputs).
 struct RawRows {
-    std::vector<float> raw, raw2;  // the products' values: BF16-exact unless f32
+    std::vector<float> raw;  // the products' values [parts][n, ld]: BF16-exact unless f32
+    int parts = 1;
     bool f32 = false;
     std::vector<float> row_scale, col_scale, bias;
     std::vector<double> value;  // [n, ld]
@@ -68,32 +69,34 @@ std::vector<float> random_raw(size_t count, bool f32, std::mt19937_64& rng) {
     return v;
 }
 
-RawRows make_raw(int64_t n, int64_t ld, bool scaled, bool two_products, bool f32, std::mt19937_64& rng) {
+RawRows make_raw(int64_t n, int64_t ld, bool scaled, int parts, bool f32, std::mt19937_64& rng) {
     RawRows r;
     r.f32 = f32;
-    r.raw = random_raw(size_t(n * ld), f32, rng);
-    if (two_products) r.raw2 = random_raw(size_t(n * ld), f32, rng);
+    r.parts = parts;
+    r.raw = random_raw(size_t(parts * n * ld), f32, rng);
     if (scaled) {
         r.row_scale = uniform(size_t(n), 0.01f, 0.1f, rng);
         r.col_scale = uniform(size_t(ld), 0.5f, 2.0f, rng);
         r.bias = uniform(size_t(ld), -0.5f, 0.5f, rng);
     }
-    r.value.resize(r.raw.size());
+    r.value.resize(size_t(n * ld));
     for (int64_t i = 0; i < n; ++i)
         for (int64_t j = 0; j < ld; ++j) {
             const size_t at = size_t(i * ld + j);
-            float x = r.raw[at] + (two_products ? r.raw2[at] : 0.0f);
+            float x = 0.0f;
+            for (int p = 0; p < parts; ++p) x += r.raw[size_t(p * n * ld) + at];
             r.value[at] = scaled ? double(x * r.row_scale[size_t(i)] * r.col_scale[size_t(j)]) + r.bias[size_t(j)] : double(x);
         }
     return r;
 }
 
 struct DeviceRows {
-    DeviceBuffer raw, raw2, row_scale, col_scale, bias;
+    DeviceBuffer raw, row_scale, col_scale, bias;
+    gpu::ProductParts parts;
     bool f32 = false;
     ScaledRows view(int64_t ld) const {
         auto or_null = [](const DeviceBuffer& b) { return b.bytes() ? b.as<float>() : nullptr; };
-        return {raw.get(), ld, or_null(row_scale), or_null(col_scale), or_null(bias), raw2.bytes() ? raw2.get() : nullptr, f32};
+        return {raw.get(), ld, or_null(row_scale), or_null(col_scale), or_null(bias), parts, f32};
     }
 };
 
@@ -106,8 +109,7 @@ DeviceBuffer upload_products(const std::vector<float>& v, bool f32) {
 }
 
 DeviceRows to_device(const RawRows& r) {
-    DeviceRows d{upload_products(r.raw, r.f32), {}, {}, {}, {}, r.f32};
-    if (!r.raw2.empty()) d.raw2 = upload_products(r.raw2, r.f32);
+    DeviceRows d{upload_products(r.raw, r.f32), {}, {}, {}, {r.parts, int64_t(r.value.size())}, r.f32};
     if (!r.row_scale.empty()) {
         d.row_scale = upload(r.row_scale);
         d.col_scale = upload(r.col_scale);
@@ -149,21 +151,23 @@ struct Case {
     gpu::GemmDType out;
     bool scaled_input;
     bool f32_input = false;  // float32 GEMM products (the BF16 engine's)
+    int parts = 1;           // of the added products (ScaledRows::parts)
 };
 
 TEST(GpuDecodeKernels, AddNormQuantizeMatchesReference) {
     REQUIRE_GPU();
     std::mt19937_64 rng(17);
     for (int64_t d : {64, 1004, 5120, 16388})
-        for (const Case cs : {Case{5, 8, gpu::GemmDType::FP8, true}, Case{3, 3, gpu::GemmDType::BF16, false}, Case{1, 16, gpu::GemmDType::FP8, false},
-                              Case{2, 2, gpu::GemmDType::BF16, true, true}})
+        for (const Case cs : {Case{5, 8, gpu::GemmDType::FP8, true, false, 3}, Case{3, 3, gpu::GemmDType::BF16, false},
+                              Case{1, 16, gpu::GemmDType::FP8, false}, Case{2, 2, gpu::GemmDType::BF16, true, true, int(gpu::kMaxKParts)}})
             for (bool with_add : {true, false}) {
                 const std::string what = "d=" + std::to_string(d) + " n=" + std::to_string(cs.n) + (with_add ? " add" : " no add") +
-                                         (cs.out == gpu::GemmDType::FP8 ? " fp8" : " bf16") + (cs.f32_input ? " f32 products" : "");
+                                         (cs.out == gpu::GemmDType::FP8 ? " fp8" : " bf16") + (cs.f32_input ? " f32 products" : "") +
+                                         " in " + std::to_string(cs.parts) + " parts";
                 const auto x = uniform(size_t(cs.n * d), -2.0f, 2.0f, rng);
                 const auto weight = uniform(size_t(d), 0.5f, 1.5f, rng);
-                // The scaled case also adds a second product, as the engine's split down projection does.
-                const RawRows add = make_raw(cs.n, d, cs.scaled_input, cs.scaled_input, cs.f32_input, rng);
+                // Products in parts, as the MLP's down writes them (its split-K ranges, its dense region).
+                const RawRows add = make_raw(cs.n, d, cs.scaled_input, cs.parts, cs.f32_input, rng);
                 const DeviceRows add_dev = to_device(add);
                 DeviceBuffer x_dev = upload(x), w_dev = upload(weight);
                 const size_t out_bytes = size_t(cs.rows * d) * (cs.out == gpu::GemmDType::FP8 ? 1 : 2);
@@ -206,7 +210,7 @@ TEST(GpuDecodeKernels, SwigluQuantizeMatchesReference) {
             const std::string what = "sparse=" + std::to_string(L.sparse) + " dense=" + std::to_string(L.dense) +
                                      (cs.out == gpu::GemmDType::FP8 ? " fp8" : " bf16") + (cs.f32_input ? " f32 products" : "");
             const int64_t width = L.z_width(), ld = L.h_width() + 8;  // h may be a block of a wider tensor
-            const RawRows h = make_raw(cs.n, ld, cs.scaled_input, false, cs.f32_input, rng);
+            const RawRows h = make_raw(cs.n, ld, cs.scaled_input, 1, cs.f32_input, rng);
             const DeviceRows h_dev = to_device(h);
             const size_t out_bytes = size_t(cs.rows * width) * (cs.out == gpu::GemmDType::FP8 ? 1 : 2);
             DeviceBuffer out_dev(out_bytes, "z"), scale_dev(size_t(cs.rows) * 4, "z scales");

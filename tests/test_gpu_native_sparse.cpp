@@ -2,8 +2,9 @@
 // fragment mapping (no GPU needed), and the kernel against a CPU double reference on random inputs
 // of awkward sizes (N = 1, 7, 33, 1000; m odd multiples of 16; k not a multiple of any tile), for
 // output-split (a column block of a wider y) and accumulate (input-split) with the per-channel
-// epilogue factor, every kernel and split count; outputs poisoned with NaN first and checked to be fully
-// written and nothing else touched. GPU tests skip themselves where no CUDA device is present.
+// epilogue factor, every kernel and split count, split-K ranges adding their products or (without
+// accumulate) writing them apart as parts of k, summed here; outputs poisoned with NaN first and
+// checked to be fully written and nothing else touched. GPU tests skip themselves where no CUDA device is present.
 #include <gtest/gtest.h>
 
 #ifdef SPENSE_HAS_CUDA
@@ -218,7 +219,8 @@ TEST_P(NativeSparseGemmTest, MatchesTheCpuReference) {
     const Weight w = random_weight(c.dtype, c.m, c.k, 7);
     DeviceBuffer wd(w.bits.size(), "weight");
     wd.upload(w.bits.data(), w.bits.size());
-    gpu::NativeSparseGemm gemm(context(), {c.dtype, c.m, c.k, ldb, ldc, c.accumulate, c.out}, wd, nullptr);
+    const int64_t max_parts = c.accumulate ? 1 : gpu::kMaxKParts;
+    gpu::NativeSparseGemm gemm(context(), {c.dtype, c.m, c.k, ldb, ldc, c.accumulate, c.out, max_parts}, wd, nullptr);
     std::vector<float> scale(size_t(c.m));
     for (int64_t j = 0; j < c.m; ++j) scale[size_t(j)] = 0.5f + 0.01f * float(j % 37);
     DeviceBuffer scale_d(scale.size() * 4, "scale");
@@ -230,7 +232,7 @@ TEST_P(NativeSparseGemmTest, MatchesTheCpuReference) {
         DeviceBuffer xd(xb.size(), "x");
         xd.upload(xb.data(), xb.size());
         std::mt19937_64 rng(uint64_t(n) + 99);
-        std::vector<uint8_t> y0(size_t(n * ldc) * eo, 0xff);  // NaN
+        std::vector<uint8_t> y0(size_t(max_parts * n * ldc) * eo, 0xff);  // NaN
         if (c.accumulate)
             for (int64_t r = 0; r < n; ++r)
                 for (int64_t j = 0; j < c.m; ++j) set_y(y0, size_t(r * ldc + col0 + j), float(int64_t(rng() % 200) - 100) / 50.0f);
@@ -246,9 +248,9 @@ TEST_P(NativeSparseGemmTest, MatchesTheCpuReference) {
         std::vector<gpu::NativeConfig> configs = gemm.candidates(n);
         configs.push_back({gpu::NativeKernel::Wgmma, 0});  // splits 0: run(), the searched choice
         for (const gpu::NativeConfig& config : configs) {
-            const int sk = config.splits;
+            const int sk = config.splits, parts = sk == 0 ? gemm.k_parts(n, nullptr) : config.k_parts();
             SCOPED_TRACE(cat(gpu::gemm_dtype_name(c.dtype), " m=", c.m, " k=", c.k, " N=", n, " accumulate=", c.accumulate, " f32 out=", f32,
-                             " kernel=", gpu::native_kernel_name(config.kernel), " splits=", sk));
+                             " kernel=", gpu::native_kernel_name(config.kernel), " splits=", sk, " parts=", parts));
             DeviceBuffer yd(y0.size(), "y");
             yd.upload(y0.data(), y0.size());
             void* out = static_cast<uint8_t*>(yd.get()) + size_t(col0) * eo;
@@ -262,22 +264,26 @@ TEST_P(NativeSparseGemmTest, MatchesTheCpuReference) {
             SPENSE_CUDA_CHECK(cudaDeviceSynchronize());
             std::vector<uint8_t> yb(y0.size());
             yd.download(yb.data(), yb.size());
-            std::vector<float> got(size_t(n * c.m));
+            std::vector<float> got(size_t(n * c.m), 0.0f);
             int64_t unwritten = 0, touched = 0;
-            for (int64_t r = 0; r < n; ++r)
-                for (int64_t j = 0; j < ldc; ++j) {
-                    const size_t at = size_t(r * ldc + j);
-                    if (j >= col0 && j < col0 + c.m) {
-                        got[size_t(r * c.m + j - col0)] = y_at(yb, at);
-                        unwritten += std::isnan(y_at(yb, at));
-                    } else {
-                        touched += std::memcmp(yb.data() + at * eo, y0.data() + at * eo, eo) != 0;
+            for (int64_t p = 0; p < max_parts; ++p)
+                for (int64_t r = 0; r < n; ++r)
+                    for (int64_t j = 0; j < ldc; ++j) {
+                        const size_t at = size_t((p * n + r) * ldc + j);
+                        if (p < parts && j >= col0 && j < col0 + c.m) {
+                            got[size_t(r * c.m + j - col0)] += y_at(yb, at);
+                            unwritten += std::isnan(y_at(yb, at));
+                        } else {
+                            touched += std::memcmp(yb.data() + at * eo, y0.data() + at * eo, eo) != 0;
+                        }
                     }
-                }
             EXPECT_EQ(unwritten, 0) << "outputs left unwritten";
             EXPECT_EQ(touched, 0) << "columns outside the output block were written";
             const double err = test::rel_error(got, expect);
             EXPECT_LT(err, !f32 ? 1e-2 : fp8 ? 5e-4 : 1e-5);
+            if (!c.accumulate && sk > 1) {
+                EXPECT_EQ(parts, sk <= max_parts ? sk : 1) << "split counts up to max_k_parts write apart";
+            }
             if (sk == 0) std::printf("[native-2:4] %s m=%lld k=%lld N=%lld acc=%d out=%s rel err %.2e\n", gpu::gemm_dtype_name(c.dtype),
                                      (long long)c.m, (long long)c.k, (long long)n, int(c.accumulate), f32 ? "f32" : "bf16", err);
         }

@@ -89,7 +89,10 @@ nlohmann::json run_attention_bench(const AttentionBenchOptions& opt, std::ostrea
         const DecodeAttention attn(shape, ctx.props());
         const DeviceBuffer workspace(attn.workspace_bytes(), "attention bench workspace");
         SPENSE_CUDA_CHECK(cudaMemsetAsync(workspace.get(), 0, workspace.bytes(), stream));
-        const DecodeAttention::Input input{{qkv.as<bf16>(), qkv_width}, norm.as<float>(), norm.as<float>(), 1e-6f, rope.as<float2>()};
+        ScaledRows products;
+        products.raw = qkv.get();
+        products.ld = qkv_width;
+        const DecodeAttention::Input input{products, norm.as<float>(), norm.as<float>(), 1e-6f, rope.as<float2>()};
         const int64_t group = s.n_heads / s.n_kv_heads, head_tiles = (group + 15) / 16;
         for (int64_t len : opt.lengths) {
             const std::vector<int32_t> host_lengths(size_t(s.batch), int32_t(len));

@@ -159,7 +159,7 @@ nlohmann::json run_gemm_bench(const GemmBenchOptions& opt, std::ostream& out) {
             const SpenseMlpLayout& wide = mlps.at(1.0)->layout();
             const int64_t rows_max = SparseGemm::padded_rows(n_max), d = shape.hidden, f = wide.width();
             const size_t e = gemm_dtype_bytes(dtype);
-            DeviceBuffer x(size_t(n_max * d) * 2, "benchmark input"), y(size_t(2 * rows_max * d) * 2, "benchmark output (or k's halves)");
+            DeviceBuffer x(size_t(n_max * d) * 2, "benchmark input"), y(size_t(kMaxKParts * rows_max * d) * 2, "benchmark output (or its parts of k)");
             DeviceBuffer xq(size_t(rows_max * d) * e, "benchmark quantized input"), h(size_t(rows_max * 2 * f) * 2, "benchmark gate_up output"),
                 z(size_t(rows_max * f) * e, "benchmark intermediate");
             // The read floor's source: the most bytes a GEMM of this shape moves (a padded 2:4 format of a small
@@ -248,6 +248,7 @@ nlohmann::json run_gemm_bench(const GemmBenchOptions& opt, std::ostream& out) {
                                          {"native_ms", tn.json()},
                                          {"native_kernel", native_kernel_name(nc.kernel)},
                                          {"native_split_k", nc.splits},
+                                         {"native_k_parts", nc.k_parts()},
                                          {"cusparselt_ms", sg.has_cusparselt() ? tc.json() : nlohmann::json()},
                                          {"cusparselt_rows", padded},
                                          {"mlp_rows", run.rows},
@@ -271,7 +272,8 @@ nlohmann::json run_gemm_bench(const GemmBenchOptions& opt, std::ostream& out) {
     // Tables: the GEMMs (as DEVICE-NOTES.md), then the MLPs.
     out << "GEMMs alone (random inputs), ms, median. Dense: cuBLASLt, as the dense MLP runs it (down may write k's halves apart for "
            "its reader to add: dense_k_parts in the JSON). 2:4: cuSPARSELt (on N rounded up to 16) and native; "
-           "x = dense / 2:4; native kernel: the one searched, x split-K; chosen: the backend the plain 2:4 MLP's plan picks (the MLP timed with each). GB/s: weight + x + y bytes / time; copy "
+           "x = dense / 2:4; native kernel: the one searched, x split-K (apart: down's split-K ranges write their products apart for "
+           "the reader to add, as the dense halves; the MLP tables include that add); chosen: the backend the plain 2:4 MLP's plan picks (the MLP timed with each). GB/s: weight + x + y bytes / time; copy "
         << fmt("%.0f", bw * 1e-9)
         << " GB/s. Read floor: the same bytes (dense, 2:4) streamed by a plain read kernel, timed as the GEMMs (launch, ramp and tail "
            "included); floor x: the speedup a 2:4 GEMM at its floor would have over a dense GEMM at its floor; %: read floor / GEMM\n\n"
@@ -284,7 +286,8 @@ nlohmann::json run_gemm_bench(const GemmBenchOptions& opt, std::ostream& out) {
         const double cs = has_cslt ? r["cusparselt_ms"]["median"].get<double>() : 0.0;
         out << "| " << r["model"].get<std::string>() << " | " << r["dtype"].get<std::string>() << " | " << r["n"] << " | "
             << r["layer"].get<std::string>() << " | " << fmt("%.4f", dn) << " | " << (has_cslt ? fmt("%.4f", cs) : "-") << " | "
-            << fmt("%.4f", nv) << " | " << r["native_kernel"].get<std::string>() << " x" << r["native_split_k"] << " | "
+            << fmt("%.4f", nv) << " | " << r["native_kernel"].get<std::string>() << " x" << r["native_split_k"]
+            << (r["native_k_parts"].get<int>() > 1 ? " apart" : "") << " | "
             << (has_cslt ? fmt("%.2fx", dn / cs) : "-") << " | " << fmt("%.2fx", dn / nv) << " | "
             << r["chosen"].get<std::string>() << " | " << fmt("%.2fx", r["chosen_speedup_vs_dense"]) << " | "
             << fmt("%.0f", r["dense_gb_per_s"]) << " | " << fmt("%.0f", r["native_gb_per_s"]) << " | ";

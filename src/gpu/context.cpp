@@ -191,7 +191,8 @@ nlohmann::json GpuContext::plan_report() const {
                        {"candidates", c.timed.size()}, {"heuristic_rank", c.algo().rank}, {"fastest_alone", c.chosen == 0}});
     for (const auto& [key, c] : caches_->native_choices)
         out.push_back({{"backend", "native"}, {"shape", key.first.describe()}, {"bucket", key.second}, {"ms", c.ms},
-                       {"candidates", c.candidates}, {"kernel", native_kernel_name(c.config.kernel)}, {"split_k", c.config.splits}});
+                       {"candidates", c.candidates}, {"kernel", native_kernel_name(c.config.kernel)}, {"split_k", c.config.splits},
+                       {"k_parts", c.config.k_parts()}});
     for (const auto& [key, c] : caches_->sparse_backends)
         out.push_back({{"backend", "2:4 selection"}, {"shape", key.first.describe()}, {"bucket", key.second},
                        {"chosen", c.backend == SparseBackend::Native ? "native" : "cusparselt"}, {"native_ms", c.native_ms},

@@ -693,6 +693,7 @@ void DecodeAttention::run(const Input& in, bf16* k, bf16* v, float* v_bound, con
     const auto aligned = [](const void* ptr, uintptr_t a) { return reinterpret_cast<uintptr_t>(ptr) % a == 0; };
     SPENSE_CHECK(in.qkv.raw && in.qkv.ld >= (s.n_heads + 2 * s.n_kv_heads) * s.head_dim, describe(s),
                  ": the q|k|v GEMM output must be given, with rows of at least (n_heads + 2 n_kv_heads) head_dim elements");
+    SPENSE_CHECK(in.qkv.parts.count == 1, describe(s), ": the q|k|v GEMM output must be one product, got ", in.qkv.parts.count, " parts");
     SPENSE_CHECK(k && v && lengths && aligned(k, 16) && aligned(v, 16), describe(s), ": the caches and lengths must be given, the caches 16-byte aligned");
     SPENSE_CHECK(out.fp8 ? out.row_scale != nullptr && v_bound != nullptr : out.values != nullptr, describe(s),
                  ": the output needs BF16 values, or FP8 codes, row scales and the V bounds");

@@ -49,7 +49,7 @@ struct Linear {
     // (DenseGemm::k_parts), the second half's rows [n, 2 n) are added to the first's.
     ScaledRows output(const void* raw, const float* row_scale, int64_t n, cudaStream_t stream) const {
         const GemmShape& s = gemm->shape();
-        return {raw, s.ldc, row_scale, scale.as<float>(), bias.as<float>(), gemm->second_part(raw, n, stream), s.out == GemmOut::F32};
+        return {raw, s.ldc, row_scale, scale.as<float>(), bias.as<float>(), {gemm->k_parts(n, stream), n * s.ldc}, s.out == GemmOut::F32};
     }
 };
 
@@ -127,7 +127,7 @@ struct DecodeEngine::State {
 
     int64_t mlp_width = 0;  // widest s_p + k_p over the layers
     DeviceBuffer tokens, lengths, best;
-    DeviceBuffer x, act, act_scale, qkv, attn, attn_scale, o, h, z, z_scale, y, y_dense, logits;
+    DeviceBuffer x, act, act_scale, qkv, attn, attn_scale, o, h, z, z_scale, y, logits;
     DeviceBuffer k_cache, v_cache, v_bound, attn_workspace;  // v_bound [layers, batch, kv heads]: FP8 (decode_attention.h)
     std::vector<int32_t> host_lengths;
 
@@ -189,7 +189,7 @@ struct DecodeEngine::State {
         qkv = DeviceBuffer(size_t(B * qkv_width()) * out, "qkv");
         attn = DeviceBuffer(size_t(B * attn_width()) * e, "attention output");
         attn_scale = DeviceBuffer(size_t(B) * 4, "attention output scales");
-        int64_t o_elems = B * d, y_elems = rows * d;  // with k's halves apart, up to twice the rows
+        int64_t o_elems = B * d, y_elems = rows * d;  // with parts of k apart (gemm.h), several blocks of rows
         for (const Layer& l : layers) {
             o_elems = std::max(o_elems, l.o.gemm->shape().out_elements(B));
             y_elems = std::max(y_elems, l.mlp->down_out_elements(rows));
@@ -199,7 +199,6 @@ struct DecodeEngine::State {
         z = DeviceBuffer(size_t(rows * mlp_width) * e, "MLP intermediate");
         z_scale = DeviceBuffer(size_t(rows) * 4, "MLP intermediate scales");
         y = DeviceBuffer(size_t(y_elems) * out, "MLP output");
-        y_dense = DeviceBuffer(size_t(rows * d) * out, "MLP output of the dense regions");
         logits = DeviceBuffer(size_t(B * cfg.vocab) * out, "logits");
         const size_t cache = cache_layer_elems() * size_t(cfg.n_layers) * 2;
         k_cache = DeviceBuffer(cache, cat("K cache (", cfg.n_layers, " layers x ", B, " sequences x ", opt.max_ctx, " tokens)"));
@@ -362,12 +361,11 @@ void DecodeEngine::enqueue_step(unsigned parts) {
         const MlpPlan plan = mlp.plan_for(B, st);
         if (gemms) mlp.gate_up(s.act.get(), s.h.get(), B, plan.gate_up, st);
         const bool f32 = gemm_out_for(s.opt.dtype) == GemmOut::F32;
-        const ScaledRows h{s.h.get(), 2 * ml.width(), s.fp8_only(s.act_scale), mlp.gate_up_weight_scale(), nullptr, nullptr, f32};
+        const ScaledRows h{s.h.get(), 2 * ml.width(), s.fp8_only(s.act_scale), mlp.gate_up_weight_scale(), nullptr, {}, f32};
         if (elementwise)
             launch_swiglu_quantize(h, ml.swiglu(), B, plan.down.rows, s.act_out(s.z.get(), ml.width(), s.z_scale.as<float>()), st);
-        if (gemms) mlp.down_products(s.z.get(), s.y.get(), s.y_dense.get(), B, plan.down, st);
-        pending = {s.y.get(), d, s.fp8_only(s.z_scale), mlp.down_weight_scale(), nullptr, mlp.down_second(s.y.get(), s.y_dense.get(), B, st),
-                   f32};
+        if (gemms) mlp.down_products(s.z.get(), s.y.get(), B, plan.down, st);
+        pending = {s.y.get(), d, s.fp8_only(s.z_scale), mlp.down_weight_scale(), nullptr, mlp.down_parts(B, plan.down, st), f32};
     }
     if (elementwise) launch_add_norm_quantize(s.x.as<float>(), pending, s.final_norm.as<float>(), eps, B, B, d, act, st);
     if (gemms) s.lm_head.gemm->run(s.act.get(), s.logits.get(), B, st);

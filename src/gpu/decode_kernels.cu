@@ -22,19 +22,22 @@ constexpr int kRowThreads = 256;
 // multiples of 4, so every access is aligned), kept apart from their arithmetic (scale4) so that a
 // thread issues the loads of all its pieces before it uses any: written as one call, ptxas scaled
 // each piece before it issued the next one's loads, a memory latency per piece.
-template <bool F32>
+// P: the most parts the kernel reads (ScaledRows::parts), kMaxKParts where it reads the MLP's
+// down, 1 elsewhere (registers for all the parts of a thread's pieces would be wasted there).
+template <bool F32, int P>
 struct Pieces4 {
     using Raw = std::conditional_t<F32, float4, uint2>;
-    Raw v, v2;
+    Raw v[P];
     float4 col_scale, bias;
 };
-template <bool F32>
-__device__ __forceinline__ Pieces4<F32> fetch4(const ScaledRows& s, int64_t r, int64_t c4) {
-    using Raw = typename Pieces4<F32>::Raw;
+template <bool F32, int P>
+__device__ __forceinline__ Pieces4<F32, P> fetch4(const ScaledRows& s, int64_t r, int64_t c4) {
+    using Raw = typename Pieces4<F32, P>::Raw;
     const int64_t i = r * (s.ld / 4) + c4;
-    Pieces4<F32> p{};
-    p.v = reinterpret_cast<const Raw*>(s.raw)[i];
-    if (s.raw2) p.v2 = reinterpret_cast<const Raw*>(s.raw2)[i];
+    Pieces4<F32, P> p{};
+#pragma unroll
+    for (int k = 0; k < P; ++k)
+        if (k < s.parts.count) p.v[k] = reinterpret_cast<const Raw*>(s.raw)[k * (s.parts.stride / 4) + i];
     p.col_scale = s.col_scale ? reinterpret_cast<const float4*>(s.col_scale)[c4] : make_float4(1.0f, 1.0f, 1.0f, 1.0f);
     if (s.bias) p.bias = reinterpret_cast<const float4*>(s.bias)[c4];
     return p;
@@ -48,23 +51,20 @@ __device__ __forceinline__ float4 to_float4(uint2 bits) {
     return {lo.x, lo.y, hi.x, hi.y};
 }
 
-// (raw + raw2) * row_factor * col_scale + bias, from fetch4's pieces.
-template <bool F32>
-__device__ __forceinline__ float4 scale4(const ScaledRows& s, const Pieces4<F32>& p, float rs) {
-    float4 v = to_float4(p.v);
-    if (s.raw2) {
-        const float4 v2 = to_float4(p.v2);
-        v = {v.x + v2.x, v.y + v2.y, v.z + v2.z, v.w + v2.w};
-    }
+// (the sum of the parts) * row_factor * col_scale + bias, from fetch4's pieces.
+template <bool F32, int P>
+__device__ __forceinline__ float4 scale4(const ScaledRows& s, const Pieces4<F32, P>& p, float rs) {
+    float4 v = to_float4(p.v[0]);
+#pragma unroll
+    for (int k = 1; k < P; ++k)
+        if (k < s.parts.count) {
+            const float4 w = to_float4(p.v[k]);
+            v = {v.x + w.x, v.y + w.y, v.z + w.z, v.w + w.w};
+        }
     const float4 cs = p.col_scale;
     v = {v.x * rs * cs.x, v.y * rs * cs.y, v.z * rs * cs.z, v.w * rs * cs.w};
     if (s.bias) v = {v.x + p.bias.x, v.y + p.bias.y, v.z + p.bias.z, v.w + p.bias.w};
     return v;
-}
-
-template <bool F32>
-__device__ __forceinline__ float4 scaled4(const ScaledRows& s, int64_t r, int64_t c4) {
-    return scale4<F32>(s, fetch4<F32>(s, r, c4), row_factor(s, r));
 }
 
 // The row kernels' reductions: the max of magnitudes (SwiGLU's amax), or a sum and such a max at
@@ -215,7 +215,7 @@ __global__ void __launch_bounds__(kMaxRowThreads) add_norm_quantize_kernel(float
                 // x is used last, and ptxas issues its load once the scales have landed; a prefetch
                 // into L1 takes its memory latency with theirs.
                 asm volatile("prefetch.global.L1 [%0];" ::"l"(x4 + c));
-                const Pieces4<F32> pa = fetch4<F32>(add, r, c);
+                const Pieces4<F32, kMaxKParts> pa = fetch4<F32, kMaxKParts>(add, r, c);
                 const float4 x = x4[c];
                 const float4 a = scale4<F32>(add, pa, row_factor(add, r));
                 v = {x.x + a.x, x.y + a.y, x.z + a.z, x.w + a.w};
@@ -279,8 +279,8 @@ __global__ void __launch_bounds__(kMaxRowThreads) swiglu_quantize_kernel(ScaledR
         const int64_t c = 8 * c8;
         const int64_t g = c < L.sparse ? c : 2 * L.sparse + (c - L.sparse);
         const int64_t u = c < L.sparse ? L.sparse + c : 2 * L.sparse + L.dense + (c - L.sparse);
-        const Pieces4<F32> pg0 = fetch4<F32>(h, r, g / 4), pg1 = fetch4<F32>(h, r, g / 4 + 1);
-        const Pieces4<F32> pu0 = fetch4<F32>(h, r, u / 4), pu1 = fetch4<F32>(h, r, u / 4 + 1);
+        const Pieces4<F32, 1> pg0 = fetch4<F32, 1>(h, r, g / 4), pg1 = fetch4<F32, 1>(h, r, g / 4 + 1);
+        const Pieces4<F32, 1> pu0 = fetch4<F32, 1>(h, r, u / 4), pu1 = fetch4<F32, 1>(h, r, u / 4 + 1);
         const float rs = row_factor(h, r);
         const float4 g0 = scale4<F32>(h, pg0, rs), g1 = scale4<F32>(h, pg1, rs);
         const float4 u0 = scale4<F32>(h, pu0, rs), u1 = scale4<F32>(h, pu1, rs);
@@ -376,6 +376,9 @@ void launch_add_norm_quantize(float* x, const ScaledRows& add, const float* norm
     SPENSE_CHECK(d % 4 == 0 && d <= kMaxCluster * kMaxSliceFloats, "add_norm_quantize: hidden size ", d,
                  " must be a multiple of 4 and at most ", kMaxCluster * kMaxSliceFloats);
     SPENSE_CHECK(!add.raw || add.ld % 4 == 0, "add_norm_quantize: the added rows' stride ", add.ld, " is not a multiple of 4");
+    SPENSE_CHECK(!add.raw || (add.parts.count >= 1 && add.parts.count <= kMaxKParts && add.parts.stride % 4 == 0),
+                 "add_norm_quantize: ", add.parts.count, " parts ", add.parts.stride, " elements apart (1 to ", kMaxKParts,
+                 ", a multiple of 4 apart)");
     with_product_type(add, [&](auto f32) {
         launch_row_clusters(add_norm_quantize_kernel<f32>, rows, d / 4, 4, stream, x, add, norm_weight, eps, n, d, out);
     });
@@ -386,11 +389,13 @@ void launch_swiglu_quantize(const ScaledRows& h, SwigluLayout layout, int64_t n,
     SPENSE_CHECK(width <= kMaxCluster * kMaxSliceFloats && width % 8 == 0 && layout.sparse % 8 == 0, "swiglu_quantize: intermediate regions ",
                  layout.sparse, " + ", layout.dense, " must be multiples of 8 and at most ", kMaxCluster * kMaxSliceFloats, " wide together");
     SPENSE_CHECK(h.ld % 4 == 0, "swiglu_quantize: the gate_up output's stride ", h.ld, " is not a multiple of 4");
+    SPENSE_CHECK(h.parts.count == 1, "swiglu_quantize: the gate_up output must be one product, got ", h.parts.count, " parts");
     with_product_type(h, [&](auto f32) { launch_row_clusters(swiglu_quantize_kernel<f32>, rows, width / 8, 8, stream, h, layout, n, z); });
 }
 
 void launch_argmax_advance(const ScaledRows& logits, int64_t n, int64_t vocab, unsigned long long* best, int32_t* tokens,
                            int32_t* lengths, cudaStream_t stream) {
+    SPENSE_CHECK(logits.parts.count == 1, "argmax: the logits must be one product, got ", logits.parts.count, " parts");
     SPENSE_CUDA_CHECK(cudaMemsetAsync(best, 0, size_t(n) * sizeof *best, stream), "argmax keys n=", n);
     with_product_type(logits, [&](auto f32) {
         argmax_kernel<f32><<<dim3(unsigned(n), unsigned(ceil_div(vocab, kArgmaxChunk))), kRowThreads, 0, stream>>>(logits, vocab, best);
@@ -401,6 +406,7 @@ void launch_argmax_advance(const ScaledRows& logits, int64_t n, int64_t vocab, u
 }
 
 void launch_logits_f32(const ScaledRows& logits, int64_t n, int64_t vocab, float* out, cudaStream_t stream) {
+    SPENSE_CHECK(logits.parts.count == 1, "logits_f32: the logits must be one product, got ", logits.parts.count, " parts");
     with_product_type(logits, [&](auto f32) {
         logits_f32_kernel<f32><<<dim3(unsigned(std::min<int64_t>(ceil_div(vocab, kRowThreads), 1024)), unsigned(n)), kRowThreads, 0,
                                  stream>>>(logits, vocab, out);

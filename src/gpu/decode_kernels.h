@@ -9,7 +9,7 @@
 // kernels slowed by more than the GEMMs gained (bench/README.md).
 //
 // Scaling convention. A GEMM writes raw products R[r, j] (gemm.h; BF16 or float32); their value is
-//   Y[r, j] = (R[r, j] + R2[r, j]) * row_scale[r] * col_scale[j] + bias[j]   (R2: raw2, or 0)
+//   Y[r, j] = (sum_p R_p[r, j]) * row_scale[r] * col_scale[j] + bias[j]   (R_p: the parts, usually one)
 // with row_scale the per-token scale of the activation the GEMM read and col_scale the weight's
 // per-output-channel scale (FP8), `ScaledRows`; a null pointer means 1 (or no bias), so BF16
 // GEMMs, whose outputs are values, pass none. An activation that feeds a GEMM is written as FP8
@@ -37,20 +37,22 @@ struct ScaledRows {
     const float* row_scale = nullptr;
     const float* col_scale = nullptr;
     const float* bias = nullptr;
-    // A second raw product of the same scales, layout and type, added to raw before scaling: the
-    // dense region of an input-split GEMM, run beside the sparse one (GpuSpenseMlp::down_products),
-    // or the products of k's second half where a dense GEMM wrote its halves apart (gemm.h).
-    const void* raw2 = nullptr;
+    // The raw products as parts.count blocks parts.stride elements apart from raw, of the same
+    // scales, layout and type, added before scaling: the parts of k a GEMM wrote apart (gemm.h) and,
+    // in the Spense MLP's down, the dense region's product after the 2:4 region's
+    // (GpuSpenseMlp::down_products). At most kMaxKParts.
+    ProductParts parts;
     bool f32 = false;  // the products are float32 (GemmOut::F32)
 
-    // Y[r, j], read in device code (the pointers are the device's). The kernels take the products'
-    // type as a template argument F32 (== f32, with_product_type), so that it puts no branch between
-    // their loads: read at run time instead, it slowed the batch-32 FP8 step of Qwen3-32B on the
-    // H200 from 10.80 to 11.07 ms.
+    // Y[r, j] of products in one part, read in device code (the pointers are the device's): the
+    // readers of qkv and the logits, whose launchers check it (add_norm_quantize sums the parts).
+    // The kernels take the products' type as a template argument F32 (== f32, with_product_type),
+    // so that it puts no branch between their loads: read at run time instead, it slowed the
+    // batch-32 FP8 step of Qwen3-32B on the H200 from 10.80 to 11.07 ms (and a loop over the parts
+    // here, 10.28 to 11.20 ms: the attention kernel's reads of qkv took 0.82 ms against 0.46).
     template <bool F32>
     SPENSE_HOST_DEVICE float value(int64_t r, int64_t j) const {
         float v = product<F32>(raw, r * ld + j);
-        if (raw2) v += product<F32>(raw2, r * ld + j);
         if (row_scale) v *= row_scale[r];
         if (col_scale) v *= col_scale[j];
         if (bias) v += bias[j];

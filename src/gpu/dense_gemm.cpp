@@ -161,11 +161,6 @@ void DenseGemm::run(const void* x, void* y, int64_t n, cudaStream_t stream) cons
 
 int DenseGemm::k_parts(int64_t n, cudaStream_t stream) const { return plan_for(*ctx_, shape_, n, weight_.get(), stream).k_parts; }
 
-const void* DenseGemm::second_part(const void* y, int64_t n, cudaStream_t stream) const {
-    if (k_parts(n, stream) == 1) return nullptr;
-    return static_cast<const uint8_t*>(y) + size_t(n * shape_.ldc) * gemm_out_bytes(shape_.out);
-}
-
 int DenseGemm::candidates(int64_t n, cudaStream_t stream) const {
     return int(choice_for(*ctx_, shape_, n, weight_.get(), stream).timed.size());
 }

@@ -18,12 +18,15 @@
 // accumulate: Y += ... (beta = 1), the input-split form that adds into an existing output. The
 // Spense MLP does not use it: its down runs the two regions' GEMMs side by side into two outputs
 // (spense_mlp.h), which one pass (GpuSpenseMlp::down) or the decode engine's next norm adds.
-// max_k_parts = 2 lets a dense GEMM write the products of k's two halves apart, for such a
-// consumer: cuBLASLt runs them as one strided batch, part i into rows [i n, (i + 1) n) of a
-// [2 n, ldc] output, where its own split-K needs a reduction kernel after the GEMM and its unsplit
-// kernels leave SMs idle at decode sizes (Qwen3-32B's down at 32 tokens on the H200: FP8 34.2 us
-// in halves against 38.1 split by cuBLASLt, BF16 65.3 against 68.6; bench/README.md). The search
-// times both forms; DenseGemm::k_parts says which a run writes.
+// max_k_parts > 1 lets a GEMM write the products of parts of k apart, for such a consumer: part i
+// into rows [i r, (i + 1) r) of a [parts r, ldc] output (r: the rows the run writes), where a
+// reduction inside the GEMM or after it would cost more than the reader's adds. A dense GEMM takes
+// k's two halves, which cuBLASLt runs as one strided batch: its own split-K needs a reduction
+// kernel after the GEMM and its unsplit kernels leave SMs idle at decode sizes (Qwen3-32B's down
+// at 32 tokens on the H200: FP8 34.2 us in halves against 38.1 split by cuBLASLt, BF16 65.3
+// against 68.6; bench/README.md). Our 2:4 kernel writes each split-K range's partial sums as a
+// part, where it otherwise adds them in a workspace and has the last CTA write y
+// (native_sparse_kernels.h). The searches time both forms; k_parts(n) says which a run writes.
 //
 // Plans (descriptors, the algorithm and its workspace size) are built once per (shape, n) and kept
 // in the GpuContext; the algorithm is searched once per (shape, token bucket) by timing candidates
@@ -53,11 +56,11 @@ struct GemmShape {
     int64_t ldc = 0;       // row stride of Y, in elements (>= m)
     bool accumulate = false;
     GemmOut out = GemmOut::BF16;
-    int64_t max_k_parts = 1;  // 1, or 2 (dense GEMMs without accumulate, k a multiple of 32)
+    int64_t max_k_parts = 1;  // 1 .. kMaxKParts, without accumulate (dense GEMMs: 1 or 2, k a multiple of 32)
 
     auto operator<=>(const GemmShape&) const = default;
     std::string describe() const;  // "fp8 m=51200 k=5120 ldb=5120 ldc=51200 beta=0" (+ " out=f32", " k_parts<=2")
-    // Output elements a run of n tokens may write: max_k_parts blocks of [n, ldc].
+    // Output elements a run on n token rows may write: max_k_parts blocks of [n, ldc].
     int64_t out_elements(int64_t n) const { return max_k_parts * n * ldc; }
 };
 
@@ -92,9 +95,6 @@ public:
     // The parts of k whose products run(n) writes apart: 1, or 2 where the shape allows it and the
     // chosen algorithm is one of the halves' (searching on first use).
     int k_parts(int64_t n, cudaStream_t stream) const;
-    // The second half's products in run(n)'s output y (its rows [n, 2 n)) where it writes k's halves
-    // apart, for the reader to add; null otherwise.
-    const void* second_part(const void* y, int64_t n, cudaStream_t stream) const;
 
     // Choosing the algorithm in context (the decode engine times whole steps with each candidate
     // of its Spense MLPs' dense regions, which run beside their 2:4 GEMMs): how many candidates the
@@ -137,13 +137,17 @@ public:
     SparseGemm(SparseGemm&&) noexcept;
     SparseGemm& operator=(SparseGemm&&) noexcept;
 
-    // Any n >= 1 (cuSPARSELt is eligible for multiples of kRowGranule only).
+    // Any n >= 1 (cuSPARSELt is eligible for multiples of kRowGranule only). y holds
+    // shape().out_elements(n); a run writes k_parts blocks of [n, ldc].
     void run(const void* x, void* y, int64_t n, cudaStream_t stream) const;
     // The backend run() uses for n (searching both on first use of n's bucket: the faster alone),
     // and one backend forced (the Spense MLP's plan, benchmarks, tests; cuSPARSELt must be
     // available and n a multiple of kRowGranule).
     SparseBackend backend_for(int64_t n, cudaStream_t stream) const;
     void run_backend(SparseBackend b, const void* x, void* y, int64_t n, cudaStream_t stream) const;
+    // The parts of k whose products a run of backend b on n rows writes apart: our kernel's searched
+    // split-K count where it writes them apart (up to shape().max_k_parts), else 1.
+    int k_parts(SparseBackend b, int64_t n, cudaStream_t stream) const;
     bool has_cusparselt() const { return compressed_.bytes() > 0; }
     bool has_native() const { return native_ != nullptr; }
     const NativeSparseGemm* native() const { return native_.get(); }

@@ -147,18 +147,19 @@ __global__ void swiglu_fp8_kernel(const bf16* h, uint8_t* z, int64_t n, int64_t 
     write_scale_targets(targets, s, tid, stride);
 }
 
-__global__ void combine_columns_kernel(bf16* out, const bf16* y, const bf16* y2, int64_t rows, int64_t cols, const float* scale) {
-    const int64_t per_row = cols / kVec, stride = int64_t(gridDim.x) * blockDim.x;
+__global__ void combine_columns_kernel(bf16* out, const bf16* y, int parts, int64_t part_stride, int64_t rows, int64_t cols,
+                                       const float* scale) {
+    const int64_t per_row = cols / kVec, stride = int64_t(gridDim.x) * blockDim.x, part_vecs = part_stride / kVec;
     for (int64_t v = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; v < rows * per_row; v += stride) {
         const int64_t c = (v % per_row) * kVec;
-        const Bf16x8 p{reinterpret_cast<const uint4*>(y)[v]};
-        const Bf16x8 q{y2 ? reinterpret_cast<const uint4*>(y2)[v] : uint4{}};
+        float sum[kVec] = {};
+        for (int p = 0; p < parts; ++p) {
+            const Bf16x8 q{reinterpret_cast<const uint4*>(y)[p * part_vecs + v]};
+            for (int i = 0; i < kVec; ++i) sum[i] += q.get(i);
+        }
         uint4 sums;
         bf16* o = reinterpret_cast<bf16*>(&sums);
-        for (int i = 0; i < kVec; ++i) {
-            const float sum = y2 ? p.get(i) + q.get(i) : p.get(i);
-            o[i] = __float2bfloat16_rn(scale ? sum * scale[c + i] : sum);
-        }
+        for (int i = 0; i < kVec; ++i) o[i] = __float2bfloat16_rn(scale ? sum[i] * scale[c + i] : sum[i]);
         reinterpret_cast<uint4*>(out)[v] = sums;
     }
 }
@@ -305,13 +306,14 @@ void launch_swiglu_fp8(const bf16* h, uint8_t* z, int64_t n, int64_t rows, Swigl
     SPENSE_CUDA_CHECK(cudaGetLastError(), "swiglu_fp8_kernel, ", n, " (", rows, ") rows, regions ", l.sparse, " + ", l.dense);
 }
 
-void launch_combine_columns(bf16* out, const bf16* y, const bf16* y2, int64_t rows, int64_t cols, const float* scale, cudaStream_t stream) {
+void launch_combine_columns(bf16* out, const bf16* y, int parts, int64_t part_stride, int64_t rows, int64_t cols, const float* scale,
+                            cudaStream_t stream) {
     check_vector_aligned(out, cols, "combine_columns");
     check_vector_aligned(y, cols, "combine_columns");
-    if (y2) check_vector_aligned(y2, cols, "combine_columns");
-    combine_columns_kernel<<<grid_for(rows * cols / kVec), kThreads, 0, stream>>>(out, y, y2, rows, cols, scale);
-    SPENSE_CUDA_CHECK(cudaGetLastError(), "combine_columns_kernel [", rows, ", ", cols, "]", y2 ? ", two products" : "",
-                      scale ? ", scaled" : "");
+    SPENSE_CHECK(parts >= 1 && (parts == 1 || part_stride % kVec == 0), "combine_columns: ", parts, " parts ", part_stride,
+                 " elements apart (a multiple of ", kVec, " needed)");
+    combine_columns_kernel<<<grid_for(rows * cols / kVec), kThreads, 0, stream>>>(out, y, parts, part_stride, rows, cols, scale);
+    SPENSE_CUDA_CHECK(cudaGetLastError(), "combine_columns_kernel [", rows, ", ", cols, "], ", parts, " parts", scale ? ", scaled" : "");
 }
 
 void launch_count_2to4_violations(GemmDType dtype, const void* w, int64_t rows, int64_t cols, unsigned* count, cudaStream_t stream) {

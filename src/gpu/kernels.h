@@ -74,10 +74,12 @@ void launch_swiglu_amax(const bf16* h, int64_t n, SwigluLayout layout, const flo
 void launch_swiglu_fp8(const bf16* h, uint8_t* z, int64_t n, int64_t rows, SwigluLayout layout, const float* h_scale,
                        const unsigned* amax_bits, float static_scale, const ScaleTargets& targets, cudaStream_t stream);
 
-// out[r, j] = (y[r, j] + y2[r, j]) * scale[j] for out, y, y2 [rows, cols] BF16 (out may be y): the
-// two products of an input-split GEMM run side by side, or of k's halves (gemm.h), summed, and FP8
-// raw products made values. y2 null: nothing added; scale null: 1.
-void launch_combine_columns(bf16* out, const bf16* y, const bf16* y2, int64_t rows, int64_t cols, const float* scale, cudaStream_t stream);
+// out[r, j] = (sum_{p < parts} y[p * part_stride + r * cols + j]) * scale[j] for out [rows, cols]
+// BF16 and `parts` such blocks of y (out may be y): the products of an input-split GEMM's regions
+// run side by side, or of the parts of k a GEMM wrote apart (gemm.h), summed, and FP8 raw products
+// made values. scale null: 1. part_stride a multiple of 8.
+void launch_combine_columns(bf16* out, const bf16* y, int parts, int64_t part_stride, int64_t rows, int64_t cols, const float* scale,
+                            cudaStream_t stream);
 
 // *count = the number of groups of 4 consecutive columns (of a row-major [rows, cols] weight)
 // holding more than 2 non-zero values (+0 and -0 are zero).

@@ -10,6 +10,8 @@ NativeSparseGemm::NativeSparseGemm(GpuContext& ctx, GemmShape shape, const Devic
     : ctx_(&ctx), shape_(shape), layout_(NativeSparseLayout::make(shape.dtype, shape.m, shape.k)) {
     const GemmShape& s = shape_;
     SPENSE_CHECK(s.ldb >= s.k && s.ldc >= s.m, "native 2:4 GEMM: bad strides ", s.describe());
+    SPENSE_CHECK(s.max_k_parts >= 1 && s.max_k_parts <= kMaxKParts && (s.max_k_parts == 1 || !s.accumulate),
+                 "native 2:4 GEMM: k in parts needs 1 to ", kMaxKParts, " parts and no accumulation: ", s.describe());
     SPENSE_CHECK(pruned.bytes() == size_t(s.m * s.k) * gemm_dtype_bytes(s.dtype), "native 2:4 GEMM: weight of ", pruned.bytes(),
                  " bytes for ", s.describe());
     weights_ = DeviceBuffer(layout_.bytes(), cat("native 2:4 weight ", s.describe()));
@@ -39,7 +41,7 @@ std::vector<NativeConfig> NativeSparseGemm::candidates(int64_t n) const {
         if (!native_kernel_serves(kernel, shape_.dtype, n)) continue;
         const int64_t ctas = native_row_ctas(layout_, kernel) * NativeSparseLayout::slices(n);
         for (int sk : {1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32})
-            if (sk <= layout_.k_units() && (sk == 1 || ctas * sk <= 8 * sms)) out.push_back({kernel, sk});
+            if (sk <= layout_.k_units() && (sk == 1 || ctas * sk <= 8 * sms)) out.push_back({kernel, sk, sk > 1 && sk <= shape_.max_k_parts});
     }
     return out;
 }
@@ -58,8 +60,10 @@ void NativeSparseGemm::run_with(NativeConfig config, const void* x, void* y, int
     a.ldc = shape_.ldc;
     a.n = n;
     a.splits = splits;
+    a.k_parts = config.parts;
     a.accumulate = shape_.accumulate;
-    if (splits > 1 && n >= 1) {
+    SPENSE_CHECK(config.k_parts() <= shape_.max_k_parts, "native 2:4 GEMM: ", splits, " parts of k for ", shape_.describe());
+    if (splits > 1 && !config.parts && n >= 1) {
         const size_t floats = layout_.workspace_floats(n), counters = layout_.counters(n);
         if (workspace_.bytes() < floats * 4 || counters_.bytes() < counters * 4) {
             // Grown between launches: the old buffers may still be in use by queued work.

@@ -198,6 +198,7 @@ struct KernelArgs {
     unsigned* counters;
     int64_t m, k, ldb, ldc, n;
     int64_t tiles, k_blocks;
+    int64_t part_elems;  // k in parts: elements between the parts of y, split i writing part i; else 0
     int splits;
     int chunk_blocks;  // k-blocks of x per shared-memory buffer (a multiple of 4)
     bool accumulate, f32_out;
@@ -271,11 +272,12 @@ __device__ __forceinline__ float old_y(const KernelArgs& a, int64_t row, int64_t
 
 __device__ __forceinline__ float out_scale_of(const KernelArgs& a, int64_t j) { return a.out_scale && j < a.m ? a.out_scale[j] : 1.0f; }
 
-// y[row, j] = scale * (sum + old), with old from old_y and scale from out_scale_of.
+// y[row, j] = scale * (sum + old), with old from old_y and scale from out_scale_of; with k in
+// parts, into this CTA's split's part.
 template <bool F32>
 __device__ __forceinline__ void write_y(const KernelArgs& a, int64_t row, int64_t j, float sum, float old, float scale) {
     if (row >= a.n || j >= a.m) return;
-    const int64_t i = row * a.ldc + j;
+    const int64_t i = int64_t(blockIdx.y) * a.part_elems + row * a.ldc + j;
     const float v = (sum + old) * scale;
     if constexpr (F32)
         static_cast<float*>(a.y)[i] = v;
@@ -286,9 +288,10 @@ __device__ __forceinline__ void write_y(const KernelArgs& a, int64_t row, int64_
 // The epilogue of both kernels (THREADS a CTA), over the accumulators of a warp's TPW tiles from
 // tile0 (rows [16 tile0, + 16 TPW)) by NT 8-token tiles from token n0, in the fragment layout of
 // the tensor-core instructions: acc[t][nt][0..1] = D[row g][tokens 2q, 2q + 1], [2..3] the same of
-// row g + 8. Without split-K, y directly. With it, partial sums into the workspace [slice]
-// [tiles * 16 rows][8 NT tokens] by vector atomics; the last CTA of the row group (a ticket counter)
-// writes y from the sums and clears the workspace. Every thread of the CTA calls it.
+// row g + 8. Without split-K, y directly, and so with k in parts, each split's partial sums into its
+// part of y. Otherwise partial sums into the workspace [slice][tiles * 16 rows][8 NT tokens] by
+// vector atomics; the last CTA of the row group (a ticket counter) writes y from the sums and
+// clears the workspace. Every thread of the CTA calls it.
 // Each thread issues all its reads (of y when accumulating, of the workspace) before its first
 // write: the compiler must assume that a write may alias a later read, so reads interleaved with
 // writes each wait a full memory latency (the last CTA's loop over 256 rows x 32 tokens did so 16
@@ -296,7 +299,7 @@ __device__ __forceinline__ void write_y(const KernelArgs& a, int64_t row, int64_
 template <int NT, int TPW, int THREADS, int CTA_ROWS, bool F32>
 __device__ void store_acc_as(const KernelArgs& a, const float (&acc)[TPW][NT][4], int64_t tile0, bool active, int64_t n0) {
     const int lane = threadIdx.x % 32, g = lane / 4, q = lane % 4;
-    if (a.splits == 1) {
+    if (a.splits == 1 || a.part_elems != 0) {
         if (!active) return;
         // Element i of a fragment: row g + 8 (i / 2), token 2 q + i % 2.
         const auto row_of = [&](int nt, int i) { return n0 + nt * 8 + 2 * q + i % 2; };
@@ -955,13 +958,15 @@ void launch_native_2to4_gemm(const NativeGemmArgs& g, cudaStream_t stream) {
     const NativeSparseLayout& L = g.layout;
     const int64_t e = int64_t(gemm_dtype_bytes(L.dtype));
     const auto where = [&] {
-        return cat(gemm_dtype_name(L.dtype), " [", L.m, ", ", L.k, "] n=", g.n, " ldb=", g.ldb, " ldc=", g.ldc, " splits=", g.splits);
+        return cat(gemm_dtype_name(L.dtype), " [", L.m, ", ", L.k, "] n=", g.n, " ldb=", g.ldb, " ldc=", g.ldc, " splits=", g.splits,
+                   g.k_parts ? " apart" : "");
     };
     SPENSE_CHECK(g.n >= 1 && g.ldb >= L.k && g.ldc >= L.m, "native 2:4 GEMM: bad sizes, ", where());
     SPENSE_CHECK(reinterpret_cast<uintptr_t>(g.x) % 16 == 0 && (g.ldb * e) % 16 == 0,
                  "native 2:4 GEMM: x must be 16-byte aligned with rows of a multiple of 16 bytes, ", where());
     SPENSE_CHECK(g.splits >= 1 && g.splits <= L.k_units(), "native 2:4 GEMM: split count out of 1..", L.k_units(), ", ", where());
-    SPENSE_CHECK(g.splits == 1 || (g.workspace && g.counters), "native 2:4 GEMM: split-K without a workspace, ", where());
+    SPENSE_CHECK(g.splits == 1 || g.k_parts || (g.workspace && g.counters), "native 2:4 GEMM: split-K without a workspace, ", where());
+    SPENSE_CHECK(!g.k_parts || !g.accumulate, "native 2:4 GEMM: k in parts cannot accumulate into y, ", where());
     SPENSE_CHECK(native_kernel_serves(g.kernel, L.dtype, g.n), "native 2:4 GEMM: the ", native_kernel_name(g.kernel),
                  " kernel does not serve this case (mma.sync: BF16 only; pairs: up to 16 tokens), ", where());
     const int nt = tiles_for_tokens(g.n);
@@ -981,6 +986,7 @@ void launch_native_2to4_gemm(const NativeGemmArgs& g, cudaStream_t stream) {
     a.tiles = L.tiles;
     a.k_blocks = L.k_blocks;
     a.splits = g.splits;
+    a.part_elems = g.k_parts ? g.n * g.ldc : 0;
     a.accumulate = g.accumulate;
     const int64_t rows = int64_t(nt) * 8, cols = max_chunk_cols(g.kernel, L.dtype, rows);
     a.chunk_blocks = int(cols / NativeSparseLayout::kBlockK);

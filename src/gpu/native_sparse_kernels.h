@@ -54,7 +54,10 @@
 //     loses to (H200, in turn with it: BF16 gate_up at N = 64 0.137 -> 0.098 ms, FP8 0.082 ->
 //     0.063; bench/README.md); clusters of 4 were no faster than 2.
 // With split-K, partial sums go to an FP32 workspace by vector atomics and the last CTA of each
-// row group (a ticket counter) writes y and clears the workspace, so one launch does everything.
+// row group (a ticket counter) writes y and clears the workspace, so one launch does everything;
+// or, k in parts (gemm.h), each split writes its partial sums as its own part of y for the reader
+// to add: no workspace, ticket or last pass, which cost Qwen3-32B's FP8 down on the H200 1-2 us
+// at one token and 5 us at 32 (bench/results/gemm-h200-splitk-tail.md).
 // The kernels launch with programmatic dependent launch, each CTA loading its register ring of
 // weight blocks before waiting for the kernel that writes x (launch.h). On the H200 that left the
 // batch-1 decode step unchanged (FP8, 2:4 MLPs, 8.180 / 8.016 ms against 8.106 / 8.230 in
@@ -123,13 +126,15 @@ struct NativeGemmArgs {
     void* y = nullptr;        // [n, ldc] of `out`
     GemmOut out = GemmOut::BF16;
     const float* out_scale = nullptr;
-    float* workspace = nullptr;   // splits > 1: layout.workspace_floats(n), zero
-    unsigned* counters = nullptr;  // splits > 1: layout.counters(n), zero
+    float* workspace = nullptr;   // splits > 1 with k whole: layout.workspace_floats(n), zero
+    unsigned* counters = nullptr;  // splits > 1 with k whole: layout.counters(n), zero
     int64_t ldb = 0, ldc = 0, n = 0;
     int splits = 1;  // 1 .. layout.k_units()
+    bool k_parts = false;  // split i writes its partial products into y's rows [i n, (i + 1) n); not with accumulate
     bool accumulate = false;
 };
-// y = out_scale * (x W^T + (accumulate ? y : 0)); leaves workspace and counters zero.
+// y = out_scale * (x W^T + (accumulate ? y : 0)), or with k_parts the splits' parts of it;
+// leaves workspace and counters zero.
 void launch_native_2to4_gemm(const NativeGemmArgs& args, cudaStream_t stream);
 
 }  // namespace spense::gpu

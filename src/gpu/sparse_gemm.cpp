@@ -228,6 +228,10 @@ SparseBackend SparseGemm::backend_for(int64_t n, cudaStream_t stream) const {
     return cache.emplace(key, c).first->second.backend;
 }
 
+int SparseGemm::k_parts(SparseBackend b, int64_t n, cudaStream_t stream) const {
+    return b == SparseBackend::Native && has_native() ? native_->k_parts(n, stream) : 1;
+}
+
 void SparseGemm::run_backend(SparseBackend b, const void* x, void* y, int64_t n, cudaStream_t stream) const {
     if (b == SparseBackend::Native) {
         SPENSE_CHECK(has_native(), "the native 2:4 format of ", shape_.describe(), " was freed (keep_backend kept cuSPARSELt's)");

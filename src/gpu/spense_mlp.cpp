@@ -138,12 +138,13 @@ void GpuSpenseMlp::build(Regions&& r, cudaStream_t stream) {
     const GemmOut o = opt_.gemm_out;
     if (sp > 0) {
         gate_up_sparse_.emplace(*ctx_, GemmShape{t, 2 * sp, d, d, 2 * f, false, o}, r.gate_up_sparse, stream);
-        down_sparse_.emplace(*ctx_, GemmShape{t, d, sp, f, d, false, o}, r.down_sparse, stream);
+        // Its split-K ranges may write their products apart (gemm.h), which down() or the decode
+        // engine's norm adds, with the dense region's product after them.
+        down_sparse_.emplace(*ctx_, GemmShape{t, d, sp, f, d, false, o, kMaxKParts - (kp > 0 ? 1 : 0)}, r.down_sparse, stream);
     }
     if (kp > 0) {
         gate_up_dense_.emplace(*ctx_, GemmShape{t, 2 * kp, d, d, 2 * f, false, o}, std::move(r.gate_up_dense));
-        // Alone, the dense region may write k's halves apart (gemm.h), which down() or the decode
-        // engine's norm adds; beside a 2:4 region it is itself one of two parts.
+        // Alone, the dense region may write k's halves apart; beside a 2:4 region it is itself the last part.
         down_dense_.emplace(*ctx_, GemmShape{t, d, kp, f, d, false, o, sp == 0 ? 2 : 1}, std::move(r.down_dense));
     }
     if (t == GemmDType::FP8) {
@@ -230,10 +231,11 @@ MlpBackendChoice GpuSpenseMlp::choose_backends(int64_t n, cudaStream_t stream) {
         for (SparseBackend dw : dn) {
             const MlpPlan p{sparse_run(n, g), sparse_run(n, dw)};
             plans.push_back(p);
+            grow_parts_buffer(down_parts(n, p.down, stream));
             runs.push_back([this, p, n, stream] {
                 gate_up(xq_.get(), h_.get(), n, p.gate_up, stream);
                 activate(h_.as<bf16>(), z_.get(), n, p.down.rows, stream);
-                down_products(z_.get(), y_.get(), y_dense_.get(), n, p.down, stream);
+                down_products(z_.get(), y_parts_.get(), n, p.down, stream);
             });
         }
     // A pair that pads rows must beat the best one that does not by more than kPaddingMargin: these
@@ -268,8 +270,6 @@ void GpuSpenseMlp::reserve(int64_t rows) {
     h_ = DeviceBuffer(size_t(rows * 2 * f) * out, cat("gate_up output, ", rows, " tokens"));
     z_ = DeviceBuffer(size_t(rows * f) * e, cat("intermediate activation, ", rows, " tokens"));
     y_ = DeviceBuffer(size_t(rows * d) * out, cat("MLP output, ", rows, " tokens"));
-    if (down_dense_ && (down_sparse_ || down_dense_->shape().max_k_parts > 1))
-        y_dense_ = DeviceBuffer(size_t(down_dense_->shape().out_elements(rows)) * out, cat("MLP output of the dense region, ", rows, " tokens"));
     capacity_ = rows;
 }
 
@@ -335,19 +335,31 @@ void GpuSpenseMlp::activate(const bf16* h, void* z, int64_t n, int64_t rows, cud
 
 void GpuSpenseMlp::down(const void* z, bf16* y, int64_t n, const SparseRun& run, cudaStream_t stream) {
     require_bf16_outputs("down");
-    reserve(n);
-    // k's halves land in y_dense_ (whose 2 n rows y may not have), and the pass adds them into y.
-    const bool halves = !has_both_regions() && down_dense_ && down_dense_->k_parts(n, stream) == 2;
-    bf16* products = halves ? y_dense_.as<bf16>() : y;
-    down_products(z, products, y_dense_.get(), n, run, stream);
+    reserve(run.rows);
+    // Several products land in y_parts_ (whose rows y may not have), and the pass adds them into y.
+    const ProductParts parts = down_parts(n, run, stream);
+    if (parts.count > 1) grow_parts_buffer(parts);
+    bf16* products = parts.count > 1 ? y_parts_.as<bf16>() : y;
+    down_products(z, products, n, run, stream);
     const float* scale = opt_.dtype == GemmDType::FP8 ? down_column_scale_.as<float>() : nullptr;
-    const auto* second = static_cast<const bf16*>(down_second(products, y_dense_.get(), n, stream));
-    if (halves || second || scale) launch_combine_columns(y, products, second, n, layout_.hidden, scale, stream);
+    if (parts.count > 1 || scale) launch_combine_columns(y, products, parts.count, parts.stride, n, layout_.hidden, scale, stream);
 }
 
-const void* GpuSpenseMlp::down_second(const void* y, const void* y_dense, int64_t n, cudaStream_t stream) const {
-    if (has_both_regions()) return y_dense;
-    return down_dense_ ? down_dense_->second_part(y, n, stream) : nullptr;
+ProductParts GpuSpenseMlp::down_parts(int64_t n, const SparseRun& run, cudaStream_t stream) const {
+    ProductParts p{0, (down_sparse_ ? run.rows : n) * layout_.hidden};
+    if (down_sparse_) p.count += down_sparse_->k_parts(run.backend, run.rows, stream);
+    if (down_dense_) p.count += down_dense_->k_parts(n, stream);
+    return p;
+}
+
+void GpuSpenseMlp::grow_parts_buffer(const ProductParts& parts) {
+    const size_t bytes = size_t(parts.count * parts.stride) * gemm_out_bytes(opt_.gemm_out);
+    if (y_parts_.bytes() < bytes) y_parts_ = DeviceBuffer(bytes, cat("MLP down products, ", parts.count, " parts of ", parts.stride, " elements"));
+}
+
+int64_t GpuSpenseMlp::down_out_elements(int64_t rows) const {
+    const int64_t parts = (down_sparse_ ? down_sparse_->shape().max_k_parts : 0) + (down_dense_ ? down_dense_->shape().max_k_parts : 0);
+    return parts * rows * layout_.hidden;
 }
 
 const void* GpuSpenseMlp::dense_part(const void* z) const {
@@ -355,12 +367,14 @@ const void* GpuSpenseMlp::dense_part(const void* z) const {
 }
 
 // The two regions' GEMMs of down write apart and run side by side, as gate_up's do.
-void GpuSpenseMlp::down_products(const void* z, void* y, void* y_dense, int64_t n, const SparseRun& run, cudaStream_t stream) {
+void GpuSpenseMlp::down_products(const void* z, void* y, int64_t n, const SparseRun& run, cudaStream_t stream) {
     if (!has_both_regions()) {
         if (down_sparse_) down_sparse_->run_backend(run.backend, z, y, run.rows, stream);
         if (down_dense_) down_dense_->run(z, y, n, stream);
         return;
     }
+    const int64_t sparse_parts = down_sparse_->k_parts(run.backend, run.rows, stream);
+    void* y_dense = static_cast<uint8_t*>(y) + size_t(sparse_parts * run.rows * layout_.hidden) * gemm_out_bytes(opt_.gemm_out);
     down_dense_->run(dense_part(z), y_dense, n, ctx_->fork(stream));
     down_sparse_->run_backend(run.backend, z, y, run.rows, stream);
     ctx_->join(stream);
@@ -421,7 +435,7 @@ GpuSpenseMlp::Traffic GpuSpenseMlp::traffic(int64_t n, const MlpPlan& plan) cons
     t.activate = passes * double(n * 2 * f) * 2 + double(rows_dn * f) * e;
     if (down_sparse_) t.down += double(down_sparse_->weight_bytes()) + double(rows_dn * sp) * e + double(rows_dn * d) * 2;
     if (down_dense_) t.down += double(down_dense_->weight_bytes()) + double(n * kp) * e + double(n * d) * 2;
-    if (has_both_regions() || fp8) t.down += double(n * d) * 2 * (has_both_regions() ? 3 : 2);  // the pass adding y_dense, scaling
+    if (has_both_regions() || fp8) t.down += double(n * d) * 2 * (has_both_regions() ? 3 : 2);  // the pass adding the regions, scaling
     t.forward = t.quantize + t.gate_up + t.activate + t.down + (rows_dn != n ? double(n * d) * 2 * 2 : 0.0);
     return t;
 }

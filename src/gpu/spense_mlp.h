@@ -25,7 +25,8 @@
 //   activate  h -> z [r_down, s_p + k_p] = [z_s | z_d], z = silu(gate) * up (FP8: e4m3(z / s_z)).
 //   down      z -> y [r_down, d]: input-split, y = z[:, :s_p] W_ds^T + z[:, s_p:] W_dd^T, the two
 //             GEMMs side by side, each reading its columns of z in place and writing its own
-//             product; one pass adds the two (and applies FP8's scales).
+//             products (a GEMM may write parts of k apart, gemm.h); one pass adds them all (and
+//             applies FP8's scales).
 // The dense GEMMs run on the n real tokens only.
 //
 // Where the FP8 scales are applied. Every FP8 GEMM writes raw products of E4M3 codes (gemm.h says
@@ -140,23 +141,20 @@ public:
     // The operators (see the top of this file), for plan = plan_for(n, stream): quantize pads to
     // plan.gate_up.rows, activate to plan.down.rows.
     void quantize(const bf16* x, void* xq, int64_t n, int64_t rows, cudaStream_t stream);
-    // h and y (and y_dense) are of GpuMlpOptions::gemm_out.
+    // h and y are of GpuMlpOptions::gemm_out.
     void gate_up(const void* xq, void* h, int64_t n, const SparseRun& run, cudaStream_t stream);
     void activate(const bf16* h, void* z, int64_t n, int64_t rows, cudaStream_t stream);
     void down(const void* z, bf16* y, int64_t n, const SparseRun& run, cudaStream_t stream);
     // down without its sum and FP8 scaling pass, its two GEMMs side by side: y holds the raw
-    // products of the sparse region and y_dense [n, d] those of the dense region (untouched where
-    // the layout has only one region: y then holds all, or, for the dense region alone, those of
-    // k's halves in [2 n, d]: down_second); the decode engine adds the two and applies
-    // down_weight_scale() times its own per-token activation scales where it reads them.
-    void down_products(const void* z, void* y, void* y_dense, int64_t n, const SparseRun& run, cudaStream_t stream);
-    // Whether down_products writes y_dense: the layout has both regions.
+    // products as down_parts(n, run) parts, the 2:4 region's (its parts of k) then the dense
+    // region's; the decode engine adds them and applies down_weight_scale() times its own per-token
+    // activation scales where it reads them.
+    void down_products(const void* z, void* y, int64_t n, const SparseRun& run, cudaStream_t stream);
+    // The parts down_products(z, y, n, run) writes into y, and how far apart (searching on first use).
+    ProductParts down_parts(int64_t n, const SparseRun& run, cudaStream_t stream) const;
     bool has_both_regions() const { return down_sparse_ && down_dense_; }
-    // The second products down_products(z, y, y_dense, n) wrote, which the reader adds to y: y_dense
-    // with both regions, y's rows [n, 2 n) where the dense region alone wrote k's halves, else null.
-    const void* down_second(const void* y, const void* y_dense, int64_t n, cudaStream_t stream) const;
-    // Output elements down_products may write into y for n tokens.
-    int64_t down_out_elements(int64_t n) const { return down_dense_ && !down_sparse_ ? down_dense_->shape().out_elements(n) : n * layout_.hidden; }
+    // Output elements down_products may write into y for plans of up to `rows` token rows.
+    int64_t down_out_elements(int64_t rows) const;
 
     // A serving engine that runs n tokens per call keeps only the 2:4 format of the backends
     // plan_for(n, stream) chose (SparseGemm::keep_backend), halving their memory.
@@ -192,6 +190,7 @@ private:
     struct Regions;  // the four weights before the GEMMs take them
     void build(Regions&& r, cudaStream_t stream);
     void reserve(int64_t rows);  // workspace of forward()
+    void grow_parts_buffer(const ProductParts& parts);  // y_parts_ to hold down's products in `parts`
     static SparseRun sparse_run(int64_t n, SparseBackend backend);
     static MlpPlan plan_of(int64_t n, const MlpBackendPair& p);
     const MlpBackendChoice& backend_choice(int64_t n, cudaStream_t stream);  // the context's cached choice for n's bucket
@@ -208,7 +207,8 @@ private:
     GpuMlpOptions opt_;
     std::optional<SparseGemm> gate_up_sparse_, down_sparse_;
     std::optional<DenseGemm> gate_up_dense_, down_dense_;
-    DeviceBuffer xq_, h_, z_, y_, y_dense_;  // forward()'s activations (and choose_backends'), for capacity_ rows; y_dense_ only with both regions
+    DeviceBuffer xq_, h_, z_, y_;  // forward()'s activations (and choose_backends'), for capacity_ rows
+    DeviceBuffer y_parts_;         // down's products where they come in several parts, before the pass adds them
     DeviceBuffer scalars_;         // amax bits of x and z, then s_x and s_z
     // FP8: weight scales per output channel, and those times the activation scale (per call).
     DeviceBuffer gate_up_w_scale_, down_w_scale_, gate_up_column_scale_, down_column_scale_;
