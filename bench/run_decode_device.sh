@@ -41,7 +41,8 @@
 #             (AB_SHAPE, default 32:64:8:128:4096: batch, heads, KV heads, head dim, max_ctx) at
 #             lengths 1, 1024 and 4096, BF16 and FP8 out
 #   abgemm    this build's bench gemm against the base build's, in turn (base, this, base, this) on
-#             one machine start: Qwen3-32B's MLP shapes, N = AB_N (default 1,16,32,64), both dtypes
+#             one machine start: Qwen3-32B's MLP shapes, N = AB_N (default 1,16,32,64), both dtypes,
+#             the GEMMs and the MLPs at dense ratios AB_RATIOS (default 0) and 1
 #   timeline  a kernel trace (CUPTI: bench/tools/kernel_trace.cpp) of Qwen3-32B's replayed steps at
 #             context 0, batch 32 and 1, dense and 2:4 MLPs: each kernel's time where the step
 #             runs it and the gap before it (bench/tools/step_timeline.py)
@@ -224,7 +225,7 @@ time.sleep(900)' &
             tee "$OUT/abattention-$gpu.md"
         ;;
     abgemm)
-        in_turn '^| qwen3-32b | [bf][fp][18]6* | [0-9]* | [gd]' bench gemm --models qwen3-32b --n ${AB_N:-1,16,32,64} --ratios 0 \
+        in_turn '^| qwen3-32b |' bench gemm --models qwen3-32b --n ${AB_N:-1,16,32,64} --ratios ${AB_RATIOS:-0} \
             --budget-ms 10 2>&1 | tee "$OUT/abgemm-$gpu.md"
         ;;
     timeline)
