@@ -14,11 +14,6 @@
 
 namespace spense::gpu {
 
-namespace {
-
-
-}  // namespace
-
 // The four weights in their GEMM dtype, and the FP8 per-output-channel scales: gate_up's for the
 // columns of h ([2(s_p + k_p)], sparse rows then dense rows), down's for its rows ([d], one per
 // row over both regions, so that one factor applies to the sum of the two GEMMs).
